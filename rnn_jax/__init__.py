@@ -1,0 +1,41 @@
+"""rnn_jax: recurrent networks as pure JAX functions, and the experiments built on them."""
+
+from rnn_jax.cells import (
+    CELLS,
+    Cell,
+    ElmanParams,
+    GRUParams,
+    LSTMCarry,
+    LSTMParams,
+    elman,
+    gru,
+    lstm,
+    stack,
+)
+from rnn_jax.initializers import INITIALIZERS, get_initializer
+from rnn_jax.model import Dense, DenseParams, ModelParams, SequenceModel, dense, sequence_model
+from rnn_jax.unroll import unroll
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CELLS",
+    "Cell",
+    "Dense",
+    "DenseParams",
+    "ElmanParams",
+    "GRUParams",
+    "INITIALIZERS",
+    "LSTMCarry",
+    "LSTMParams",
+    "ModelParams",
+    "SequenceModel",
+    "dense",
+    "elman",
+    "get_initializer",
+    "gru",
+    "lstm",
+    "sequence_model",
+    "stack",
+    "unroll",
+]

@@ -1,0 +1,204 @@
+"""Cells against NumPy implementations written from their equations, and against Flax's cells."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnn_jax as rj
+
+T, B, I, H = 8, 3, 5, 4
+
+
+def np_sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def np_elman(p, xs, act):
+    f = {"tanh": np.tanh, "sigmoid": np_sigmoid}[act]
+    h = np.zeros((xs.shape[1], H))
+    ys = []
+    for x in xs:
+        h = f(x @ p.w_x + h @ p.w_h + (0 if p.b is None else p.b))
+        ys.append(h)
+    return h, np.stack(ys)
+
+
+def np_lstm(p, xs):
+    h = np.zeros((xs.shape[1], H))
+    c = np.zeros_like(h)
+    ys = []
+    for x in xs:
+        z = x @ p.w_x + h @ p.w_h + p.b
+        i, f, g, o = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
+        c = np_sigmoid(f) * c + np_sigmoid(i) * np.tanh(g)
+        h = np_sigmoid(o) * np.tanh(c)
+        ys.append(h)
+    return (h, c), np.stack(ys)
+
+
+def np_gru(p, xs):
+    h = np.zeros((xs.shape[1], H))
+    ys = []
+    wx, wh = p.w_x, p.w_h
+    for x in xs:
+        r = np_sigmoid(x @ wx[:, :H] + p.b_x[:H] + h @ wh[:, :H])
+        z = np_sigmoid(x @ wx[:, H : 2 * H] + p.b_x[H : 2 * H] + h @ wh[:, H : 2 * H])
+        n = np.tanh(x @ wx[:, 2 * H :] + p.b_x[2 * H :] + r * (h @ wh[:, 2 * H :] + p.b_hn))
+        h = (1 - z) * n + z * h
+        ys.append(h)
+    return h, np.stack(ys)
+
+
+def to_np(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+@pytest.fixture(params=["f32", "f64"])
+def precision(request):
+    if request.param == "f64":
+        jax.config.update("jax_enable_x64", True)
+        yield jnp.float64, 1e-12
+        jax.config.update("jax_enable_x64", False)
+    else:
+        yield jnp.float32, 1e-5
+
+
+CASES = {
+    "elman-tanh": (lambda: rj.elman(H, "tanh"), lambda p, xs: np_elman(p, xs, "tanh")),
+    "elman-sigmoid-nobias": (
+        lambda: rj.elman(H, "sigmoid", use_bias=False, init="uniform"),
+        lambda p, xs: np_elman(p, xs, "sigmoid"),
+    ),
+    "lstm": (lambda: rj.lstm(H), np_lstm),
+    "gru": (lambda: rj.gru(H), np_gru),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cell_matches_numpy_over_a_sequence(name, precision):
+    dtype, rtol = precision
+    make, reference = CASES[name]
+    cell = make()
+    params = cell.init(jax.random.PRNGKey(0), I)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I), dtype)
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(params))
+    carry, ys = rj.unroll(cell, params, xs)
+    ref_carry, ref_ys = reference(to_np(params), np.asarray(xs, np.float64))
+    assert ys.dtype == dtype
+    np.testing.assert_allclose(ys, ref_ys, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(np.concatenate(jax.tree.leaves(carry)), np.concatenate(jax.tree.leaves(ref_carry)), rtol=rtol, atol=rtol)
+
+
+def test_lstm_matches_flax_lstmcell():
+    from flax import linen as nn
+
+    cell = rj.lstm(H)
+    params = cell.init(jax.random.PRNGKey(0), I)
+    fcell = nn.LSTMCell(H)
+    x0 = jnp.zeros((B, I))
+    fparams = fcell.init(jax.random.PRNGKey(2), fcell.initialize_carry(jax.random.PRNGKey(3), x0.shape), x0)
+    gates = "ifgo"
+    p = {}
+    for k, g in enumerate(gates):
+        sl = slice(k * H, (k + 1) * H)
+        p["i" + g] = {"kernel": params.w_x[:, sl]}
+        p["h" + g] = {"kernel": params.w_h[:, sl], "bias": params.b[sl]}
+    assert jax.tree.structure(p) == jax.tree.structure(fparams["params"])
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    fc = fcell.initialize_carry(jax.random.PRNGKey(3), x0.shape)
+    fys = []
+    for x in xs:
+        fc, y = fcell.apply({"params": p}, fc, x)
+        fys.append(y)
+    carry, ys = rj.unroll(cell, params, xs)
+    np.testing.assert_allclose(ys, jnp.stack(fys), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(carry.c, fc[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(carry.h, fc[1], rtol=1e-5, atol=1e-6)
+
+
+def test_gru_matches_flax_grucell():
+    from flax import linen as nn
+
+    cell = rj.gru(H)
+    params = cell.init(jax.random.PRNGKey(0), I)
+    fcell = nn.GRUCell(H)
+    p = {}
+    for k, g in enumerate("rzn"):
+        sl = slice(k * H, (k + 1) * H)
+        p["i" + g] = {"kernel": params.w_x[:, sl], "bias": params.b_x[sl]}
+        p["h" + g] = {"kernel": params.w_h[:, sl]}
+    p["hn"]["bias"] = params.b_hn
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    fparams = fcell.init(jax.random.PRNGKey(2), jnp.zeros((B, H)), xs[0])
+    assert jax.tree.structure(p) == jax.tree.structure(fparams["params"])
+    fh = jnp.zeros((B, H))
+    fys = []
+    for x in xs:
+        fh, y = fcell.apply({"params": p}, fh, x)
+        fys.append(y)
+    carry, ys = rj.unroll(cell, params, xs)
+    np.testing.assert_allclose(ys, jnp.stack(fys), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(carry, fh, rtol=1e-5, atol=1e-6)
+
+
+def test_initializers():
+    key = jax.random.PRNGKey(0)
+    p = rj.elman(64, init="uniform").init(key, 32)
+    assert float(p.w_x.min()) >= -1 and float(p.w_x.max()) < 1 and float(p.w_x.max()) > 0.9
+    p = rj.gru(64, init="pytorch").init(key, 32)
+    assert float(jnp.abs(p.w_h).max()) <= 1 / 8 and float(jnp.abs(p.w_h).max()) > 0.12
+    p = rj.lstm(8, recurrent_init="orthogonal", forget_bias=1.0, init="zeros").init(key, 3)
+    for k in range(4):
+        block = p.w_h[:, k * 8 : (k + 1) * 8]
+        np.testing.assert_allclose(block.T @ block, np.eye(8), atol=1e-5)
+    np.testing.assert_array_equal(p.b, np.r_[np.zeros(8), np.ones(8), np.zeros(16)])
+
+
+@pytest.mark.parametrize(
+    "call, exc, words",
+    [
+        (lambda: rj.lstm(0), ValueError, "hidden_size"),
+        (lambda: rj.gru(2.5), TypeError, "hidden_size"),
+        (lambda: rj.elman("8"), TypeError, "hidden_size"),
+        (lambda: rj.elman(4, "softsign"), ValueError, "activation"),
+        (lambda: rj.elman(4, init="xavier"), ValueError, "init"),
+        (lambda: rj.lstm(4, recurrent_init="he"), ValueError, "recurrent_init"),
+        (lambda: rj.lstm(4).init(jax.random.PRNGKey(0), 0), ValueError, "input_size"),
+        (lambda: rj.stack([]), TypeError, "stack"),
+        (lambda: rj.sequence_model(rj.lstm(4), 2, output_activation="relu6"), ValueError, "output_activation"),
+    ],
+)
+def test_bad_arguments_name_the_argument(call, exc, words):
+    with pytest.raises(exc, match=words):
+        call()
+
+
+def test_wrong_input_width_is_a_clear_error():
+    cell = rj.gru(H)
+    params = cell.init(jax.random.PRNGKey(0), I)
+    with pytest.raises(ValueError, match=f"last dimension {I}"):
+        rj.unroll(cell, params, jnp.zeros((T, B, I + 1)))
+    with pytest.raises(ValueError, match="lengths"):
+        rj.unroll(cell, params, jnp.zeros((T, B, I)), lengths=jnp.array([1, 2]))
+
+
+def test_sequence_model_expresses_the_2015_network():
+    model = rj.sequence_model(
+        rj.elman(16, "sigmoid", use_bias=False, init="uniform"),
+        1,
+        readout_bias=False,
+        readout_init="uniform",
+        output_activation="sigmoid",
+    )
+    params = model.init(jax.random.PRNGKey(0), 2)
+    shapes = jax.tree.map(jnp.shape, params)
+    assert shapes == rj.ModelParams(rj.ElmanParams((2, 16), (16, 16), None), rj.DenseParams((16, 1), None))
+    xs = jax.random.bernoulli(jax.random.PRNGKey(1), 0.5, (8, 2)).astype(jnp.float32)
+    _, out = model.apply(params, xs)
+    # The same network written out by hand.
+    p = to_np(params)
+    h = np.zeros(16)
+    for t, x in enumerate(np.asarray(xs, np.float64)):
+        h = np_sigmoid(x @ p.cell.w_x + h @ p.cell.w_h)
+        np.testing.assert_allclose(out[t], np_sigmoid(h @ p.readout.w), rtol=1e-5)
