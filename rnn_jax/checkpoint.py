@@ -1,0 +1,108 @@
+"""Checkpoints: a pytree as msgpack (Flax serialization) plus a JSON description, written atomically.
+
+A checkpoint is a directory holding `state.msgpack` and `meta.json`. It loads without the code
+that trained it: `load(path)` returns nested dicts of NumPy arrays and the metadata; pass a
+`target` pytree of the same structure to get NamedTuples back. Every file is written to a
+temporary name and renamed into place, so a crash leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+FORMAT = "rnn_jax.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or not an rnn_jax checkpoint."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(x):
+    if isinstance(x, (np.generic, np.ndarray)) or hasattr(x, "__array__"):
+        return np.asarray(x).tolist()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+def save(path, state: Any, meta: Optional[dict] = None) -> Path:
+    """Saves pytree `state` and a JSON-able `meta` dict into directory `path`.
+
+    The state is written before the metadata, and each atomically, so `meta.json` only ever
+    describes a complete `state.msgpack`.
+    """
+    from flax import serialization
+
+    path = Path(path)
+    host_state = jax.tree.map(np.asarray, jax.device_get(state))
+    atomic_write_bytes(path / "state.msgpack", serialization.msgpack_serialize(serialization.to_state_dict(host_state)))
+    atomic_write_json(path / "meta.json", {"format": FORMAT, **(meta or {})})
+    return path
+
+
+def load(path, target: Any = None):
+    """Loads a checkpoint directory; returns `(state, meta)`.
+
+    Without `target`, `state` is nested dicts of NumPy arrays; with it, a pytree shaped like
+    `target`. Raises `CheckpointError` naming the path and the problem.
+    """
+    from flax import serialization
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: no such directory")
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path}: meta.json is missing (not an rnn_jax checkpoint, or an interrupted save)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path}: meta.json is corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not an rnn_jax checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+    try:
+        state = serialization.msgpack_restore((path / "state.msgpack").read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path}: state.msgpack is missing") from None
+    except Exception as e:  # msgpack raises several unrelated types on bad bytes
+        raise CheckpointError(f"checkpoint {path}: state.msgpack is corrupt ({type(e).__name__}: {e})") from None
+    if target is not None:
+        try:
+            state = serialization.from_state_dict(target, state)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path}: does not match the expected structure ({e})") from None
+        _check_shapes(path, target, state)
+    return state, meta
+
+
+def _check_shapes(path, target, state):
+    for (where, t), s in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(state)):
+        if np.shape(t) != np.shape(s):
+            raise CheckpointError(
+                f"checkpoint {path}: {jax.tree_util.keystr(where)} has shape {np.shape(s)}, expected {np.shape(t)}"
+            )

@@ -1,0 +1,38 @@
+"""The files of an experiment directory: metrics.jsonl (appended), summary.json (atomic)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from rnn_jax.checkpoint import atomic_write_json
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `metrics.jsonl`, flushed at once so an interrupted
+    run keeps every line it logged."""
+
+    def __init__(self, run_dir: Path, name: str = "metrics.jsonl"):
+        self.path = Path(run_dir) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """The records of a JSONL file; a final line cut short by a crash is skipped."""
+    with Path(path).open() as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    path = Path(run_dir) / "summary.json"
+    atomic_write_json(path, summary)
+    return path

@@ -1,0 +1,101 @@
+"""Entry point: `python -m rnn_jax.train [overrides]` (also the `rnn-jax-train` script).
+
+Hydra composes `conf/` into the typed schema of `rnn_jax.config`; everything after that sees
+only frozen-in-spirit dataclasses. `run(cfg, run_dir)` does the work and is testable without
+Hydra's decorator; `main` adds the run directory, one-line errors and sweep-safe failures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from rnn_jax.backend import BackendError, select_backend
+from rnn_jax.checkpoint import CheckpointError
+from rnn_jax.config import Config, ConfigError, register_configs, validate
+from rnn_jax.rundir import write_summary
+
+log = logging.getLogger("rnn_jax")
+
+# task name -> module with `run(cfg: Config, run_dir: Path, device: dict) -> dict` (the summary)
+RUNNERS = {"addition": "rnn_jax.run_addition", "charlm": "rnn_jax.run_charlm"}
+
+# Errors a user can cause with a config value, a file or a directory: one line, no traceback.
+USER_ERRORS = (ConfigError, BackendError, CheckpointError, FileNotFoundError)
+
+register_configs()
+
+
+def to_config(dcfg: DictConfig) -> Config:
+    """The composed DictConfig as the typed dataclasses, validated."""
+    cfg = OmegaConf.to_object(dcfg)
+    return validate(cfg)
+
+
+def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Trains and evaluates `cfg`, writing everything into `run_dir`; returns the summary."""
+    validate(cfg)
+    device = select_backend(cfg.backend.name, cfg.backend.compilation_cache)
+    runner = importlib.import_module(RUNNERS[cfg.task.name])
+    return runner.run(cfg, Path(run_dir), device)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def failure_summary(dcfg: DictConfig, error: BaseException) -> dict[str, Any]:
+    task = dcfg.get("task", {})
+    model = dcfg.get("model", {})
+    return {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "task": task.get("name"),
+        "cell": model.get("cell"),
+        "bits": task.get("bits"),
+        "hidden": model.get("hidden"),
+        "seeds": dcfg.get("train", {}).get("seeds"),
+    }
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> float:
+    """Runs one job; returns the success rate (what a sweeper such as Optuna maximises)."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        summary = run(to_config(dcfg), run_dir)
+    except KeyboardInterrupt:
+        print(f"interrupted; what was written is in {run_dir}", file=sys.stderr)
+        raise SystemExit(130)
+    except Exception as e:  # noqa: BLE001 - every failure is recorded in the job's own directory
+        write_summary(run_dir, failure_summary(dcfg, e))
+        if not isinstance(e, USER_ERRORS):
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        if sweeping:
+            log.error("job failed: %s: %s (see %s)", type(e).__name__, e, run_dir / "summary.json")
+            return float("nan")
+        if isinstance(e, USER_ERRORS):
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2)
+        raise
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1))
+    print(f"results in {run_dir}")
+    return float(summary.get("success_rate", float("nan")))
+
+
+if __name__ == "__main__":
+    main()
