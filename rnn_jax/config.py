@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from omegaconf import MISSING
+
 CELL_NAMES = ("elman", "lstm", "gru")
 ACTIVATION_NAMES = ("tanh", "sigmoid", "relu")
 INIT_NAMES = ("uniform", "pytorch", "glorot", "orthogonal", "zeros")
@@ -108,7 +110,7 @@ class BackendConfig:
 
 @dataclass
 class Config:
-    task: Any = field(default_factory=AdditionTask)
+    task: Any = MISSING  # AdditionTask or CharLMTask, chosen by the task group
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
