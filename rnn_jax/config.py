@@ -56,9 +56,9 @@ class CharLMTask:
     val_fraction: float = 0.05
     embedding: int = 64
     dropout: float = 0.0
-    eval_every: int = 200
-    eval_batches: int = 20
-    sample_length: int = 300
+    eval_every: int = 200  # steps between validations (each writes a sample and the checkpoints)
+    eval_batches: int = 20  # validation batches at most (of up to batch_size x seq_len characters)
+    sample_length: int = 300  # characters sampled at each validation (0: none)
     sample_temperature: float = 0.8
 
 
@@ -185,6 +185,8 @@ def validate(cfg: Config) -> Config:
         _at_least("task.eval_batches", task.eval_batches, 1)
         _at_least("task.sample_length", task.sample_length, 0)
         _at_least("task.sample_temperature", task.sample_temperature, 0.0)
+        if t.seeds != 1:
+            raise ConfigError("train.seeds", t.seeds, "charlm trains one model per run: must be 1")
     else:
         raise ConfigError("task", type(task).__name__, "allowed: addition, charlm")
     return cfg
