@@ -44,6 +44,7 @@ class AdditionTask:
     data: str = "jax"  # jax: operands from the run's PRNG key | numpy2015: replay the 2015 script's numpy stream (init and operands)
     eval_samples: int = 65536  # all operand pairs when there are at most this many, else this many random pairs
     generalization_bits: List[int] = field(default_factory=lambda: [16, 32, 64, 256])
+    generalization_samples: int = 4096  # random operand pairs per generalisation width
 
 
 @dataclass
@@ -168,6 +169,7 @@ def validate(cfg: Config) -> Config:
         _choice("task.loss", task.loss, LOSS_NAMES)
         _choice("task.data", task.data, DATA_NAMES)
         _at_least("task.eval_samples", task.eval_samples, 1)
+        _at_least("task.generalization_samples", task.generalization_samples, 1)
         for n in task.generalization_bits:
             _at_least("task.generalization_bits", n, 1)
         if task.data == "numpy2015" and not (m.cell == "elman" and m.layers == 1 and t.batch_size == 1):

@@ -72,6 +72,7 @@ def failure_summary(dcfg: DictConfig, error: BaseException) -> dict[str, Any]:
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> float:
     """Runs one job; returns the success rate (what a sweeper such as Optuna maximises)."""
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "TPU not found" noise
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN

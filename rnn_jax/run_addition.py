@@ -1,0 +1,270 @@
+"""Training and evaluating binary addition: the runner behind `python -m rnn_jax.train task=addition`.
+
+`make_trainer(cfg)` returns pure functions (init, sample, chunk, evaluate); `run` drives them:
+it trains `train.seeds` replicas at once with `vmap`, `train.log_every` steps per compiled
+`lax.scan` chunk, logs each chunk to `metrics.jsonl`, and writes `summary.json` and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnn_jax import addition, reference2015
+from rnn_jax.build import build_model, dtype_of
+from rnn_jax.cells import ElmanParams
+from rnn_jax.checkpoint import save as save_checkpoint
+from rnn_jax.config import AdditionTask, Config
+from rnn_jax.model import DenseParams, ModelParams, SequenceModel
+from rnn_jax.optim import make_optimizer
+from rnn_jax.rundir import MetricsLog, write_summary
+from rnn_jax.training import TrainState, init_state, make_chunk, make_step
+
+GENERALIZATION_SEED = 2015  # fixed, so every run is evaluated on the same operand pairs
+
+
+class Trainer(NamedTuple):
+    """The pure functions of one replica; `run` vmaps them over seeds and jits them."""
+
+    model: SequenceModel
+    optimizer: optax.GradientTransformation
+    init: Callable[[jax.Array], TrainState]  # init key -> state
+    sample_chunk: Callable[[jax.Array, jax.Array, int], addition.Batch]  # (data key, chunk index, k) -> [k, ...] batches
+    chunk: Callable[[TrainState, addition.Batch], tuple]  # (state, batches) -> (state, losses [k])
+    evaluate: Callable[[Any, addition.Batch, jax.Array], jax.Array]  # (params, batch, lengths) -> exact [B]
+
+
+def addition_loss(name: str, logits, targets):
+    """"bce": mean binary cross-entropy on logits. "mse": the 2015 loss, 0.5 * sum over bits of
+    (target - sigmoid(logit))^2, averaged over the batch (its gradient is the 2015 update)."""
+    if name == "bce":
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
+    err = targets - jax.nn.sigmoid(logits)
+    return 0.5 * jnp.sum(err**2) / targets.shape[1]
+
+
+def make_trainer(cfg: Config) -> Trainer:
+    task: AdditionTask = cfg.task
+    dtype = dtype_of(cfg.train.dtype)
+    model = build_model(cfg.model, 1, output_activation="sigmoid", dtype=dtype)
+    optimizer = make_optimizer(cfg.optim, cfg.train.steps)
+    unroll = cfg.model.unroll
+
+    def loss_fn(params, batch: addition.Batch):
+        _, logits = model.logits(params, batch.inputs, unroll=unroll)
+        return addition_loss(task.loss, logits, batch.targets), None
+
+    def init(key):
+        return init_state(model.init(key, 2), optimizer)
+
+    def sample_chunk(data_key, chunk_index, k: int):
+        keys = jax.random.split(jax.random.fold_in(data_key, chunk_index), k)
+        return jax.vmap(lambda key: addition.sample(key, cfg.train.batch_size, task.bits, task.full_range, dtype))(keys)
+
+    step = make_step(loss_fn, optimizer)
+    chunk = make_chunk(lambda state, batch: _drop_aux(step(state, batch)), cfg.train.unroll_steps)
+
+    def evaluate(params, batch: addition.Batch, lengths):
+        """Per example: 1.0 if every bit of the sum (up to its length) is right."""
+        _, logits = model.logits(params, batch.inputs, lengths=lengths, unroll=unroll)
+        t = jnp.arange(batch.targets.shape[0])[:, None]
+        valid = t < lengths[None, :]  # [T, B]
+        wrong = ((logits[..., 0] > 0) != (batch.targets[..., 0] > 0.5)) & valid
+        return 1.0 - jnp.any(wrong, axis=0).astype(jnp.float32)
+
+    return Trainer(model, optimizer, init, sample_chunk, chunk, evaluate)
+
+
+def _init_replica(trainer: Trainer, seed):
+    """Replica `seed`: its initial state and its data key (a run with `seed=s` equals replica s)."""
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+    return trainer.init(init_key), data_key
+
+
+def _drop_aux(out):
+    state, (loss, _) = out
+    return state, loss
+
+
+def params_from_2015(weights: reference2015.Weights2015, dtype) -> ModelParams:
+    """The 2015 script's synapse_0, synapse_h, synapse_1 as rnn_jax parameters."""
+    cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    return ModelParams(ElmanParams(cast(weights.w_in), cast(weights.w_rec), None), DenseParams(cast(weights.w_out), None))
+
+
+def numpy2015_replicas(cfg: Config, seeds: list[int], trainer: Trainer):
+    """Initial states and all training batches `[S, steps, T, 1, 2]` replayed from the 2015 numpy stream."""
+    dtype = dtype_of(cfg.train.dtype)
+    states, inputs, targets = [], [], []
+    for seed in seeds:
+        weights, operands = reference2015.stream(seed, cfg.train.steps, cfg.task.bits, cfg.model.hidden)
+        states.append(init_state(params_from_2015(weights, dtype), trainer.optimizer))
+        batch = addition.encode(operands[:, 0], operands[:, 1], cfg.task.bits, False, np.dtype(dtype))  # [T, steps, ...]
+        inputs.append(np.moveaxis(np.asarray(batch.inputs), 1, 0)[:, :, None])  # [steps, T, 1, 2]
+        targets.append(np.moveaxis(np.asarray(batch.targets), 1, 0)[:, :, None])
+    state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    return state, addition.Batch(np.stack(inputs), np.stack(targets))
+
+
+def generalization_batch(task: AdditionTask, dtype):
+    """One padded batch holding `generalization_samples` pairs of every width, with their lengths,
+    so a single compiled evaluation covers all widths."""
+    widths = sorted(set(task.generalization_bits))
+    t_max = max(addition.sequence_length(n, task.full_range) for n in widths)
+    inputs, targets, lengths = [], [], []
+    for n in widths:
+        b = addition.random_pairs(GENERALIZATION_SEED + n, task.generalization_samples, n, task.full_range, dtype)
+        pad = ((0, t_max - b.inputs.shape[0]), (0, 0), (0, 0))
+        inputs.append(np.pad(b.inputs, pad))
+        targets.append(np.pad(b.targets, pad))
+        lengths.append(np.full((task.generalization_samples,), b.inputs.shape[0], np.int32))
+    batch = addition.Batch(np.concatenate(inputs, axis=1), np.concatenate(targets, axis=1))
+    return widths, batch, np.concatenate(lengths)
+
+
+def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
+    """Trains, evaluates and records one addition run; returns the summary."""
+    from tqdm.auto import tqdm
+
+    if cfg.train.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    task: AdditionTask = cfg.task
+    dtype = dtype_of(cfg.train.dtype)
+    trainer = make_trainer(cfg)
+    seeds = [cfg.seed + i for i in range(cfg.train.seeds)]
+    S, steps, K = len(seeds), cfg.train.steps, cfg.train.log_every
+
+    replay = task.data == "numpy2015"
+    if replay:
+        state, stream = numpy2015_replicas(cfg, seeds, trainer)
+        chunk_fn = jax.jit(jax.vmap(trainer.chunk), donate_argnums=0)
+    else:
+        state, data_keys = jax.jit(jax.vmap(lambda seed: _init_replica(trainer, seed)))(jnp.asarray(seeds))
+
+        def sampled_chunk(state, data_key, chunk_index, k):
+            return trainer.chunk(state, trainer.sample_chunk(data_key, chunk_index, k))
+
+        chunk_fn = jax.jit(jax.vmap(sampled_chunk, in_axes=(0, 0, None, None)), static_argnums=3, donate_argnums=0)
+
+    eval_data = jax.device_put(addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, np.dtype(dtype)))
+    eval_lengths = jnp.full(eval_data.inputs.shape[1:2], eval_data.inputs.shape[0], jnp.int32)
+    evaluate = jax.jit(jax.vmap(lambda p, b, n: jnp.mean(trainer.evaluate(p, b, n)), in_axes=(0, None, None)))
+
+    compiled: dict[int, Any] = {}
+    compile_seconds = 0.0
+
+    def chunk_call(state, start, k):
+        nonlocal compile_seconds
+        if replay:
+            args = (state, jax.tree.map(lambda a: a[:, start : start + k], stream))
+        else:
+            args = (state, data_keys, jnp.int32(start // K), k)
+        if k not in compiled:
+            t0 = time.perf_counter()
+            lowered = chunk_fn.lower(*args)
+            compiled[k] = lowered.compile()
+            compile_seconds += time.perf_counter() - t0
+        if not replay:
+            args = args[:3]
+        return compiled[k](*args)
+
+    log = MetricsLog(run_dir)
+    accuracy = np.zeros(S)
+    finite = np.ones(S, dtype=bool)
+    steps_to_solve: list = [None] * S
+    done, train_seconds = 0, 0.0
+    t_eval = time.perf_counter()
+    evaluate(state.params, eval_data, eval_lengths).block_until_ready()  # compile the evaluation once
+    compile_seconds += time.perf_counter() - t_eval
+    bar = tqdm(total=steps, desc=f"{cfg.model.cell} h{cfg.model.hidden} {task.bits}-bit", unit="step", disable=not cfg.train.progress, leave=False)
+    try:
+        while done < steps:
+            k = min(K, steps - done)
+            t0 = time.perf_counter()
+            compile_before = compile_seconds
+            state, losses = chunk_call(state, done, k)
+            acc = np.asarray(evaluate(state.params, eval_data, eval_lengths))
+            losses = np.asarray(losses)
+            train_seconds += time.perf_counter() - t0 - (compile_seconds - compile_before)
+            done += k
+            finite &= np.isfinite(losses).all(axis=1)
+            accuracy = np.where(finite, acc, 0.0)
+            for i in range(S):
+                if steps_to_solve[i] is None and finite[i] and accuracy[i] == 1.0:
+                    steps_to_solve[i] = done
+            mean_loss = losses.mean(axis=1)
+            record = {
+                "step": done,
+                "loss": _mean_finite(mean_loss),
+                "accuracy": float(accuracy.mean()),
+                "elapsed": round(train_seconds + compile_seconds, 4),
+            }
+            if S > 1:
+                record["per_seed"] = {"loss": [float(x) for x in mean_loss], "accuracy": [float(a) for a in accuracy]}
+            log.write(record)
+            bar.update(k)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
+            if not finite.any() or (cfg.train.stop_when_solved and all(s is not None for s in steps_to_solve)):
+                break
+    finally:
+        bar.close()
+
+    widths, gen_data, gen_lengths = generalization_batch(task, np.dtype(dtype))
+    per_example = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None, None)))(state.params, gen_data, gen_lengths)
+    per_width = np.asarray(per_example).reshape(S, len(widths), task.generalization_samples).mean(axis=2)
+    per_width = np.where(finite[:, None], per_width, 0.0)
+
+    save_checkpoint(
+        run_dir / "checkpoint",
+        state.params,
+        {"task": "addition", "seeds": seeds, "model": _asdict(cfg.model), "bits": task.bits, "full_range": task.full_range, "dtype": cfg.train.dtype, "step": done},
+    )
+    summary = {
+        "status": "ok" if finite.any() else "failed",
+        "task": "addition",
+        "cell": cfg.model.cell,
+        "bits": task.bits,
+        "hidden": cfg.model.hidden,
+        "layers": cfg.model.layers,
+        "optimizer": cfg.optim.name,
+        "lr": cfg.optim.lr,
+        "seeds": S,
+        "seed_values": seeds,
+        "steps": done,
+        "final_accuracy": float(accuracy.mean()),
+        "per_seed_accuracy": [float(a) for a in accuracy],
+        "success_rate": float(np.mean(accuracy == 1.0)),
+        "steps_to_solve": steps_to_solve,
+        "failed_seeds": [s for s, ok in zip(seeds, finite) if not ok],
+        "eval_pairs": int(eval_data.inputs.shape[1]),
+        "generalization": {str(n): float(a) for n, a in zip(widths, per_width.mean(axis=0))},
+        "generalization_per_seed": {str(n): [float(a) for a in per_width[:, j]] for j, n in enumerate(widths)},
+        "compile_seconds": round(compile_seconds, 4),
+        "train_seconds": round(train_seconds, 4),
+        "us_per_step": round(1e6 * train_seconds / max(done, 1), 3),
+        **device,
+    }
+    if not finite.any():
+        summary["error"] = "loss became NaN or Inf in every seed"
+    write_summary(run_dir, summary)
+    return summary
+
+
+def _mean_finite(x) -> float:
+    x = np.asarray(x)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
+
+
+def _asdict(dc) -> dict:
+    from dataclasses import asdict
+
+    return asdict(dc)
