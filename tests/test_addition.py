@@ -1,0 +1,128 @@
+"""Binary addition: data, metric, the 2015 gradient and trajectory, seeds, generalisation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnn_jax as rj
+from rnn_jax import addition, checkpoint, reference2015
+from rnn_jax.config import AdditionTask, Config, ModelConfig, OptimConfig, TrainConfig
+from rnn_jax.model import DenseParams, ModelParams
+from rnn_jax.run_addition import addition_loss, generalization_batch, make_trainer, params_from_2015
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("bits, full_range", [(8, False), (5, True), (70, False)])
+def test_sampled_sums_are_the_sums_of_the_operands(bits, full_range):
+    batch = jax.jit(addition.sample, static_argnums=(1, 2, 3))(jax.random.PRNGKey(0), 64, bits, full_range)
+    T = addition.sequence_length(bits, full_range)
+    assert batch.inputs.shape == (T, 64, 2) and batch.targets.shape == (T, 64, 1)
+    a = addition.bits_int(batch.inputs[..., 0])
+    b = addition.bits_int(batch.inputs[..., 1])
+    s = addition.bits_int(batch.targets[..., 0])
+    limit = 2**bits if full_range else 2 ** (bits - 1)
+    assert all(0 <= v < limit for v in a + b)
+    assert s == [x + y for x, y in zip(a, b)]  # the sum fits: nothing is truncated
+    assert len(set(a)) > min(32, limit // 2)  # operands vary
+    if full_range:
+        assert any(x + y >= 2**bits for x, y in zip(a, b))  # the extra step reads out a carry
+
+
+def test_encoding_is_lsb_first_with_carries():
+    batch = addition.encode([3, 127, 0], [1, 1, 0], 8)
+    np.testing.assert_array_equal(batch.inputs[:, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0])  # 3
+    np.testing.assert_array_equal(batch.targets[:, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0])  # 4: two carries
+    np.testing.assert_array_equal(batch.targets[:, 1, 0], [0, 0, 0, 0, 0, 0, 0, 1])  # 128
+    np.testing.assert_array_equal(batch.targets[:, 2, 0], 0)
+    with pytest.raises(ValueError, match="outside"):
+        addition.encode([128], [0], 8)
+    full = addition.encode([255], [255], 8, full_range=True)
+    assert addition.bits_int(full.targets[..., 0]) == [510]
+
+
+def test_all_pairs_covers_every_pair_once():
+    batch = addition.all_pairs(4)
+    pairs = set(zip(addition.bits_int(batch.inputs[..., 0]), addition.bits_int(batch.inputs[..., 1])))
+    assert len(pairs) == batch.inputs.shape[1] == 64 == addition.operand_count(4, False)
+    assert addition.bits_int(batch.targets[..., 0]) == [a + b for a, b in zip(*map(addition.bits_int, (batch.inputs[..., 0], batch.inputs[..., 1])))]
+
+
+def test_exact_accuracy_needs_every_bit():
+    targets = jnp.array([[1, 0, 1], [0, 0, 1]], jnp.float32)[..., None]  # [T=2, B=3, 1]
+    logits = jnp.array([[5.0, -1.0, 2.0], [-3.0, 0.5, 1.0]])[..., None]  # example 1 wrong at t=1
+    assert float(addition.exact_accuracy(logits, targets)) == pytest.approx(2 / 3)
+    assert float(addition.exact_accuracy(-logits, targets)) == 0.0
+
+
+def model_2015():
+    cfg = Config(
+        task=AdditionTask(loss="mse", data="numpy2015"),
+        model=ModelConfig(cell="elman", hidden=16, activation="sigmoid", use_bias=False, init="uniform", readout_bias=False, readout_init="uniform"),
+        optim=OptimConfig(name="sgd", lr=0.1),
+        train=TrainConfig(steps=300, batch_size=1, dtype="float64", log_every=100),
+    )
+    return cfg
+
+
+def test_gradient_equals_the_2015_update(x64):
+    cfg = model_2015()
+    trainer = make_trainer(cfg)
+    weights, operands = reference2015.stream(0, 5)
+    params = params_from_2015(weights, jnp.float64)
+    for a, b in operands:
+        _, update = reference2015.forward_backward(weights, int(a), int(b))
+        batch = addition.encode([a], [b], 8, dtype=np.float64)
+        grads = jax.grad(lambda p: addition_loss("mse", trainer.model.logits(p, batch.inputs)[1], batch.targets))(params)
+        np.testing.assert_allclose(-grads.cell.w_x, update.w_in, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(-grads.cell.w_h, update.w_rec, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(-grads.readout.w, update.w_out, rtol=1e-12, atol=1e-14)
+
+
+def test_numpy2015_replay_follows_the_reference_trajectory(tmp_path, x64):
+    from rnn_jax.run_addition import run
+
+    cfg = model_2015()
+    cfg.train.progress = False
+    cfg.task.generalization_bits = [8]
+    cfg.task.generalization_samples = 8
+    run(cfg, tmp_path, {})
+    ref, _ = reference2015.train(seed=0, steps=cfg.train.steps)
+    params, meta = checkpoint.load(tmp_path / "checkpoint")
+    assert meta["step"] == 300
+    np.testing.assert_allclose(params["cell"]["w_h"][0], ref.w_rec, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(params["cell"]["w_x"][0], ref.w_in, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(params["readout"]["w"][0], ref.w_out, rtol=1e-10, atol=1e-12)
+
+
+def perfect_adder(dtype=jnp.float32, carry_weight=1.0) -> ModelParams:
+    """3 sigmoid units counting a + b + carry >= 1, 2, 3; the sum bit is h1 - h2 + h3, the carry h2."""
+    k = 20.0
+    w_x = k * jnp.ones((2, 3), dtype)
+    w_h = jnp.zeros((3, 3), dtype).at[1, :].set(k * carry_weight)
+    b = -k * jnp.array([0.5, 1.5, 2.5], dtype)
+    readout = DenseParams(k * jnp.array([[1.0], [-1.0], [1.0]], dtype), jnp.array([-0.5 * k], dtype))
+    return ModelParams(rj.ElmanParams(w_x, w_h, b), readout)
+
+
+def test_generalization_of_a_hand_set_adder():
+    cfg = Config(task=AdditionTask(generalization_bits=[8, 64], generalization_samples=500), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
+    trainer = make_trainer(cfg)
+    widths, batch, lengths = generalization_batch(cfg.task, np.float32)
+    assert widths == [8, 64] and batch.inputs.shape == (64, 1000, 2)
+    exact = np.asarray(trainer.evaluate(perfect_adder(), batch, lengths)).reshape(2, 500)
+    np.testing.assert_array_equal(exact, 1.0)
+    # Without its carry it adds exactly the pairs that never carry: a & b == 0.
+    exact = np.asarray(trainer.evaluate(perfect_adder(carry_weight=0.0), batch, lengths)).reshape(2, 500)
+    for j, n in enumerate(widths):
+        a = addition.bits_int(batch.inputs[:n, j * 500 : (j + 1) * 500, 0])
+        b = addition.bits_int(batch.inputs[:n, j * 500 : (j + 1) * 500, 1])
+        no_carry = np.array([(x & y) == 0 for x, y in zip(a, b)], dtype=float)
+        np.testing.assert_array_equal(exact[j], no_carry)
+    assert exact[1].mean() < exact[0].mean()

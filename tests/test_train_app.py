@@ -1,0 +1,118 @@
+"""The Hydra app end to end: composing conf/, the run directory, errors, seeds."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rnn_jax import checkpoint
+from rnn_jax.config import ConfigError
+from rnn_jax.train import run, to_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "task.bits=4",
+    "model.hidden=4",
+    "train.steps=40",
+    "train.log_every=20",
+    "train.batch_size=8",
+    "train.stop_when_solved=false",
+    "train.progress=false",
+    "task.generalization_bits=[6]",
+    "task.generalization_samples=16",
+]
+
+
+def compose_config(overrides=()):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+def test_tiny_run_writes_its_experiment_directory(tmp_path):
+    cfg = to_config(compose_config(TINY + ["train.seeds=2"]))
+    summary = run(cfg, tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    for key in ["task", "cell", "bits", "hidden", "seeds", "steps", "final_accuracy", "per_seed_accuracy", "success_rate",
+                "steps_to_solve", "generalization", "compile_seconds", "train_seconds", "backend", "device_kind", "jax_version"]:
+        assert key in summary, key
+    assert summary["steps"] == 40 and summary["seeds"] == 2 and summary["bits"] == 4
+    assert len(summary["per_seed_accuracy"]) == 2 and set(summary["generalization"]) == {"6"}
+    assert summary["final_accuracy"] == pytest.approx(np.mean(summary["per_seed_accuracy"]))
+    assert summary["eval_pairs"] == 64  # every pair of 3-bit operands
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [20, 40]
+    assert all(len(r["per_seed"]["accuracy"]) == 2 for r in lines)
+    assert lines[-1]["accuracy"] == summary["final_accuracy"]
+    params, meta = checkpoint.load(tmp_path / "checkpoint")
+    assert params["cell"]["w_h"].shape == (2, 4, 4) and meta["seeds"] == [0, 1]
+
+
+def test_vmapped_seeds_equal_separate_runs(tmp_path):
+    both = run(to_config(compose_config(TINY + ["train.seeds=2", "seed=5"])), tmp_path / "both")
+    alone = run(to_config(compose_config(TINY + ["train.seeds=1", "seed=6"])), tmp_path / "alone")
+    p_both, _ = checkpoint.load(tmp_path / "both" / "checkpoint")
+    p_alone, _ = checkpoint.load(tmp_path / "alone" / "checkpoint")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b[0], rtol=1e-5, atol=1e-6), p_both, p_alone)
+    assert both["per_seed_accuracy"][1] == alone["per_seed_accuracy"][0]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("task.bits=0", "task.bits"),
+        ("model.hidden=0", "model.hidden"),
+        ("model.cell=rnn", "model.cell"),
+        ("model.layers=0", "model.layers"),
+        ("model.activation=softsign", "model.activation"),
+        ("model.init=he", "model.init"),
+        ("optim.lr=0", "optim.lr"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("optim.name=adamw", "optim.name"),
+        ("optim.schedule=linear", "optim.schedule"),
+        ("train.steps=0", "train.steps"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.seeds=0", "train.seeds"),
+        ("train.dtype=float16", "train.dtype"),
+        ("backend.name=xpu", "backend.name"),
+        ("task.loss=hinge", "task.loss"),
+        ("task.data=numpy2015", "task.data"),
+    ],
+)
+def test_each_bad_value_names_its_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as info:
+        to_config(compose_config([override]))
+    assert info.value.key == key
+    assert "allowed" in str(info.value) or "must be" in str(info.value)
+
+
+def app(*args, timeout=120):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "rnn_jax.train", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def test_bad_value_is_one_line_without_traceback(tmp_path):
+    out = app("model.hidden=0", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "error: model.hidden=0 is not allowed; must be >= 1"
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+def test_typo_and_wrong_type_fail_at_start_with_hydras_message(tmp_path):
+    out = app("model.hiden=3", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0 and "Key 'hiden' not in 'ModelConfig'" in out.stderr and "Traceback" not in out.stderr
+    out = app("train.steps=many", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0 and "full_key: train.steps" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_accelerator_is_an_error_not_a_silent_cpu_run(tmp_path):
+    out = app("backend=gpu", *TINY, f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2, out.stderr
+    assert "backend.name=gpu" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
