@@ -1,0 +1,360 @@
+"""The char-rnn task: corpus and batches, the model against step-by-step references, sampling,
+and end-to-end runs (overfit, resume, interrupt, bad corpora, bad checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rnn_jax import checkpoint, corpus
+from rnn_jax import run_charlm as rc
+from rnn_jax.charlm import build_char_lm, cross_entropy, generate, make_evaluate
+from rnn_jax.checkpoint import CheckpointError
+from rnn_jax.config import CharLMTask, ConfigError, ModelConfig
+from rnn_jax.corpus import CorpusError, VocabularyError
+from rnn_jax.rundir import read_jsonl
+from rnn_jax.sample import SampleArgError, load_model, parse_args, sample_text
+from rnn_jax.sample import main as sample_main
+from rnn_jax.train import run as train_run
+from rnn_jax.train import to_config
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CHINESE = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+
+
+def make_cfg(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return to_config(compose("config", overrides=list(overrides)))
+
+
+def tiny(corpus_path, *overrides):
+    """A run of seconds: 1 GRU layer of 16, sequences of 8, batches of 4, 12 steps."""
+    return make_cfg(
+        "+experiment=charlm_tiny",
+        "backend=cpu",
+        f"task.corpus='{corpus_path}'",
+        "task.seq_len=8",
+        "task.embedding=8",
+        "task.eval_every=6",
+        "task.eval_batches=2",
+        "task.sample_length=16",
+        "model.cell=gru",
+        "model.hidden=16",
+        "train.batch_size=4",
+        "train.steps=12",
+        "train.log_every=3",
+        "train.progress=false",
+        *overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "月光", "故乡", "\n"]
+    path.write_text(" ".join(rng.choice(words, 600)), encoding="utf-8")
+    return path
+
+
+def params_of(run_dir, which="last"):
+    state, meta = checkpoint.load(Path(run_dir) / "checkpoints" / which)
+    return state["train"]["params"], meta
+
+
+# --- corpus, vocabulary, batches -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["hello, world\n", CHINESE, "mixed 中文 and ascii ✓"])
+def test_vocab_round_trip(text):
+    vocab = corpus.make_vocab(text)
+    assert vocab.chars == tuple(sorted(set(text)))
+    ids = corpus.encode(vocab, text)
+    assert ids.dtype == np.int32 and ids.max() < vocab.size
+    assert corpus.decode(vocab, ids) == text
+    assert corpus.make_vocab("".join(vocab.chars)) == vocab  # how a checkpoint stores it
+
+
+def test_unknown_character_is_named():
+    vocab = corpus.make_vocab("abc")
+    with pytest.raises(VocabularyError, match=r"'月' \(U\+6708, position 2\)"):
+        corpus.encode(vocab, "ab月")
+
+
+@pytest.mark.parametrize("batch_size, seq_len", [(1, 5), (3, 4), (5, 7)])
+def test_batches_cover_the_stream_in_order_without_overlap(batch_size, seq_len):
+    ids = np.arange(200, dtype=np.int32)  # ids are positions, so batches show where they read
+    streams = corpus.layout(ids, batch_size, seq_len)
+    n = corpus.num_batches(streams, seq_len)
+    assert n == 199 // (batch_size * seq_len)
+    batches = [tuple(np.asarray(a) for a in corpus.batch_at(streams, k, seq_len)) for k in range(n)]
+    inputs = np.concatenate([x.reshape(-1) for x, _ in batches])
+    np.testing.assert_array_equal(np.sort(inputs), np.arange(n * batch_size * seq_len))  # all, once
+    for x, y in batches:
+        np.testing.assert_array_equal(y, x + 1)  # targets are the next character
+    for (x0, _), (x1, _) in zip(batches, batches[1:]):
+        np.testing.assert_array_equal(x1[:, 0], x0[:, -1] + 1)  # row b of batch k+1 continues row b of batch k
+
+
+def test_split_and_unigram_baseline():
+    ids = np.array([0, 0, 1, 1, 2, 2, 2, 2, 3, 3], np.int32)
+    train, val = corpus.split(ids, 0.2)
+    np.testing.assert_array_equal(np.concatenate([train, val]), ids)
+    assert len(val) == 2
+    assert corpus.unigram_bpc(ids) == pytest.approx(-(3 * 0.2 * math.log2(0.2) + 0.4 * math.log2(0.4)))
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_sequence_apply_equals_one_character_at_a_time(cell):
+    model = build_char_lm(ModelConfig(cell=cell, hidden=4, layers=2), 7, 3)
+    params = model.init(jax.random.PRNGKey(0))
+    ids = jax.random.randint(jax.random.PRNGKey(1), (8, 3), 0, 7)  # [T, B]
+    carry, logits = jax.jit(model.apply)(params, ids)
+    c, step = model.initial_carry((3,)), jax.jit(model.step)
+    for t in range(8):
+        c, lt = step(params, c, ids[t])
+        np.testing.assert_allclose(lt, logits[t], rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), carry, c)
+
+
+def test_cross_entropy_against_numpy():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (5, 2, 6))
+    targets = jax.random.randint(jax.random.PRNGKey(1), (5, 2), 0, 6)
+    z = np.asarray(logits, np.float64)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    expected = -np.mean(np.take_along_axis(logp, np.asarray(targets)[..., None], -1))
+    assert float(cross_entropy(logits, targets)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_untrained_bpc_is_log2_vocab():
+    vocab = corpus.make_vocab(CHINESE + "abcdefghij")
+    ids = corpus.encode(vocab, (CHINESE * 20)[:401])
+    streams = corpus.layout(ids, 4, 10)
+    for readout_init, tol in [("zeros", 1e-5), ("pytorch", 0.15)]:  # zeros: uniform exactly
+        model = build_char_lm(ModelConfig(cell="lstm", hidden=16, layers=2, readout_init=readout_init), vocab.size, 8)
+        bpc = corpus.bits(float(make_evaluate(model, 10)(model.init(jax.random.PRNGKey(0)), streams)))
+        assert bpc == pytest.approx(math.log2(vocab.size), abs=tol)
+
+
+def test_dropout_only_with_a_key_and_keeps_the_mean():
+    model = build_char_lm(ModelConfig(cell="elman", hidden=64), 5, 4, dropout_rate=0.5)
+    params = model.init(jax.random.PRNGKey(0))
+    ids = jnp.zeros((3, 2), jnp.int32)
+    _, a = model.apply(params, ids)
+    _, b = model.apply(params, ids)
+    _, c = model.apply(params, ids, dropout_key=jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+# --- sampling --------------------------------------------------------------------------------
+
+
+sample = jax.jit(generate, static_argnums=(0, 5))
+
+
+def _model_and_params(vocab_size=11):
+    model = build_char_lm(ModelConfig(cell="lstm", hidden=8, layers=2), vocab_size, 4)
+    return model, model.init(jax.random.PRNGKey(3))
+
+
+def test_argmax_sampling_is_deterministic_and_matches_a_python_loop():
+    model, params = _model_and_params()
+    prime = jnp.array([1, 2, 3], jnp.int32)
+    a = sample(model, params, prime, jax.random.PRNGKey(0), 0.0, 12)
+    b = sample(model, params, prime, jax.random.PRNGKey(99), 0.0, 12)
+    np.testing.assert_array_equal(a, b)
+    carry, logits = model.apply(params, prime)
+    last, expected, step = logits[-1], [], jax.jit(model.step)
+    for _ in range(12):
+        c = int(np.argmax(last))
+        expected.append(c)
+        carry, last = step(params, carry, jnp.asarray(c, jnp.int32))
+    np.testing.assert_array_equal(a, expected)
+
+
+def test_temperature_sampling_depends_on_the_seed():
+    model, params = _model_and_params()
+    prime = jnp.array([0], jnp.int32)
+    a = sample(model, params, prime, jax.random.PRNGKey(0), 1.0, 40)
+    b = sample(model, params, prime, jax.random.PRNGKey(1), 1.0, 40)
+    c = sample(model, params, prime, jax.random.PRNGKey(0), 1.0, 40)
+    np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(a, b)
+
+
+def test_sample_arguments():
+    cfg = parse_args(["run=r", "temperature=0", "prime=a=b(c): d", "length=7", "seed=3"])
+    assert (cfg.run, cfg.temperature, cfg.prime, cfg.length, cfg.seed) == ("r", 0.0, "a=b(c): d", 7, 3)
+    for bad in (["run=r", "temp=1"], ["run=r", "length=x"], ["temperature=1"], ["run=r", "temperature=-1"]):
+        with pytest.raises(SampleArgError):
+            parse_args(bad)
+
+
+# --- bad corpora and configs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"abc\xff\xfedef", "not UTF-8"),
+        ("short text".encode(), "too short"),  # fewer than one batch of 4 x 8 + 1
+        (b"x" * 34, "fewer than one sequence"),  # training fits, validation does not
+    ],
+)
+def test_bad_corpus_gives_one_clear_error(tmp_path, content, problem):
+    path = tmp_path / "bad.txt"
+    if content is not None:
+        path.write_bytes(content)
+    task = CharLMTask(corpus=str(path), seq_len=8, val_fraction=0.05 if content != b"x" * 34 else 0.01)
+    with pytest.raises(CorpusError, match=problem) as info:
+        rc.load_data(task, batch_size=4)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_default_corpus_is_the_documented_modules():
+    text = corpus.default_corpus()
+    assert text.startswith(corpus.default_corpus(corpus.DEFAULT_MODULES[:1]))
+    assert len(text) > 100_000 and text == corpus.read_corpus(None)
+
+
+def test_presets_compose_to_char_rnn_defaults():
+    cfg = make_cfg("+experiment=charlm")
+    assert isinstance(cfg.task, CharLMTask) and cfg.task.corpus is None
+    assert (cfg.model.cell, cfg.model.layers, cfg.model.hidden) == ("lstm", 2, 128)
+    assert (cfg.task.seq_len, cfg.train.batch_size, cfg.optim.name, cfg.optim.lr, cfg.optim.clip_norm) == (50, 50, "rmsprop", 0.002, 5.0)
+    assert cfg.optim.schedule == "exponential"
+    with pytest.raises(ConfigError, match="train.seeds"):
+        make_cfg("+experiment=charlm", "train.seeds=2")
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, text_file):
+    """12 steps uninterrupted (2 GRU layers with dropout, so resume must restore the dropout keys)."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    summary = train_run(tiny(text_file, "model.layers=2", "task.dropout=0.2"), run_dir)
+    return run_dir, summary
+
+
+@pytest.mark.slow
+def test_run_writes_metrics_summary_samples_and_checkpoints(straight_run):
+    run_dir, summary = straight_run
+    records = list(read_jsonl(run_dir / "metrics.jsonl"))
+    assert [r["step"] for r in records] == [3, 6, 9, 12]
+    assert [("val_bpc" in r) for r in records] == [False, True, False, True]
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000006.txt", "step_000012.txt"]
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    text = Path(summary["corpus"]).read_text(encoding="utf-8")
+    assert summary["steps"] == 12 and summary["vocab_size"] == len(set(text))
+    assert summary["unigram_bpc"] == pytest.approx(corpus.unigram_bpc(corpus.encode(corpus.make_vocab(text), text)))
+    best = min(r["val_bpc"] for r in records if "val_bpc" in r)
+    assert summary["best_val_bpc"] == pytest.approx(best)
+    assert params_of(run_dir, "best")[1]["val_bpc"] == pytest.approx(best)
+    assert params_of(run_dir)[1]["step"] == 12
+    # rerunning into the same directory continues from its last checkpoint: nothing left to do
+    again = train_run(tiny(summary["corpus"], "model.layers=2", "task.dropout=0.2"), run_dir)
+    assert again["steps_this_run"] == 0 and again["steps"] == 12
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [3, 6, 9, 12]
+
+
+@pytest.mark.slow
+def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(straight_run, text_file, tmp_path, monkeypatch):
+    cfg = tiny(text_file, "model.layers=2", "task.dropout=0.2")
+    write = rc.MetricsLog.write
+
+    def interrupt_at_6(self, record):
+        write(self, record)
+        if record["step"] == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rc.MetricsLog, "write", interrupt_at_6)
+    first = tmp_path / "first"
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, first)
+    assert params_of(first)[1]["step"] == 6
+    monkeypatch.undo()
+
+    second = tmp_path / "second"  # train.resume=<first run> continues into a new directory
+    cfg = tiny(text_file, "model.layers=2", "task.dropout=0.2", f"train.resume='{first}'")
+    summary = train_run(cfg, second)
+    assert summary["steps_this_run"] == 6 and summary["steps"] == 12
+    assert [r["step"] for r in read_jsonl(second / "metrics.jsonl")] == [3, 6, 9, 12]
+    got, expected = params_of(second)[0], params_of(straight_run[0])[0]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, expected)
+
+
+@pytest.mark.slow
+def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run[0], run_dir)
+    cfg = tiny(text_file, "model.layers=2", "task.dropout=0.2")
+
+    (run_dir / "checkpoints" / "last" / "state.msgpack").write_bytes(b"\x00 not msgpack")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train_run(cfg, run_dir)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(run_dir / "checkpoints" / "last")
+
+    meta_path = run_dir / "checkpoints" / "best" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "kind": "addition"}))
+    with pytest.raises(CheckpointError, match="not a charlm checkpoint"):
+        load_model(run_dir / "checkpoints" / "best")
+
+    with pytest.raises(CheckpointError, match="hidden|shape|match"):  # another model size
+        train_run(tiny(text_file, "model.layers=2", "model.hidden=8", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
+    other = tmp_path / "other.txt"
+    other.write_text(text_file.read_text(encoding="utf-8") + "新", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="another vocabulary"):
+        train_run(tiny(other, "model.layers=2", f"train.resume='{straight_run[0]}'"), tmp_path / "y")
+
+
+@pytest.mark.slow
+def test_sample_cli(straight_run, capsys):
+    run_dir = str(straight_run[0])
+    assert sample_main([f"run={run_dir}", "temperature=0", "prime=alpha", "length=30", "seed=1"]) == 0
+    a = capsys.readouterr().out
+    assert sample_main([f"run={run_dir}", "temperature=0", "prime=alpha", "length=30", "seed=2"]) == 0
+    assert capsys.readouterr().out == a and a.startswith("alpha") and len(a) == len("alpha") + 30 + 1
+    assert sample_main([f"run={run_dir}", "prime=alpha 日"]) == 2
+    assert "'日'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_overfits_a_200_character_text_and_reproduces_it(tmp_path):
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefghijklmnop ."), 200))
+    path = tmp_path / "loop.txt"
+    path.write_text(text * 5, encoding="utf-8")  # the validation tail is the same text again
+    cfg = tiny(
+        path,
+        "model.cell=lstm",
+        "model.hidden=64",
+        "task.embedding=16",
+        "task.seq_len=25",
+        "task.eval_every=400",
+        "task.eval_batches=1",
+        "optim.lr=0.01",
+        "train.steps=400",
+        "train.log_every=200",
+    )
+    summary = train_run(cfg, tmp_path / "run")
+    assert summary["final_train_bpc"] < 0.05  # nats would do too: near-zero loss
+    model, params, vocab, _ = load_model(tmp_path / "run" / "checkpoints" / "last")
+    assert sample_text(model, params, vocab, text[:10], 190, 0.0) == text
