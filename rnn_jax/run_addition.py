@@ -36,7 +36,7 @@ class Trainer(NamedTuple):
     model: SequenceModel
     optimizer: optax.GradientTransformation
     init: Callable[[jax.Array], TrainState]  # init key -> state
-    sample_chunk: Callable[[jax.Array, jax.Array, int], addition.Batch]  # (data key, chunk index, k) -> [k, ...] batches
+    sample_chunk: Callable[[jax.Array, jax.Array, int], addition.Batch]  # (data key, first step, k) -> [k, ...] batches
     chunk: Callable[[TrainState, addition.Batch], tuple]  # (state, batches) -> (state, losses [k])
     evaluate: Callable[[Any, addition.Batch, jax.Array], jax.Array]  # (params, batch, lengths) -> exact [B]
 
@@ -47,7 +47,8 @@ def addition_loss(name: str, logits, targets):
     if name == "bce":
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
     err = targets - jax.nn.sigmoid(logits)
-    return 0.5 * jnp.sum(err**2) / targets.shape[1]
+    examples = math.prod(targets.shape[1:-1])  # 1 for a single unbatched example [T, 1]
+    return 0.5 * jnp.sum(err**2) / examples
 
 
 def make_trainer(cfg: Config) -> Trainer:
@@ -64,8 +65,8 @@ def make_trainer(cfg: Config) -> Trainer:
     def init(key):
         return init_state(model.init(key, 2), optimizer)
 
-    def sample_chunk(data_key, chunk_index, k: int):
-        keys = jax.random.split(jax.random.fold_in(data_key, chunk_index), k)
+    def sample_chunk(data_key, start, k: int):
+        keys = jax.random.split(jax.random.fold_in(data_key, start), k)
         return jax.vmap(lambda key: addition.sample(key, cfg.train.batch_size, task.bits, task.full_range, dtype))(keys)
 
     step = make_step(loss_fn, optimizer)
@@ -99,18 +100,56 @@ def params_from_2015(weights: reference2015.Weights2015, dtype) -> ModelParams:
     return ModelParams(ElmanParams(cast(weights.w_in), cast(weights.w_rec), None), DenseParams(cast(weights.w_out), None))
 
 
-def numpy2015_replicas(cfg: Config, seeds: list[int], trainer: Trainer):
-    """Initial states and all training batches `[S, steps, T, 1, 2]` replayed from the 2015 numpy stream."""
-    dtype = dtype_of(cfg.train.dtype)
+class Replicas(NamedTuple):
+    """What `train.seeds` replicas start from: stacked states and their data source."""
+
+    state: TrainState  # leaves [S, ...]
+    data: Any  # task.data=jax: PRNG keys [S]; numpy2015: every training example, [S, steps, T, 2]
+
+
+def init_replicas(cfg: Config, trainer: Trainer, seeds: list[int]) -> Replicas:
+    if cfg.task.data == "numpy2015":
+        return numpy2015_replicas(cfg, seeds, trainer)
+    state, data_keys = jax.jit(jax.vmap(lambda seed: _init_replica(trainer, seed)))(jnp.asarray(seeds))
+    return Replicas(state, data_keys)
+
+
+def numpy2015_replicas(cfg: Config, seeds: list[int], trainer: Trainer) -> Replicas:
+    """Initial states and every training example replayed from the 2015 numpy stream."""
+    dtype = np.dtype(dtype_of(cfg.train.dtype))
     states, inputs, targets = [], [], []
     for seed in seeds:
         weights, operands = reference2015.stream(seed, cfg.train.steps, cfg.task.bits, cfg.model.hidden)
         states.append(init_state(params_from_2015(weights, dtype), trainer.optimizer))
-        batch = addition.encode(operands[:, 0], operands[:, 1], cfg.task.bits, False, np.dtype(dtype))  # [T, steps, ...]
-        inputs.append(np.moveaxis(np.asarray(batch.inputs), 1, 0)[:, :, None])  # [steps, T, 1, 2]
-        targets.append(np.moveaxis(np.asarray(batch.targets), 1, 0)[:, :, None])
+        batch = addition.encode(operands[:, 0], operands[:, 1], cfg.task.bits, False, dtype)  # [T, steps, ...]
+        # One unbatched example per step, [steps, T, 2]: batch_size is 1, and a batch axis of
+        # size 1 would turn every vector-matrix product into a slower matrix-matrix one.
+        inputs.append(np.moveaxis(batch.inputs, 1, 0))
+        targets.append(np.moveaxis(batch.targets, 1, 0))
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    return state, addition.Batch(np.stack(inputs), np.stack(targets))
+    return Replicas(state, jax.device_put(addition.Batch(np.stack(inputs), np.stack(targets))))
+
+
+def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
+    """`runner(state, data, start, k) -> (state, losses [S, k])`: steps start..start+k-1 of every
+    replica, jitted with `k` static and the state donated. One replica runs without `vmap`, whose
+    batched matmuls cost more than plain ones when there is nothing to batch."""
+    replay = cfg.task.data == "numpy2015"
+
+    def one(state, data, start, k):
+        if replay:
+            batches = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k), data)
+        else:
+            batches = trainer.sample_chunk(data, start, k)
+        return trainer.chunk(state, batches)
+
+    if cfg.train.seeds == 1:
+        squeeze = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
+        expand = lambda tree: jax.tree.map(lambda a: a[None], tree)  # noqa: E731
+        replicas = lambda state, data, start, k: expand(one(squeeze(state), squeeze(data), start, k))  # noqa: E731
+    else:
+        replicas = jax.vmap(one, in_axes=(0, 0, None, None))
+    return jax.jit(replicas, static_argnums=3, donate_argnums=0)
 
 
 def generalization_batch(task: AdditionTask, dtype):
@@ -142,18 +181,8 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     seeds = [cfg.seed + i for i in range(cfg.train.seeds)]
     S, steps, K = len(seeds), cfg.train.steps, cfg.train.log_every
 
-    replay = task.data == "numpy2015"
-    if replay:
-        state, stream = numpy2015_replicas(cfg, seeds, trainer)
-        chunk_fn = jax.jit(jax.vmap(trainer.chunk), donate_argnums=0)
-    else:
-        state, data_keys = jax.jit(jax.vmap(lambda seed: _init_replica(trainer, seed)))(jnp.asarray(seeds))
-
-        def sampled_chunk(state, data_key, chunk_index, k):
-            return trainer.chunk(state, trainer.sample_chunk(data_key, chunk_index, k))
-
-        chunk_fn = jax.jit(jax.vmap(sampled_chunk, in_axes=(0, 0, None, None)), static_argnums=3, donate_argnums=0)
-
+    state, data = init_replicas(cfg, trainer, seeds)
+    runner = make_chunk_runner(cfg, trainer)
     eval_data = jax.device_put(addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, np.dtype(dtype)))
     eval_lengths = jnp.full(eval_data.inputs.shape[1:2], eval_data.inputs.shape[0], jnp.int32)
     evaluate = jax.jit(jax.vmap(lambda p, b, n: jnp.mean(trainer.evaluate(p, b, n)), in_axes=(0, None, None)))
@@ -163,17 +192,11 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
 
     def chunk_call(state, start, k):
         nonlocal compile_seconds
-        if replay:
-            args = (state, jax.tree.map(lambda a: a[:, start : start + k], stream))
-        else:
-            args = (state, data_keys, jnp.int32(start // K), k)
+        args = (state, data, jnp.int32(start))
         if k not in compiled:
             t0 = time.perf_counter()
-            lowered = chunk_fn.lower(*args)
-            compiled[k] = lowered.compile()
+            compiled[k] = runner.lower(*args, k).compile()
             compile_seconds += time.perf_counter() - t0
-        if not replay:
-            args = args[:3]
         return compiled[k](*args)
 
     log = MetricsLog(run_dir)
