@@ -178,8 +178,13 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     model = build_char_lm(cfg.model, data.vocab.size, task.embedding, task.dropout, dtype)
     optimizer = make_optimizer(cfg.optim, cfg.train.steps)
     key = jax.random.PRNGKey(cfg.seed)
-    params = model.init(jax.random.fold_in(key, 0))
-    state = CharLMState(init_state(params, optimizer), model.initial_carry((cfg.train.batch_size,), dtype))
+
+    @jax.jit  # one compiled program; run eagerly, each initialiser would compile on its own
+    def initial_state(key) -> CharLMState:
+        params = model.init(jax.random.fold_in(key, 0))
+        return CharLMState(init_state(params, optimizer), model.initial_carry((cfg.train.batch_size,), dtype))
+
+    state = initial_state(key)
 
     # Resume: from train.resume, else from this directory's own last checkpoint if it has one.
     source = Path(cfg.train.resume).expanduser() if cfg.train.resume else run_dir
@@ -196,8 +201,6 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
         if source != run_dir and (source / "checkpoints" / "best").is_dir():
             b_state, b_meta = restore(source / "checkpoints" / "best", state, data.vocab)
             checkpoint.save(best, b_state, b_meta)
-    else:
-        state = jax.device_put(state)
 
     chunk = jax.jit(make_train_chunk(model, optimizer, cfg, jax.random.fold_in(key, 1)))
     evaluate = jax.jit(make_evaluate(model, task.seq_len, cfg.model.unroll))

@@ -82,7 +82,8 @@ def load_model(path) -> tuple[CharLM, object, Vocab, dict]:
     cfg = meta["config"]
     vocab = make_vocab(meta["vocab"])
     model = build_char_lm(ModelConfig(**cfg["model"]), vocab.size, cfg["task"]["embedding"], 0.0, dtype_of(cfg["train"]["dtype"]))
-    template = model.init(jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))  # the structure, nothing computed
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     try:
         params = serialization.from_state_dict(template, state["train"]["params"])
     except (ValueError, KeyError, TypeError) as e:

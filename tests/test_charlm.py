@@ -246,9 +246,9 @@ def test_presets_compose_to_char_rnn_defaults():
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, text_file):
-    """12 steps uninterrupted (2 GRU layers with dropout, so resume must restore the dropout keys)."""
+    """12 steps uninterrupted, with dropout, so resume must also restore the dropout keys."""
     run_dir = tmp_path_factory.mktemp("straight")
-    summary = train_run(tiny(text_file, "model.layers=2", "task.dropout=0.2"), run_dir)
+    summary = train_run(tiny(text_file, "task.dropout=0.2"), run_dir)
     return run_dir, summary
 
 
@@ -268,14 +268,14 @@ def test_run_writes_metrics_summary_samples_and_checkpoints(straight_run):
     assert params_of(run_dir, "best")[1]["val_bpc"] == pytest.approx(best)
     assert params_of(run_dir)[1]["step"] == 12
     # rerunning into the same directory continues from its last checkpoint: nothing left to do
-    again = train_run(tiny(summary["corpus"], "model.layers=2", "task.dropout=0.2"), run_dir)
+    again = train_run(tiny(summary["corpus"], "task.dropout=0.2"), run_dir)
     assert again["steps_this_run"] == 0 and again["steps"] == 12
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [3, 6, 9, 12]
 
 
 @pytest.mark.slow
 def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(straight_run, text_file, tmp_path, monkeypatch):
-    cfg = tiny(text_file, "model.layers=2", "task.dropout=0.2")
+    cfg = tiny(text_file, "task.dropout=0.2")
     write = rc.MetricsLog.write
 
     def interrupt_at_6(self, record):
@@ -291,7 +291,7 @@ def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(straight_run, t
     monkeypatch.undo()
 
     second = tmp_path / "second"  # train.resume=<first run> continues into a new directory
-    cfg = tiny(text_file, "model.layers=2", "task.dropout=0.2", f"train.resume='{first}'")
+    cfg = tiny(text_file, "task.dropout=0.2", f"train.resume='{first}'")
     summary = train_run(cfg, second)
     assert summary["steps_this_run"] == 6 and summary["steps"] == 12
     assert [r["step"] for r in read_jsonl(second / "metrics.jsonl")] == [3, 6, 9, 12]
@@ -303,7 +303,7 @@ def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(straight_run, t
 def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(straight_run[0], run_dir)
-    cfg = tiny(text_file, "model.layers=2", "task.dropout=0.2")
+    cfg = tiny(text_file, "task.dropout=0.2")
 
     (run_dir / "checkpoints" / "last" / "state.msgpack").write_bytes(b"\x00 not msgpack")
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -318,11 +318,11 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
         load_model(run_dir / "checkpoints" / "best")
 
     with pytest.raises(CheckpointError, match="hidden|shape|match"):  # another model size
-        train_run(tiny(text_file, "model.layers=2", "model.hidden=8", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
+        train_run(tiny(text_file, "model.hidden=8", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
     other = tmp_path / "other.txt"
     other.write_text(text_file.read_text(encoding="utf-8") + "新", encoding="utf-8")
     with pytest.raises(CheckpointError, match="another vocabulary"):
-        train_run(tiny(other, "model.layers=2", f"train.resume='{straight_run[0]}'"), tmp_path / "y")
+        train_run(tiny(other, f"train.resume='{straight_run[0]}'"), tmp_path / "y")
 
 
 @pytest.mark.slow
