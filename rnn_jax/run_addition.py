@@ -66,8 +66,10 @@ def make_trainer(cfg: Config) -> Trainer:
         return init_state(model.init(key, 2), optimizer)
 
     def sample_chunk(data_key, start, k: int):
-        keys = jax.random.split(jax.random.fold_in(data_key, start), k)
-        return jax.vmap(lambda key: addition.sample(key, cfg.train.batch_size, task.bits, task.full_range, dtype))(keys)
+        # One draw for the whole chunk: [T, k*B, ...] -> [k, T, B, ...].
+        B = cfg.train.batch_size
+        batch = addition.sample(jax.random.fold_in(data_key, start), k * B, task.bits, task.full_range, dtype)
+        return jax.tree.map(lambda a: jnp.moveaxis(a.reshape(a.shape[0], k, B, a.shape[-1]), 1, 0), batch)
 
     step = make_step(loss_fn, optimizer)
     chunk = make_chunk(lambda state, batch: _drop_aux(step(state, batch)), cfg.train.unroll_steps)
@@ -84,8 +86,11 @@ def make_trainer(cfg: Config) -> Trainer:
 
 
 def _init_replica(trainer: Trainer, seed):
-    """Replica `seed`: its initial state and its data key (a run with `seed=s` equals replica s)."""
-    init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+    """Replica `seed`: its initial state and its data key (a run with `seed=s` equals replica s).
+
+    Keys use the "rbg" PRNG (XLA's RngBitGenerator): on the CPU, the default threefry's bit
+    generator takes seconds to compile, which would dominate a short run."""
+    init_key, data_key = jax.random.split(jax.random.key(seed, impl="rbg"))
     return trainer.init(init_key), data_key
 
 
@@ -110,7 +115,9 @@ class Replicas(NamedTuple):
 def init_replicas(cfg: Config, trainer: Trainer, seeds: list[int]) -> Replicas:
     if cfg.task.data == "numpy2015":
         return numpy2015_replicas(cfg, seeds, trainer)
-    state, data_keys = jax.jit(jax.vmap(lambda seed: _init_replica(trainer, seed)))(jnp.asarray(seeds))
+    # lax.map, not vmap: the rbg PRNG draws other numbers when batched, and replica s must
+    # equal a single run with seed=s.
+    state, data_keys = jax.jit(lambda s: jax.lax.map(lambda seed: _init_replica(trainer, seed), s))(jnp.asarray(seeds))
     return Replicas(state, data_keys)
 
 
@@ -136,19 +143,18 @@ def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
     batched matmuls cost more than plain ones when there is nothing to batch."""
     replay = cfg.task.data == "numpy2015"
 
-    def one(state, data, start, k):
+    def batches(data, start, k):  # [S, k, T, B, ...]
         if replay:
-            batches = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k), data)
-        else:
-            batches = trainer.sample_chunk(data, start, k)
-        return trainer.chunk(state, batches)
+            return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), data)
+        return jax.lax.map(lambda key: trainer.sample_chunk(key, start, k), data)  # not vmap: see init_replicas
 
-    if cfg.train.seeds == 1:
-        squeeze = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
-        expand = lambda tree: jax.tree.map(lambda a: a[None], tree)  # noqa: E731
-        replicas = lambda state, data, start, k: expand(one(squeeze(state), squeeze(data), start, k))  # noqa: E731
-    else:
-        replicas = jax.vmap(one, in_axes=(0, 0, None, None))
+    def replicas(state, data, start, k):
+        xs = batches(data, start, k)
+        if cfg.train.seeds == 1:
+            state, losses = trainer.chunk(*jax.tree.map(lambda a: a[0], (state, xs)))
+            return jax.tree.map(lambda a: a[None], (state, losses))
+        return jax.vmap(trainer.chunk)(state, xs)
+
     return jax.jit(replicas, static_argnums=3, donate_argnums=0)
 
 
