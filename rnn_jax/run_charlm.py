@@ -216,7 +216,10 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
 
     def save_last(extra=None):
         elapsed = prev_elapsed + time.perf_counter() - t0
-        meta = checkpoint_meta(cfg, data, step, elapsed=elapsed, best_val_bpc=_finite(best_bpc), **(extra or {}))
+        # The state's own step: an interrupt can land after a chunk was dispatched but before
+        # it was logged, and the state then holds more steps than `step` says.
+        done = int(state.train.step)
+        meta = checkpoint_meta(cfg, data, done, elapsed=elapsed, best_val_bpc=_finite(best_bpc), **(extra or {}))
         checkpoint.save(last, state, meta)
 
     def validate_and_sample():
