@@ -19,6 +19,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import fused
 from rnn_jax._checks import add_last, check_choice, check_positive_int, check_width
 from rnn_jax.initializers import get_initializer
 
@@ -36,6 +37,9 @@ class Cell(NamedTuple):
       project: `(params, x) -> xp`, the input-only part of the step; works on any leading dims.
       step: `(params, carry, xp) -> (new_carry, y)`, the recurrent part.
       layers: for a `stack`, the cells it is made of (unrolled layer by layer); else `()`.
+      scan: `(params, xp, carry, mask=None, *, reverse=False, unroll=None) -> (carry, ys)`, the
+        whole-sequence recurrence over projected inputs `xp` `[T, *batch, G]` that `unroll` uses
+        when present (LSTM and GRU: the fast paths of `rnn_jax.fused`); else None.
     """
 
     init: Callable[..., Any]
@@ -45,6 +49,7 @@ class Cell(NamedTuple):
     project: Optional[Callable[..., Any]] = None
     step: Optional[Callable[..., Any]] = None
     layers: tuple = ()
+    scan: Optional[Callable[..., Any]] = None
 
 
 class ElmanParams(NamedTuple):
@@ -86,11 +91,17 @@ def _zeros_carry(hidden_size):
     return initial_carry
 
 
-def _from_parts(init, initial_carry, project, step, hidden_size) -> Cell:
+def _from_parts(init, initial_carry, project, step, hidden_size, scan=None) -> Cell:
     def apply(params, carry, x):
         return step(params, carry, project(params, x))
 
-    return Cell(init, initial_carry, apply, hidden_size, project, step)
+    return Cell(init, initial_carry, apply, hidden_size, project, step, scan=scan)
+
+
+def _check_speed_options(backward, remat):
+    check_choice(backward, "backward", fused.BACKWARDS)
+    if remat and backward == "fused":
+        raise ValueError("remat=True recomputes steps under autodiff; use backward='auto' or 'autodiff' with it")
 
 
 def _initializers(init: str, recurrent_init: Optional[str]):
@@ -145,6 +156,9 @@ def lstm(
     recurrent_init: Optional[str] = None,
     forget_bias: float = 1.0,
     dtype=None,
+    matmul_dtype=None,
+    backward: str = "auto",
+    remat: bool = False,
 ) -> Cell:
     """Long short-term memory (Hochreiter & Schmidhuber 1997, with a forget gate).
 
@@ -161,8 +175,17 @@ def lstm(
       recurrent_init: initialiser of `w_h` (e.g. "orthogonal"); defaults to `init`.
       forget_bias: added to the initial forget-gate bias (1.0 as in Jozefowicz et al. 2015).
       dtype: parameter dtype; None means JAX's default float.
+      matmul_dtype: operand dtype of the matmuls (e.g. `jnp.bfloat16`), accumulated and combined
+        with the state in the parameters' dtype; None: the parameters' dtype.
+      backward: how gradients of a whole sequence are computed by `unroll`: "fused" (the
+        hand-written backward of `rnn_jax.fused`, one weight-gradient matmul over all steps),
+        "autodiff" (`jax.grad` of the plain scan; the one to use for forward-mode `jax.jvp`), or
+        "auto" (the faster one on the backend, `rnn_jax.fused.BACKEND_DEFAULTS`).
+      remat: `jax.checkpoint` each step (autodiff): the backward recomputes a step's gates
+        instead of storing them, for sequences too long to keep every step's intermediates.
     """
     check_positive_int(hidden_size, "hidden_size")
+    _check_speed_options(backward, remat)
     init_fn, rec_fn = _initializers(init, recurrent_init)
     H = hidden_size
 
@@ -178,16 +201,23 @@ def lstm(
 
     def project(params: LSTMParams, x):
         check_width(x, params.w_x.shape[0])
-        return add_last(x @ params.w_x, params.b)  # [*batch, 4H]
+        return add_last(fused.matmul(x, params.w_x, matmul_dtype), params.b)  # [*batch, 4H]
 
     def step(params: LSTMParams, carry: LSTMCarry, xp):
-        z = xp + carry.h @ params.w_h
+        z = xp + fused.matmul(carry.h, params.w_h, matmul_dtype)
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMCarry(h, c), h
 
-    return _from_parts(init_params, initial_carry, project, step, H)
+    def scan(params: LSTMParams, xp, carry: LSTMCarry, mask=None, *, reverse=False, unroll=None):
+        how, n = fused.resolve(backward, unroll, remat)
+        if how == "fused":
+            h, c, ys = fused.lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, reverse, n, matmul_dtype)
+            return LSTMCarry(h, c), ys
+        return fused.masked_scan(step, params, xp, carry, mask, reverse=reverse, unroll=n, remat=remat)
+
+    return _from_parts(init_params, initial_carry, project, step, H, scan)
 
 
 def gru(
@@ -196,6 +226,9 @@ def gru(
     init: str = "pytorch",
     recurrent_init: Optional[str] = None,
     dtype=None,
+    matmul_dtype=None,
+    backward: str = "auto",
+    remat: bool = False,
 ) -> Cell:
     """Gated recurrent unit (Cho et al. 2014), in the convention of Flax's `GRUCell` and cuDNN:
 
@@ -210,8 +243,10 @@ def gru(
       init: initialiser of `w_x` and the biases.
       recurrent_init: initialiser of `w_h`; defaults to `init`.
       dtype: parameter dtype; None means JAX's default float.
+      matmul_dtype, backward, remat: speed options, as in `lstm`.
     """
     check_positive_int(hidden_size, "hidden_size")
+    _check_speed_options(backward, remat)
     init_fn, rec_fn = _initializers(init, recurrent_init)
     H = hidden_size
 
@@ -222,18 +257,24 @@ def gru(
 
     def project(params: GRUParams, x):
         check_width(x, params.w_x.shape[0])
-        return add_last(x @ params.w_x, params.b_x)  # [*batch, 3H]
+        return add_last(fused.matmul(x, params.w_x, matmul_dtype), params.b_x)  # [*batch, 3H]
 
     def step(params: GRUParams, h, xp):
         x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(h @ params.w_h, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(fused.matmul(h, params.w_h, matmul_dtype), 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * add_last(h_n, params.b_hn))
         h = (1.0 - z) * n + z * h
         return h, h
 
-    return _from_parts(init_params, _zeros_carry(H), project, step, H)
+    def scan(params: GRUParams, xp, h, mask=None, *, reverse=False, unroll=None):
+        how, n = fused.resolve(backward, unroll, remat)
+        if how == "fused":
+            return fused.gru_sequence(params.w_h, params.b_hn, xp, h, mask, reverse, n, matmul_dtype)
+        return fused.masked_scan(step, params, xp, h, mask, reverse=reverse, unroll=n, remat=remat)
+
+    return _from_parts(init_params, _zeros_carry(H), project, step, H, scan)
 
 
 def stack(cells: Sequence[Cell]) -> Cell:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.cells import Cell
+from rnn_jax.fused import masked_scan, sequence_mask
 
 
 def _param_dtype(params):
@@ -33,7 +34,7 @@ def unroll(
     *,
     lengths: Optional[jax.Array] = None,
     reverse: bool = False,
-    unroll: int = 1,
+    unroll: Optional[int] = None,
 ):
     """Runs `cell` over the time-major sequence `xs`.
 
@@ -46,7 +47,8 @@ def unroll(
         unchanged and their outputs are zero, so the final carry is the one after `length` steps.
       reverse: run from the last step to the first (outputs stay in input order). With
         `lengths`, the padded tail is skipped first, so a reverse run starts at step length-1.
-      unroll: how many steps `lax.scan` unrolls per loop iteration (a speed knob only).
+      unroll: how many steps `lax.scan` unrolls per loop iteration (a speed knob only). None: the
+        cell's choice for the backend (LSTM and GRU: `rnn_jax.fused.BACKEND_DEFAULTS`), else 1.
 
     Returns:
       `(final_carry, ys)` with `ys` of shape `[T, *batch, hidden_size]`.
@@ -56,11 +58,9 @@ def unroll(
     batch_shape = xs.shape[1:-1]
     if carry is None:
         carry = cell.initial_carry(batch_shape, _param_dtype(params))
-    mask = None
     if lengths is not None:
         _check_lengths(lengths, batch_shape)
-        t = jnp.arange(xs.shape[0]).reshape((-1,) + (1,) * len(batch_shape))
-        mask = t < jnp.expand_dims(jnp.asarray(lengths), 0)  # [T, *batch]
+    mask = sequence_mask(lengths, xs.shape[0], len(batch_shape))  # [T, *batch] or None
 
     if cell.layers:
         carries = []
@@ -71,20 +71,13 @@ def unroll(
     return unroll_layer(cell, params, xs, carry, mask, reverse, unroll)
 
 
-def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: int):
-    """One layer's scan; the input projection is hoisted out of the loop when the cell has one."""
-    if cell.project is not None:
-        inputs, step = cell.project(params, xs), cell.step  # one [T*B, I] x [I, G] matmul
-    else:
-        inputs, step = xs, cell.apply
-
-    def body(carry, inp):
-        x, m = inp
-        new_carry, y = step(params, carry, x)
-        if m is not None:
-            keep = m[..., None]
-            new_carry = jax.tree.map(lambda n, o: jnp.where(keep, n, o), new_carry, carry)
-            y = jnp.where(keep, y, jnp.zeros_like(y))
-        return new_carry, y
-
-    return jax.lax.scan(body, carry, (inputs, mask), reverse=reverse, unroll=unroll)
+def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: Optional[int]):
+    """One layer over the sequence. The input projection is hoisted out of the loop when the cell
+    has one (one `[T*B, I] x [I, G]` matmul); a cell's own `scan` (LSTM, GRU) then runs the
+    recurrence, else a plain `lax.scan` over `step` (or `apply`)."""
+    if cell.project is None:
+        return masked_scan(cell.apply, params, xs, carry, mask, reverse=reverse, unroll=unroll or 1)
+    xp = cell.project(params, xs)  # [T, *batch, G]
+    if cell.scan is not None:
+        return cell.scan(params, xp, carry, mask, reverse=reverse, unroll=unroll)
+    return masked_scan(cell.step, params, xp, carry, mask, reverse=reverse, unroll=unroll or 1)

@@ -1,0 +1,266 @@
+"""Whole-sequence LSTM and GRU recurrences with a hand-written backward pass (`jax.custom_vjp`).
+
+Autodiff of a `lax.scan` keeps every intermediate of every step and, in the backward scan, forms
+the recurrent weight gradient one `[H, B] x [B, G]` outer product per step. Here, as in cuDNN:
+
+  * the forward scan saves only what the backward needs (gate activations, the previous state);
+  * the reverse scan computes, per step, the gate-preactivation gradient `dz_t` and `dh_{t-1}`
+    (one `[B, G] x [G, H]` matmul per step, the only sequential work);
+  * the weight gradient is then a single large matmul over all `T * B` rows,
+    `dw_h = h_prev[T*B, H]^T @ dz[T*B, G]`, and `dz` itself is the gradient of the projected
+    input, so `dw_x` and `db` follow from the (hoisted) input projection by ordinary autodiff.
+
+The functions take the projected input `xp = x @ w_x + b` (`[T, *batch, G]`), so they sit in
+`unroll` exactly where the plain scan over `Cell.step` would. `mask` (`[T, *batch]`, or None)
+and `reverse` have `unroll`'s meaning. `matmul_dtype` (e.g. `jnp.bfloat16`) is the operand dtype
+of every matmul; accumulation and the state stay in the state's dtype. Reverse-mode only: these
+functions support `jax.grad`/`vjp` (also of higher order), not `jax.jvp`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax._checks import add_last
+
+
+BACKWARDS = ("auto", "fused", "autodiff")
+
+
+class Defaults(NamedTuple):
+    """What `backward="auto"` and `unroll=None` mean on one backend (chosen by measurement,
+    see docs/benchmarks.md)."""
+
+    backward: str  # "fused" or "autodiff"
+    fused_unroll: int  # lax.scan unroll of the fused forward and backward scans
+    autodiff_unroll: int  # lax.scan unroll of the plain scan (also with remat)
+
+
+BACKEND_DEFAULTS = {
+    "cpu": Defaults("fused", 4, 1),
+    "gpu": Defaults("fused", 8, 1),
+    "tpu": Defaults("fused", 8, 1),
+}
+
+
+def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None):
+    """`(backward, unroll)` after filling in the backend's defaults; remat implies autodiff."""
+    d = BACKEND_DEFAULTS.get(backend or jax.default_backend(), BACKEND_DEFAULTS["gpu"])
+    if remat or backward == "autodiff":
+        return "autodiff", unroll or d.autodiff_unroll
+    backward = d.backward if backward == "auto" else backward
+    return backward, unroll or (d.fused_unroll if backward == "fused" else d.autodiff_unroll)
+
+
+def matmul(a, b, dtype=None):
+    """`a @ b` with operands cast to `dtype` (None: as they are), accumulated in `a`'s dtype."""
+    if dtype is None:
+        return a @ b
+    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=a.dtype)
+
+
+def _keep(m, new, old):
+    """`new` where the step is real (`m`), `old` on padding; `m` is `[*batch]` or None."""
+    return new if m is None else jnp.where(m[..., None], new, old)
+
+
+def masked_scan(step, params, xp, carry, mask=None, *, reverse=False, unroll=1, remat=False):
+    """The plain recurrence: `lax.scan` of `step(params, carry, xp_t) -> (carry, y)`, differentiated by
+    autodiff. Padding steps (`mask` False) keep the carry and output zeros. `remat` wraps the step in
+    `jax.checkpoint`, so the backward pass recomputes each step's intermediates from its carry
+    instead of storing them (less memory for long sequences, one more forward step of compute)."""
+    if remat:
+        step = jax.checkpoint(step, prevent_cse=False)  # prevent_cse is not needed inside scan
+
+    def body(carry, inp):
+        x, m = inp
+        new_carry, y = step(params, carry, x)
+        new_carry = jax.tree.map(lambda n, o: _keep(m, n, o), new_carry, carry)
+        return new_carry, _keep(m, y, jnp.zeros_like(y))
+
+    return jax.lax.scan(body, carry, (xp, mask), reverse=reverse, unroll=unroll)
+
+
+def _flat(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def _weight_grad(h_prev, dz, dtype, out_dtype):
+    """`sum_t h_prev_t^T @ dz_t` as one `[H, T*B] x [T*B, G]` matmul."""
+    a, b = _flat(h_prev), _flat(dz)
+    if dtype is not None:
+        a, b = a.astype(dtype), b.astype(dtype)
+    return jnp.matmul(a.T, b, preferred_element_type=out_dtype).astype(out_dtype)
+
+
+# ----------------------------------------------------------------------------------------- LSTM
+
+
+class LSTMResiduals(NamedTuple):
+    gates: jax.Array  # [T, *batch, 4H]: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+    c_prev: jax.Array  # [T, *batch, H]
+    tanh_c: jax.Array  # [T, *batch, H]
+    h_prev: jax.Array  # [T, *batch, H]
+
+
+def _lstm_forward(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype, save):
+    w = w_h if matmul_dtype is None else w_h.astype(matmul_dtype)  # cast once, outside the loop
+
+    def body(carry, inp):
+        h, c = carry
+        x, m = inp
+        z = x + matmul(h, w, matmul_dtype)  # [*batch, 4H]
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        c_new = f * c + i * g
+        tanh_c = jnp.tanh(c_new)
+        h_new = o * tanh_c
+        y = _keep(m, h_new, jnp.zeros_like(h_new))
+        res = LSTMResiduals(jnp.concatenate([i, f, g, o], axis=-1), c, tanh_c, h) if save else None
+        return (_keep(m, h_new, h), _keep(m, c_new, c)), (y, res)
+
+    (h, c), (ys, res) = jax.lax.scan(body, (h0, c0), (xp, mask), reverse=reverse, unroll=unroll)
+    return (h, c, ys), res
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def lstm_sequence(w_h, xp, h0, c0, mask, reverse=False, unroll=1, matmul_dtype=None):
+    """The LSTM recurrence over a whole sequence; returns `(h_T, c_T, ys)`.
+
+    Args:
+      w_h: `[H, 4H]` recurrent weights, gates i, f, g, o.
+      xp: `[T, *batch, 4H]`, the projected input `x @ w_x + b`.
+      h0, c0: `[*batch, H]`, the initial state.
+      mask: `[T, *batch]` booleans (False: padding, the state is kept and `y` is 0) or None.
+      reverse, unroll: as in `lax.scan`.
+      matmul_dtype: operand dtype of the matmuls (None: the state's).
+    """
+    return _lstm_forward(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype, save=False)[0]
+
+
+def _lstm_fwd(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype):
+    out, res = _lstm_forward(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype, save=True)
+    return out, (w_h, mask, res)
+
+
+def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
+    w_h, mask, res = saved
+    dh_T, dc_T, dys = cotangents
+    w_t = w_h.T if matmul_dtype is None else w_h.T.astype(matmul_dtype)  # [4H, H]
+
+    def body(carry, inp):
+        dh, dc = carry
+        dy, r, m = inp
+        i, f, g, o = jnp.split(r.gates, 4, axis=-1)
+        dh_new = _keep(m, dh + dy, jnp.zeros_like(dh))  # gradient reaching this step's h'
+        dc_new = _keep(m, dc, jnp.zeros_like(dc))
+        dc_tot = dc_new + dh_new * o * (1.0 - r.tanh_c * r.tanh_c)
+        dz = jnp.concatenate(
+            [
+                dc_tot * g * i * (1.0 - i),
+                dc_tot * r.c_prev * f * (1.0 - f),
+                dc_tot * i * (1.0 - g * g),
+                dh_new * r.tanh_c * o * (1.0 - o),
+            ],
+            axis=-1,
+        )  # [*batch, 4H]
+        dh_prev = matmul(dz, w_t, matmul_dtype) + _keep(m, jnp.zeros_like(dh), dh)
+        dc_prev = dc_tot * f + _keep(m, jnp.zeros_like(dc), dc)
+        return (dh_prev, dc_prev), dz
+
+    (dh0, dc0), dz = jax.lax.scan(
+        body, (dh_T, dc_T), (dys, res, mask), reverse=not reverse, unroll=unroll
+    )
+    dw_h = _weight_grad(res.h_prev, dz, matmul_dtype, w_h.dtype)
+    return dw_h, dz, dh0, dc0, None
+
+
+lstm_sequence.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+# ------------------------------------------------------------------------------------------ GRU
+
+
+class GRUResiduals(NamedTuple):
+    gates: jax.Array  # [T, *batch, 3H]: r, z, n (after their nonlinearities)
+    a: jax.Array  # [T, *batch, H]: h @ w_hn + b_hn, what r multiplies
+    h_prev: jax.Array  # [T, *batch, H]
+
+
+def _gru_forward(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype, save):
+    w = w_h if matmul_dtype is None else w_h.astype(matmul_dtype)
+
+    def body(h, inp):
+        x, m = inp
+        x_r, x_z, x_n = jnp.split(x, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(matmul(h, w, matmul_dtype), 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        a = add_last(h_n, b_hn)
+        n = jnp.tanh(x_n + r * a)
+        h_new = (1.0 - z) * n + z * h
+        y = _keep(m, h_new, jnp.zeros_like(h_new))
+        res = GRUResiduals(jnp.concatenate([r, z, n], axis=-1), a, h) if save else None
+        return _keep(m, h_new, h), (y, res)
+
+    h, (ys, res) = jax.lax.scan(body, h0, (xp, mask), reverse=reverse, unroll=unroll)
+    return (h, ys), res
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def gru_sequence(w_h, b_hn, xp, h0, mask, reverse=False, unroll=1, matmul_dtype=None):
+    """The GRU recurrence (Flax/cuDNN convention) over a whole sequence; returns `(h_T, ys)`.
+
+    Args:
+      w_h: `[H, 3H]` recurrent weights, gates r, z, n.
+      b_hn: `[H]`, the recurrent bias of the candidate, inside `r * (.)`.
+      xp: `[T, *batch, 3H]`, the projected input `x @ w_x + b_x`.
+      h0: `[*batch, H]`.
+      mask, reverse, unroll, matmul_dtype: as in `lstm_sequence`.
+    """
+    return _gru_forward(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype, save=False)[0]
+
+
+def _gru_fwd(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype):
+    out, res = _gru_forward(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype, save=True)
+    return out, (w_h, mask, res)
+
+
+def _gru_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
+    w_h, mask, res = saved
+    dh_T, dys = cotangents
+    w_t = w_h.T if matmul_dtype is None else w_h.T.astype(matmul_dtype)  # [3H, H]
+
+    def body(dh, inp):
+        dy, rs, m = inp
+        r, z, n = jnp.split(rs.gates, 3, axis=-1)
+        dh_new = _keep(m, dh + dy, jnp.zeros_like(dh))
+        dn = dh_new * (1.0 - z) * (1.0 - n * n)  # gradient of n's preactivation
+        dr = dn * rs.a * r * (1.0 - r)
+        dz = dh_new * (rs.h_prev - n) * z * (1.0 - z)
+        da = dn * r
+        dhh = jnp.concatenate([dr, dz, da], axis=-1)  # gradient of h @ w_h, [*batch, 3H]
+        dh_prev = matmul(dhh, w_t, matmul_dtype) + dh_new * z + _keep(m, jnp.zeros_like(dh), dh)
+        return dh_prev, (dhh, dn)
+
+    dh0, (dhh, dn) = jax.lax.scan(body, dh_T, (dys, res, mask), reverse=not reverse, unroll=unroll)
+    dw_h = _weight_grad(res.h_prev, dhh, matmul_dtype, w_h.dtype)
+    H = w_h.shape[0]
+    db_hn = jnp.sum(_flat(dhh[..., 2 * H :]), axis=0)
+    dxp = jnp.concatenate([dhh[..., : 2 * H], dn], axis=-1)  # r and z enter x and h alike
+    return dw_h, db_hn, dxp, dh0, None
+
+
+gru_sequence.defvjp(_gru_fwd, _gru_bwd)
+
+
+def sequence_mask(lengths: Optional[jax.Array], steps: int, batch_ndim: int):
+    """`[T, *batch]` booleans, True where `t < lengths`; None when `lengths` is None."""
+    if lengths is None:
+        return None
+    t = jnp.arange(steps).reshape((-1,) + (1,) * batch_ndim)
+    return t < jnp.expand_dims(jnp.asarray(lengths), 0)

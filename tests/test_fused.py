@@ -1,0 +1,160 @@
+"""The fast paths (hand-written backward, bf16 matmuls, remat, unroll) against the plain scan and
+`jax.grad` of it, forward and gradients, over lengths, reverse and batch shapes."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnn_jax as rj
+from rnn_jax import fused
+
+T, B, I, H = 8, 3, 5, 4
+MAKERS = {"lstm": rj.lstm, "gru": rj.gru}
+
+
+def run(cell, params, xs, carry, lengths=None, **kw):
+    """Outputs and the gradient of a loss that reads every output and the final carry."""
+
+    def loss(params, xs, carry, lengths):
+        final, ys = rj.unroll(cell, params, xs, carry, lengths=lengths, **kw)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(c**2) for c in jax.tree.leaves(final)), (final, ys)
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))  # one compile, no op-by-op
+    (_, out), grads = grad(params, xs, carry, lengths)
+    return out, grads
+
+
+def setup(name, batch=(B,)):
+    ref = MAKERS[name](H, backward="autodiff")
+    params = ref.init(jax.random.PRNGKey(0), I)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, *batch, I))
+    carry = jax.tree.map(lambda c: 0.5 * jnp.ones_like(c), ref.initial_carry(batch))
+    return ref, params, xs, carry
+
+
+def assert_trees_close(a, b, tol):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=tol, atol=tol), a, b)
+
+
+OPTIONS = {
+    "fused": dict(backward="fused"),
+    "remat": dict(remat=True),
+    "auto": dict(),
+}
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("reverse, with_lengths", [(False, False), (True, True), (False, True)])
+def test_fast_path_equals_plain_scan(name, option, reverse, with_lengths):
+    _, params, xs, carry = setup(name)
+    cell = MAKERS[name](H, **OPTIONS[option])
+    lengths = jnp.array([T, 5, 0]) if with_lengths else None
+    got = run(cell, params, xs, carry, lengths=lengths, reverse=reverse)
+    assert_trees_close(got, plain_reference(name, reverse, with_lengths), 1e-5)
+
+
+@functools.lru_cache(maxsize=None)
+def plain_reference(name, reverse, with_lengths):
+    ref, params, xs, carry = setup(name)
+    lengths = jnp.array([T, 5, 0]) if with_lengths else None
+    return run(ref, params, xs, carry, lengths=lengths, reverse=reverse, unroll=1)
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_fused_handles_any_batch_shape(name):
+    cell = MAKERS[name](H, backward="fused")
+    for batch in [(), (2, B)]:
+        ref, params, xs, carry = setup(name, batch)
+        assert_trees_close(run(cell, params, xs, carry), run(ref, params, xs, carry), 1e-5)
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_fused_gradients_in_float64_match_autodiff_tightly(name):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        ref, params, xs, carry = setup(name)
+        assert xs.dtype == jnp.float64
+        cell = MAKERS[name](H, backward="fused")
+        lengths = jnp.array([T, 2, 6])
+        got = run(cell, params, xs, carry, lengths=lengths)
+        want = run(ref, params, xs, carry, lengths=lengths)
+        assert_trees_close(got, want, 1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_lstm_sequence_vjp_equals_grad_of_the_plain_recurrence():
+    """The custom VJP alone, on raw arrays, against `jax.vjp` of `masked_scan` over the cell's step."""
+    cell = rj.lstm(H, backward="autodiff")
+    params = cell.init(jax.random.PRNGKey(0), I)
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    xp = jax.random.normal(keys[0], (T, B, 4 * H))
+    h0, c0 = jax.random.normal(keys[1], (B, H)), jax.random.normal(keys[2], (B, H))
+    mask = jnp.arange(T)[:, None] < jnp.array([[T, 4, 1]])
+
+    def plain(w_h, xp, h0, c0):
+        (h, c), ys = fused.masked_scan(cell.step, params._replace(w_h=w_h), xp, rj.LSTMCarry(h0, c0), mask)
+        return h, c, ys
+
+    def custom(w_h, xp, h0, c0):
+        return fused.lstm_sequence(w_h, xp, h0, c0, mask)
+
+    args = (params.w_h, xp, h0, c0)
+    ct = jax.tree.map(lambda a: jax.random.normal(keys[3], a.shape), custom(*args))
+
+    @jax.jit
+    def out_and_vjp(args, ct):
+        return jax.vjp(custom, *args)[0], jax.vjp(custom, *args)[1](ct), jax.vjp(plain, *args)[0], jax.vjp(plain, *args)[1](ct)
+
+    out, grads, ref_out, ref_grads = out_and_vjp(args, ct)
+    assert_trees_close(out, ref_out, 1e-5)
+    assert_trees_close(grads, ref_grads, 1e-5)
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("backward", ["fused", "autodiff"])
+def test_bf16_matmuls_keep_f32_state_and_stay_close(name, backward):
+    ref, params, xs, carry = setup(name)
+    cell = MAKERS[name](H, matmul_dtype=jnp.bfloat16, backward=backward)
+    lengths = jnp.array([T, 5, 2])
+    got = run(cell, params, xs, carry, lengths=lengths, reverse=True)
+    want = run(ref, params, xs, carry, lengths=lengths, reverse=True)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(got))
+    assert_trees_close(got, want, 3e-2)  # bf16 has 8 significant bits
+    # ... and the fused bf16 backward equals autodiff of the same bf16 forward.
+    other = MAKERS[name](H, matmul_dtype=jnp.bfloat16, backward="autodiff")
+    assert_trees_close(got, run(other, params, xs, carry, lengths=lengths, reverse=True), 1e-2)
+
+
+def test_fused_gradient_of_gradient_works():
+    cell = rj.gru(H, backward="fused")
+    params = cell.init(jax.random.PRNGKey(0), I)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    ref = rj.gru(H, backward="autodiff")
+
+    def hvp(cell):
+        def f(xs):
+            return jnp.sum(rj.unroll(cell, params, xs)[1] ** 2)
+
+        return jax.jit(jax.grad(lambda xs: jnp.sum(jax.grad(f)(xs))))(xs)
+
+    np.testing.assert_allclose(hvp(cell), hvp(ref), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_resolves_to_the_backend_table():
+    d = fused.BACKEND_DEFAULTS["cpu"]
+    assert fused.resolve("auto", None, backend="cpu") == (d.backward, d.fused_unroll if d.backward == "fused" else d.autodiff_unroll)
+    assert fused.resolve("auto", None, remat=True, backend="cpu") == ("autodiff", d.autodiff_unroll)
+    assert fused.resolve("fused", 2, backend="gpu") == ("fused", 2)
+
+
+def test_bad_speed_options_name_the_argument():
+    with pytest.raises(ValueError, match="backward"):
+        rj.lstm(H, backward="cudnn")
+    with pytest.raises(ValueError, match="remat"):
+        rj.gru(H, backward="fused", remat=True)
