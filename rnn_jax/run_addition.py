@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -139,8 +140,9 @@ def numpy2015_replicas(cfg: Config, seeds: list[int], trainer: Trainer) -> Repli
 
 def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
     """`runner(state, data, start, k) -> (state, losses [S, k])`: steps start..start+k-1 of every
-    replica, jitted with `k` static and the state donated. One replica runs without `vmap`, whose
-    batched matmuls cost more than plain ones when there is nothing to batch."""
+    replica, jitted with `k` static. One replica runs without `vmap`, whose batched matmuls cost
+    more than plain ones when there is nothing to batch. The state is not donated: it is small,
+    and an interrupt must find the state of the last logged chunk intact to checkpoint it."""
     replay = cfg.task.data == "numpy2015"
 
     def batches(data, start, k):  # [S, k, T, B, ...]
@@ -155,7 +157,7 @@ def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
             return jax.tree.map(lambda a: a[None], (state, losses))
         return jax.vmap(trainer.chunk)(state, xs)
 
-    return jax.jit(replicas, static_argnums=3, donate_argnums=0)
+    return jax.jit(replicas, static_argnums=3)
 
 
 def generalization_batch(task: AdditionTask, dtype):
@@ -174,90 +176,131 @@ def generalization_batch(task: AdditionTask, dtype):
     return widths, batch, np.concatenate(lengths)
 
 
-def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
-    """Trains, evaluates and records one addition run; returns the summary."""
-    from tqdm.auto import tqdm
+@dataclass
+class Progress:
+    """What the host knows between chunks, per seed."""
 
+    seeds: list[int]
+    done: int = 0
+    accuracy: np.ndarray = None  # [S], 0 for a seed whose loss went non-finite
+    finite: np.ndarray = None  # [S] bool: loss finite so far
+    steps_to_solve: list = None  # [S]: first logged step at 100%, None if never
+    compile_seconds: float = 0.0
+    train_seconds: float = 0.0
+    interrupted: bool = False
+
+    def __post_init__(self):
+        S = len(self.seeds)
+        self.accuracy, self.finite, self.steps_to_solve = np.zeros(S), np.ones(S, dtype=bool), [None] * S
+
+    def update(self, k: int, losses: np.ndarray, accuracy: np.ndarray) -> dict:
+        """Takes one chunk's losses `[S, k]` and end-of-chunk accuracies `[S]`; returns its log record."""
+        self.done += k
+        self.finite &= np.isfinite(losses).all(axis=1)
+        self.accuracy = np.where(self.finite, accuracy, 0.0)
+        for i, solved in enumerate(self.finite & (self.accuracy == 1.0)):
+            if solved and self.steps_to_solve[i] is None:
+                self.steps_to_solve[i] = self.done
+        mean_loss = losses.mean(axis=1)
+        record = {
+            "step": self.done,
+            "loss": _mean_finite(mean_loss),
+            "accuracy": float(self.accuracy.mean()),
+            "elapsed": round(self.train_seconds + self.compile_seconds, 4),
+        }
+        if len(self.seeds) > 1:
+            record["per_seed"] = {"loss": [float(x) for x in mean_loss], "accuracy": [float(a) for a in self.accuracy]}
+        return record
+
+    def all_solved(self) -> bool:
+        return all(s is not None for s in self.steps_to_solve)
+
+
+def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
+    """Trains, evaluates and records one addition run; returns the summary.
+
+    An interrupt (Ctrl-C, SIGTERM) ends training at once; the run is then evaluated,
+    checkpointed and summarised with `status: "interrupted"` before the interrupt goes on.
+    """
     if cfg.train.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    task: AdditionTask = cfg.task
-    dtype = dtype_of(cfg.train.dtype)
     trainer = make_trainer(cfg)
     seeds = [cfg.seed + i for i in range(cfg.train.seeds)]
-    S, steps, K = len(seeds), cfg.train.steps, cfg.train.log_every
-
-    state, data = init_replicas(cfg, trainer, seeds)
-    runner = make_chunk_runner(cfg, trainer)
-    eval_data = jax.device_put(addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, np.dtype(dtype)))
-    eval_lengths = jnp.full(eval_data.inputs.shape[1:2], eval_data.inputs.shape[0], jnp.int32)
-    evaluate = jax.jit(jax.vmap(lambda p, b, n: jnp.mean(trainer.evaluate(p, b, n)), in_axes=(0, None, None)))
-
-    compiled: dict[int, Any] = {}
-    compile_seconds = 0.0
-
-    def chunk_call(state, start, k):
-        nonlocal compile_seconds
-        args = (state, data, jnp.int32(start))
-        if k not in compiled:
-            t0 = time.perf_counter()
-            compiled[k] = runner.lower(*args, k).compile()
-            compile_seconds += time.perf_counter() - t0
-        return compiled[k](*args)
-
-    log = MetricsLog(run_dir)
-    accuracy = np.zeros(S)
-    finite = np.ones(S, dtype=bool)
-    steps_to_solve: list = [None] * S
-    done, train_seconds = 0, 0.0
-    t_eval = time.perf_counter()
-    evaluate(state.params, eval_data, eval_lengths).block_until_ready()  # compile the evaluation once
-    compile_seconds += time.perf_counter() - t_eval
-    bar = tqdm(total=steps, desc=f"{cfg.model.cell} h{cfg.model.hidden} {task.bits}-bit", unit="step", disable=not cfg.train.progress, leave=False)
-    try:
-        while done < steps:
-            k = min(K, steps - done)
-            t0 = time.perf_counter()
-            compile_before = compile_seconds
-            state, losses = chunk_call(state, done, k)
-            acc = np.asarray(evaluate(state.params, eval_data, eval_lengths))
-            losses = np.asarray(losses)
-            train_seconds += time.perf_counter() - t0 - (compile_seconds - compile_before)
-            done += k
-            finite &= np.isfinite(losses).all(axis=1)
-            accuracy = np.where(finite, acc, 0.0)
-            for i in range(S):
-                if steps_to_solve[i] is None and finite[i] and accuracy[i] == 1.0:
-                    steps_to_solve[i] = done
-            mean_loss = losses.mean(axis=1)
-            record = {
-                "step": done,
-                "loss": _mean_finite(mean_loss),
-                "accuracy": float(accuracy.mean()),
-                "elapsed": round(train_seconds + compile_seconds, 4),
-            }
-            if S > 1:
-                record["per_seed"] = {"loss": [float(x) for x in mean_loss], "accuracy": [float(a) for a in accuracy]}
-            log.write(record)
-            bar.update(k)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
-            if not finite.any() or (cfg.train.stop_when_solved and all(s is not None for s in steps_to_solve)):
-                break
-    finally:
-        bar.close()
-
-    widths, gen_data, gen_lengths = generalization_batch(task, np.dtype(dtype))
-    per_example = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None, None)))(state.params, gen_data, gen_lengths)
-    per_width = np.asarray(per_example).reshape(S, len(widths), task.generalization_samples).mean(axis=2)
-    per_width = np.where(finite[:, None], per_width, 0.0)
-
+    progress = Progress(seeds)
+    state = train(cfg, trainer, run_dir, progress)
+    summary = summarize(cfg, trainer, state, progress, device)
     save_checkpoint(
         run_dir / "checkpoint",
         state.params,
-        {"task": "addition", "seeds": seeds, "model": _asdict(cfg.model), "bits": task.bits, "full_range": task.full_range, "dtype": cfg.train.dtype, "step": done},
+        {"task": "addition", "seeds": seeds, "model": asdict(cfg.model), "bits": cfg.task.bits, "full_range": cfg.task.full_range, "dtype": cfg.train.dtype, "step": progress.done},
     )
+    write_summary(run_dir, summary)
+    if progress.interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def train(cfg: Config, trainer: Trainer, run_dir: Path, progress: Progress) -> TrainState:
+    """The host loop: one compiled chunk of `train.log_every` steps, one evaluation, one log line."""
+    from tqdm.auto import tqdm
+
+    task: AdditionTask = cfg.task
+    dtype = np.dtype(dtype_of(cfg.train.dtype))
+    state, data = init_replicas(cfg, trainer, progress.seeds)
+    runner = make_chunk_runner(cfg, trainer)
+    eval_data = jax.device_put(addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, dtype))
+    eval_lengths = jnp.full(eval_data.inputs.shape[1:2], eval_data.inputs.shape[0], jnp.int32)
+    evaluate = jax.jit(jax.vmap(lambda p, b, n: jnp.mean(trainer.evaluate(p, b, n)), in_axes=(0, None, None)))
+
+    compiled: dict[int, Any] = {}  # chunk length -> executable (the last chunk may be shorter)
+
+    def chunk(state, k):
+        args = (state, data, jnp.int32(progress.done))
+        if k not in compiled:
+            t0 = time.perf_counter()
+            compiled[k] = runner.lower(*args, k).compile()
+            progress.compile_seconds += time.perf_counter() - t0
+        return compiled[k](*args)
+
+    t0 = time.perf_counter()
+    evaluate.lower(state.params, eval_data, eval_lengths).compile()
+    progress.compile_seconds += time.perf_counter() - t0
+    log = MetricsLog(run_dir)
+    bar = tqdm(total=cfg.train.steps, desc=f"{cfg.model.cell} h{cfg.model.hidden} {task.bits}-bit", unit="step", disable=not cfg.train.progress, leave=False)
+    try:
+        while progress.done < cfg.train.steps:
+            k = min(cfg.train.log_every, cfg.train.steps - progress.done)
+            t0, compile_before = time.perf_counter(), progress.compile_seconds
+            new_state, losses = chunk(state, k)
+            accuracy = np.asarray(evaluate(new_state.params, eval_data, eval_lengths))
+            losses = np.asarray(losses)
+            state = new_state
+            progress.train_seconds += time.perf_counter() - t0 - (progress.compile_seconds - compile_before)
+            record = progress.update(k, losses, accuracy)
+            log.write(record)
+            bar.update(k)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
+            if not progress.finite.any() or (cfg.train.stop_when_solved and progress.all_solved()):
+                break
+    except KeyboardInterrupt:
+        # The chunk in flight is dropped; `state` is the one after the last logged chunk.
+        progress.interrupted = True
+    finally:
+        bar.close()
+    return state
+
+
+def summarize(cfg: Config, trainer: Trainer, state: TrainState, progress: Progress, device: dict) -> dict[str, Any]:
+    """The summary.json of a run, length generalisation included."""
+    task: AdditionTask = cfg.task
+    widths, gen_data, gen_lengths = generalization_batch(task, np.dtype(dtype_of(cfg.train.dtype)))
+    per_example = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None, None)))(state.params, gen_data, gen_lengths)
+    per_width = np.asarray(per_example).reshape(len(progress.seeds), len(widths), task.generalization_samples).mean(axis=2)
+    per_width = np.where(progress.finite[:, None], per_width, 0.0)
+    status = "interrupted" if progress.interrupted else "ok" if progress.finite.any() else "failed"
     summary = {
-        "status": "ok" if finite.any() else "failed",
+        "status": status,
         "task": "addition",
         "cell": cfg.model.cell,
         "bits": task.bits,
@@ -265,25 +308,24 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
         "layers": cfg.model.layers,
         "optimizer": cfg.optim.name,
         "lr": cfg.optim.lr,
-        "seeds": S,
-        "seed_values": seeds,
-        "steps": done,
-        "final_accuracy": float(accuracy.mean()),
-        "per_seed_accuracy": [float(a) for a in accuracy],
-        "success_rate": float(np.mean(accuracy == 1.0)),
-        "steps_to_solve": steps_to_solve,
-        "failed_seeds": [s for s, ok in zip(seeds, finite) if not ok],
-        "eval_pairs": int(eval_data.inputs.shape[1]),
+        "seeds": len(progress.seeds),
+        "seed_values": progress.seeds,
+        "steps": progress.done,
+        "final_accuracy": float(progress.accuracy.mean()),
+        "per_seed_accuracy": [float(a) for a in progress.accuracy],
+        "success_rate": float(np.mean(progress.accuracy == 1.0)),
+        "steps_to_solve": progress.steps_to_solve,
+        "failed_seeds": [s for s, ok in zip(progress.seeds, progress.finite) if not ok],
+        "eval_pairs": min(addition.operand_count(task.bits, task.full_range), task.eval_samples),
         "generalization": {str(n): float(a) for n, a in zip(widths, per_width.mean(axis=0))},
         "generalization_per_seed": {str(n): [float(a) for a in per_width[:, j]] for j, n in enumerate(widths)},
-        "compile_seconds": round(compile_seconds, 4),
-        "train_seconds": round(train_seconds, 4),
-        "us_per_step": round(1e6 * train_seconds / max(done, 1), 3),
+        "compile_seconds": round(progress.compile_seconds, 4),
+        "train_seconds": round(progress.train_seconds, 4),
+        "us_per_step": round(1e6 * progress.train_seconds / max(progress.done, 1), 3),
         **device,
     }
-    if not finite.any():
+    if not progress.finite.any():
         summary["error"] = "loss became NaN or Inf in every seed"
-    write_summary(run_dir, summary)
     return summary
 
 
@@ -292,8 +334,3 @@ def _mean_finite(x) -> float:
     x = x[np.isfinite(x)]
     return float(x.mean()) if x.size else math.nan
 
-
-def _asdict(dc) -> dict:
-    from dataclasses import asdict
-
-    return asdict(dc)

@@ -116,3 +116,26 @@ def test_missing_accelerator_is_an_error_not_a_silent_cpu_run(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "backend.name=gpu" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    args = [*TINY, "train.steps=100000000", "train.log_every=50", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "rnn_jax.train", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    logged = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert summary["status"] == "interrupted"
+    assert summary["steps"] == logged[-1]["step"] >= 100
+    _, meta = checkpoint.load(tmp_path / "checkpoint")
+    assert meta["step"] == summary["steps"]
