@@ -201,6 +201,8 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
         if source != run_dir and (source / "checkpoints" / "best").is_dir():
             b_state, b_meta = restore(source / "checkpoints" / "best", state, data.vocab)
             checkpoint.save(best, b_state, b_meta)
+    else:  # a fresh start: lines a run that died before its first checkpoint left are void
+        _continue_metrics(run_dir, run_dir, 0)
 
     chunk = jax.jit(make_train_chunk(model, optimizer, cfg, jax.random.fold_in(key, 1)))
     evaluate = jax.jit(make_evaluate(model, task.seq_len, cfg.model.unroll))
