@@ -14,6 +14,7 @@ Run directory: `metrics.jsonl`, `summary.json`, `samples/step_NNNNNN.txt` (one p
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -152,14 +153,8 @@ def _continue_metrics(source: Path, run_dir: Path, step: int) -> None:
     resumed run appends to its history instead of restarting or repeating it."""
     old = source / "metrics.jsonl"
     records = [r for r in read_jsonl(old) if r.get("step", math.inf) <= step] if old.exists() else []
-    text = "".join(f"{_json_line(r)}\n" for r in records)
+    text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in records)
     checkpoint.atomic_write_bytes(run_dir / "metrics.jsonl", text.encode())
-
-
-def _json_line(record: dict) -> str:
-    import json
-
-    return json.dumps(record, allow_nan=True)
 
 
 def _chunk_end(step: int, cfg: Config) -> int:
@@ -243,13 +238,14 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     try:
         while step < cfg.train.steps:
             end = _chunk_end(step, cfg)
+            n = end - step
             step_ids = jnp.arange(step, end, dtype=jnp.int32)
-            if end - step not in compiled:
+            if n not in compiled:  # one program per chunk length, compiled ahead and timed apart
                 c0 = time.perf_counter()
-                compiled[end - step] = chunk.lower(state, step_ids, train_streams).compile()
+                compiled[n] = chunk.lower(state, step_ids, train_streams).compile()
                 compile_seconds += time.perf_counter() - c0
             c0 = time.perf_counter()
-            state, losses = compiled[end - step](state, step_ids, train_streams)
+            state, losses = compiled[n](state, step_ids, train_streams)
             train_loss = float(jnp.mean(losses))  # waits for the chunk
             seconds = time.perf_counter() - c0
             train_seconds += seconds
@@ -259,10 +255,10 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
                 val_bpc = validate_and_sample()
                 record["val_bpc"] = val_bpc
                 save_last({"val_bpc": val_bpc})
-            record["chars_per_sec"] = (end - int(step_ids[0])) * chars_per_step / seconds
+            record["chars_per_sec"] = n * chars_per_step / seconds
             record["elapsed"] = prev_elapsed + time.perf_counter() - t0
             metrics.write(record)
-            bar.update(len(step_ids))
+            bar.update(n)
             bar.set_postfix(train_bpc=f"{train_bpc:.3f}", val_bpc=f"{val_bpc:.3f}" if val_bpc is not None else "-")
     except KeyboardInterrupt:
         save_last({"interrupted": True})
