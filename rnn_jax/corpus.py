@@ -64,8 +64,10 @@ def read_corpus(path: Optional[str]) -> str:
     if path is None:
         return default_corpus()
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise CorpusError(f"corpus {p}: no such file")
+    if not p.is_file():
+        raise CorpusError(f"corpus {p}: not a regular file")
     data = p.read_bytes()
     if not data:
         raise CorpusError(f"corpus {p}: the file is empty")
