@@ -1,0 +1,134 @@
+"""The sweep report on hand-made sweep directories: one row per job with its summary's figures,
+failed, interrupted and still-running jobs named, seeds pooled across jobs that share
+(cell, bits, hidden), and one-line errors for bad input. (test_sweeps.py runs it on real sweeps.)"""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnn_jax import report
+
+
+def summary(cell="lstm", bits=4, hidden=4, acc=(1.0, 1.0, 0.5), steps=(100, 300, None), failed=(), lr=0.01, backend="cpu", status="ok"):
+    acc = list(acc)
+    return {
+        "status": status,
+        "task": "addition",
+        "cell": cell,
+        "bits": bits,
+        "hidden": hidden,
+        "layers": 1,
+        "optimizer": "adam",
+        "lr": lr,
+        "seeds": len(acc),
+        "steps": 400,
+        "final_accuracy": float(np.mean(acc)),
+        "per_seed_accuracy": acc,
+        "success_rate": float(np.mean(np.asarray(acc) == 1.0)),
+        "steps_to_solve": list(steps),
+        "failed_seeds": list(failed),
+        "generalization": {"8": float(np.mean(acc)) / 2, "16": 0.0},
+        "generalization_per_seed": {"8": [a / 2 for a in acc], "16": [0.0] * len(acc)},
+        "compile_seconds": 1.5,
+        "train_seconds": 0.25,
+        "us_per_step": 625.0,
+        "backend": backend,
+    }
+
+
+def make_job(sweep, num, summ=None, overrides=(), config=None, metrics=()):
+    d = sweep / str(num)
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides) or "[]\n")
+    if config is not None:
+        (d / ".hydra" / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    if summ is not None:
+        (d / "summary.json").write_text(json.dumps(summ))
+    if metrics:
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics) + '{"step": 3')  # last line cut short
+    return d
+
+
+def read_csv(sweep):
+    with (sweep / "report.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_row_per_job_with_its_summary_figures(tmp_path):
+    summaries = [summary("elman", 4, 2, acc=(1.0, 0.0), steps=(200, None)), summary("gru", 8, 2), summary("gru", 4, 8, acc=(1.0, 1.0), steps=(100, 500))]
+    for i, s in enumerate(summaries):
+        make_job(tmp_path, i, s, [f"model.cell={s['cell']}", f"task.bits={s['bits']}", f"model.hidden={s['hidden']}"])
+    text = report.write_report(tmp_path)
+    rows = read_csv(tmp_path)
+    assert [r["job"] for r in rows] == ["0", "1", "2"]
+    for row, s in zip(rows, summaries):
+        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (s["cell"], s["bits"], s["hidden"])
+        assert float(row["success_rate"]) == s["success_rate"]
+        assert float(row["final_accuracy"]) == s["final_accuracy"]
+        assert float(row["median_steps_to_solve"]) == np.median([x for x in s["steps_to_solve"] if x is not None])
+        assert int(row["solved_seeds"]) == sum(x is not None for x in s["steps_to_solve"])
+    assert "3 jobs" in text and "3 ok" in text
+    md = (tmp_path / "report.md").read_text()
+    assert "| gru | 4 | 8 | 1 | 2 | 1 | 1 | 300 |" in md  # cell, bits, hidden, jobs, seeds, success, accuracy, median steps
+    for name in ("success.png", "steps.png", "generalization.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_failed_running_and_interrupted_jobs_are_named(tmp_path):
+    make_job(tmp_path, 0, summary("lstm", 4, 4))
+    crash = {"status": "failed", "error": "ConfigError: model.hidden=0 is not allowed; must be >= 1", "task": "addition", "cell": "lstm", "bits": 4, "hidden": 0, "seeds": 3}
+    make_job(tmp_path, 1, crash, ["model.hidden=0"])
+    nan = summary("lstm", 4, 8, acc=(0.0, 0.0), steps=(None, None), failed=(0, 1), status="failed") | {"error": "loss became NaN or Inf in every seed"}
+    make_job(tmp_path, 2, nan)
+    make_job(tmp_path, 3, None, config={"task": {"bits": 8}, "model": {"cell": "gru", "hidden": 2}}, metrics=[{"step": 1}, {"step": 2}])
+    make_job(tmp_path, 4, summary("gru", 8, 4) | {"status": "interrupted", "steps": 120})
+    make_job(tmp_path, 10, summary("lstm", 8, 4, acc=(1.0, 0.0), steps=(100, None), failed=(1,)))
+    text = report.write_report(tmp_path)
+    assert "6 jobs" in text and "2 ok, 2 failed, 1 running or missing, 1 interrupted" in text
+    lines = text.splitlines()
+    assert any("job 1 " in l and "failed" in l and "model.hidden=0" in l for l in lines)
+    assert any("job 2 " in l and "NaN or Inf" in l for l in lines)
+    assert any("job 3 " in l and "running or missing" in l and "step 2" in l and "gru" in l for l in lines)
+    assert any("job 4 " in l and "interrupted" in l for l in lines)
+    assert any("job 10 " in l and "seeds [1]" in l and "NaN" in l for l in lines)
+    rows = {r["job"]: r for r in read_csv(tmp_path)}
+    assert list(rows) == ["0", "1", "2", "3", "4", "10"]  # numeric job order
+    assert rows["1"]["status"] == "failed" and "model.hidden=0" in rows["1"]["error"]
+    assert rows["2"]["status"] == "failed" and rows["2"]["failed_seeds"] == "2" and float(rows["2"]["success_rate"]) == 0.0
+    assert rows["3"]["status"] == "running" and rows["3"]["cell"] == "gru" and rows["3"]["steps"] == "2"
+    groups = {(g.cell, g.bits, g.hidden): g for g in report.group_jobs(report.load_jobs(tmp_path))}
+    assert groups["lstm", 4, 8].seeds == 2 and groups["lstm", 4, 8].success_rate == 0.0  # NaN seeds count as not solved
+    assert groups["gru", 8, 4].seeds == 0  # the interrupted job is left out
+    assert groups["lstm", 8, 4].failed_seeds == 1
+
+
+def test_jobs_sharing_a_cell_are_pooled_and_the_report_says_over_what(tmp_path):
+    make_job(tmp_path, 0, summary(acc=(1.0, 1.0), steps=(100, 200), lr=0.01), ["optim.lr=0.01"])
+    make_job(tmp_path, 1, summary(acc=(1.0, 0.0, 0.0), steps=(400, None, None), lr=0.1), ["optim.lr=0.1"])
+    text = report.write_report(tmp_path)
+    (g,) = report.group_jobs(report.load_jobs(tmp_path))
+    assert g.seeds == 5
+    assert g.success_rate == pytest.approx(3 / 5)
+    assert g.median_steps == 200.0
+    assert g.generalization()[8] == pytest.approx(np.mean([0.5, 0.5, 0.5, 0.0, 0.0]))
+    assert "pooled" in text and "optim.lr" in text and "lr" in text
+
+
+def test_median_steps_ignores_unsolved_seeds():
+    assert report.median_solved([100, None, 300, 200]) == 200.0
+    assert math.isnan(report.median_solved([None, None]))
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    for path in (tmp_path / "missing", tmp_path / "file.txt", tmp_path / "empty"):
+        out = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(path)], capture_output=True, text=True)
+        assert out.returncode == 2
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and str(path) in out.stderr
+        assert "Traceback" not in out.stderr
