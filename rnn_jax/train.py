@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnn_jax.backend import BackendError, select_backend
 from rnn_jax.checkpoint import CheckpointError
 from rnn_jax.config import Config, ConfigError, register_configs, validate
+from rnn_jax.corpus import CorpusError
 from rnn_jax.rundir import write_summary
 
 log = logging.getLogger("rnn_jax")
@@ -31,8 +32,12 @@ log = logging.getLogger("rnn_jax")
 # task name -> module with `run(cfg: Config, run_dir: Path, device: dict) -> dict` (the summary)
 RUNNERS = {"addition": "rnn_jax.run_addition", "charlm": "rnn_jax.run_charlm"}
 
+# task name -> the summary figure `main` returns to a sweeper
+OBJECTIVES = {"addition": "success_rate", "charlm": "best_val_bpc"}
+
+
 # Errors a user can cause with a config value, a file or a directory: one line, no traceback.
-USER_ERRORS = (ConfigError, BackendError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, BackendError, CheckpointError, CorpusError, FileNotFoundError)
 
 register_configs()
 
@@ -71,7 +76,8 @@ def failure_summary(dcfg: DictConfig, error: BaseException) -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> float:
-    """Runs one job; returns the success rate (what a sweeper such as Optuna maximises)."""
+    """Runs one job; returns its objective for sweepers such as Optuna: the success rate over
+    seeds for addition (maximise), the best validation bits per character for charlm (minimise)."""
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "TPU not found" noise
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -95,7 +101,7 @@ def main(dcfg: DictConfig) -> float:
         raise
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1))
     print(f"results in {run_dir}")
-    return float(summary.get("success_rate", float("nan")))
+    return float(summary.get(OBJECTIVES[summary["task"]], float("nan")))
 
 
 if __name__ == "__main__":
