@@ -37,9 +37,10 @@ class Cell(NamedTuple):
       project: `(params, x) -> xp`, the input-only part of the step; works on any leading dims.
       step: `(params, carry, xp) -> (new_carry, y)`, the recurrent part.
       layers: for a `stack`, the cells it is made of (unrolled layer by layer); else `()`.
-      scan: `(params, xp, carry, mask=None, *, reverse=False, unroll=None) -> (carry, ys)`, the
-        whole-sequence recurrence over projected inputs `xp` `[T, *batch, G]` that `unroll` uses
-        when present (LSTM and GRU: the fast paths of `rnn_jax.fused`); else None.
+      scan: `(params, xs, carry, mask=None, *, reverse=False, unroll=None) -> (carry, ys)`, the
+        whole-sequence recurrence over inputs `xs` `[T, *batch, input]` that `unroll` uses when
+        present (LSTM and GRU: the fast paths of `rnn_jax.fused`, which also decide whether the
+        input projection is hoisted out of the loop); else None.
     """
 
     init: Callable[..., Any]
@@ -96,6 +97,19 @@ def _from_parts(init, initial_carry, project, step, hidden_size, scan=None) -> C
         return step(params, carry, project(params, x))
 
     return Cell(init, initial_carry, apply, hidden_size, project, step, scan=scan)
+
+
+def _plain_scan(project, step, params, xs, carry, mask, reverse, plan, remat):
+    """`lax.scan` over `step`, the projection hoisted as one `[T*B, I] x [I, G]` matmul, or over
+    `step(project(x))` when the backend runs that faster (`plan.hoist`)."""
+    if plan.hoist:
+        xs, body = project(params, xs), step
+    else:
+
+        def body(params, carry, x):
+            return step(params, carry, project(params, x))
+
+    return fused.masked_scan(body, params, xs, carry, mask, reverse=reverse, unroll=plan.unroll, remat=remat)
 
 
 def _check_speed_options(backward, remat):
@@ -210,12 +224,13 @@ def lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMCarry(h, c), h
 
-    def scan(params: LSTMParams, xp, carry: LSTMCarry, mask=None, *, reverse=False, unroll=None):
-        how, n = fused.resolve(backward, unroll, remat)
-        if how == "fused":
-            h, c, ys = fused.lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, reverse, n, matmul_dtype)
+    def scan(params: LSTMParams, xs, carry: LSTMCarry, mask=None, *, reverse=False, unroll=None):
+        plan = fused.resolve(backward, unroll, remat)
+        if plan.backward == "fused":
+            xp = project(params, xs)  # [T, *batch, 4H]
+            h, c, ys = fused.lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, reverse, plan.unroll, matmul_dtype)
             return LSTMCarry(h, c), ys
-        return fused.masked_scan(step, params, xp, carry, mask, reverse=reverse, unroll=n, remat=remat)
+        return _plain_scan(project, step, params, xs, carry, mask, reverse, plan, remat)
 
     return _from_parts(init_params, initial_carry, project, step, H, scan)
 
@@ -268,11 +283,12 @@ def gru(
         h = (1.0 - z) * n + z * h
         return h, h
 
-    def scan(params: GRUParams, xp, h, mask=None, *, reverse=False, unroll=None):
-        how, n = fused.resolve(backward, unroll, remat)
-        if how == "fused":
-            return fused.gru_sequence(params.w_h, params.b_hn, xp, h, mask, reverse, n, matmul_dtype)
-        return fused.masked_scan(step, params, xp, h, mask, reverse=reverse, unroll=n, remat=remat)
+    def scan(params: GRUParams, xs, h, mask=None, *, reverse=False, unroll=None):
+        plan = fused.resolve(backward, unroll, remat)
+        if plan.backward == "fused":
+            xp = project(params, xs)  # [T, *batch, 3H]
+            return fused.gru_sequence(params.w_h, params.b_hn, xp, h, mask, reverse, plan.unroll, matmul_dtype)
+        return _plain_scan(project, step, params, xs, h, mask, reverse, plan, remat)
 
     return _from_parts(init_params, _zeros_carry(H), project, step, H, scan)
 

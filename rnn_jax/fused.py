@@ -32,28 +32,41 @@ BACKWARDS = ("auto", "fused", "autodiff")
 
 
 class Defaults(NamedTuple):
-    """What `backward="auto"` and `unroll=None` mean on one backend (chosen by measurement,
-    see docs/benchmarks.md)."""
+    """What `backward="auto"` and `unroll=None` mean on one backend, chosen by measurement
+    (`python -m rnn_jax.bench preset=unroll`, see docs/benchmarks.md)."""
 
     backward: str  # "fused" or "autodiff"
     fused_unroll: int  # lax.scan unroll of the fused forward and backward scans
     autodiff_unroll: int  # lax.scan unroll of the plain scan (also with remat)
+    hoist: bool  # plain scan: project all inputs before the loop (True) or inside each step
 
 
+# CPU (XLA:CPU, 2 cores, B32 T128 H256): the plain scan with the projection inside the step was
+# the fastest training step; hoisting the [T, B, G] projection out of the loop made the loop's
+# fusions re-read it and was slower, and the fused backward did not pay. GPU: the fused backward
+# with unroll 8 beat cuDNN in a prototype on an H100 (not measured by this benchmark yet).
 BACKEND_DEFAULTS = {
-    "cpu": Defaults("fused", 4, 1),
-    "gpu": Defaults("fused", 8, 1),
-    "tpu": Defaults("fused", 8, 1),
+    "cpu": Defaults("autodiff", 4, 1, False),
+    "gpu": Defaults("fused", 8, 1, True),
+    "tpu": Defaults("fused", 8, 1, True),
 }
 
 
-def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None):
-    """`(backward, unroll)` after filling in the backend's defaults; remat implies autodiff."""
+class Plan(NamedTuple):
+    backward: str
+    unroll: int
+    hoist: bool
+
+
+def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None) -> Plan:
+    """The plan after filling in the backend's defaults; remat implies autodiff; fused hoists."""
     d = BACKEND_DEFAULTS.get(backend or jax.default_backend(), BACKEND_DEFAULTS["gpu"])
     if remat or backward == "autodiff":
-        return "autodiff", unroll or d.autodiff_unroll
+        return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
     backward = d.backward if backward == "auto" else backward
-    return backward, unroll or (d.fused_unroll if backward == "fused" else d.autodiff_unroll)
+    if backward == "fused":
+        return Plan("fused", unroll or d.fused_unroll, True)
+    return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
 
 
 def matmul(a, b, dtype=None):

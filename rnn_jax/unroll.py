@@ -72,12 +72,12 @@ def unroll(
 
 
 def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: Optional[int]):
-    """One layer over the sequence. The input projection is hoisted out of the loop when the cell
-    has one (one `[T*B, I] x [I, G]` matmul); a cell's own `scan` (LSTM, GRU) then runs the
-    recurrence, else a plain `lax.scan` over `step` (or `apply`)."""
+    """One layer over the sequence: the cell's own `scan` when it has one (LSTM, GRU), else a
+    plain `lax.scan` over `step` with the input projection hoisted out of the loop (one
+    `[T*B, I] x [I, G]` matmul), or over `apply`."""
+    if cell.scan is not None:
+        return cell.scan(params, xs, carry, mask, reverse=reverse, unroll=unroll)
     if cell.project is None:
         return masked_scan(cell.apply, params, xs, carry, mask, reverse=reverse, unroll=unroll or 1)
     xp = cell.project(params, xs)  # [T, *batch, G]
-    if cell.scan is not None:
-        return cell.scan(params, xp, carry, mask, reverse=reverse, unroll=unroll)
     return masked_scan(cell.step, params, xp, carry, mask, reverse=reverse, unroll=unroll or 1)

@@ -49,8 +49,8 @@ def test_bench_runs_end_to_end_and_writes_every_field(tmp_path):
     # The defaults resolve per backend: rnn_jax's row says which unroll it ran with.
     from rnn_jax import fused
 
-    backward, unroll = fused.resolve("auto", None, backend="cpu")
-    assert {r["unroll"] for r in records if r["implementation"] == "rnn_jax"} == {unroll}
+    plan = fused.resolve("auto", None, backend="cpu")
+    assert {r["unroll"] for r in records if r["implementation"] == "rnn_jax"} == {plan.unroll}
     table = (tmp_path / "bench.md").read_text()
     assert table.count("\n| gru |") == len(records)
     assert "Skipped flax_optimized" in table

@@ -40,21 +40,28 @@ def assert_trees_close(a, b, tol):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=tol, atol=tol), a, b)
 
 
-OPTIONS = {
-    "fused": dict(backward="fused"),
-    "remat": dict(remat=True),
-    "auto": dict(),
+OPTIONS = {  # factory arguments, unroll, and the defaults to use as the CPU's (None: the real ones)
+    "fused": (dict(backward="fused"), None, None),
+    "autodiff-unroll3": (dict(backward="autodiff"), 3, None),
+    "remat": (dict(remat=True), None, None),
+    "auto": (dict(), None, None),
+    "gpu-defaults": (dict(), None, "gpu"),  # fused, unroll 8
+    "hoisted-plain-scan": (dict(backward="autodiff"), 2, "hoist"),
 }
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
 @pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("reverse, with_lengths", [(False, False), (True, True), (False, True)])
-def test_fast_path_equals_plain_scan(name, option, reverse, with_lengths):
+def test_fast_path_equals_plain_scan(name, option, reverse, with_lengths, monkeypatch):
+    kwargs, unroll, defaults = OPTIONS[option]
+    if defaults is not None:
+        d = fused.BACKEND_DEFAULTS["gpu"] if defaults == "gpu" else fused.BACKEND_DEFAULTS["cpu"]._replace(hoist=True)
+        monkeypatch.setitem(fused.BACKEND_DEFAULTS, "cpu", d)
     _, params, xs, carry = setup(name)
-    cell = MAKERS[name](H, **OPTIONS[option])
+    cell = MAKERS[name](H, **kwargs)
     lengths = jnp.array([T, 5, 0]) if with_lengths else None
-    got = run(cell, params, xs, carry, lengths=lengths, reverse=reverse)
+    got = run(cell, params, xs, carry, lengths=lengths, reverse=reverse, unroll=unroll)
     assert_trees_close(got, plain_reference(name, reverse, with_lengths), 1e-5)
 
 
@@ -62,7 +69,7 @@ def test_fast_path_equals_plain_scan(name, option, reverse, with_lengths):
 def plain_reference(name, reverse, with_lengths):
     ref, params, xs, carry = setup(name)
     lengths = jnp.array([T, 5, 0]) if with_lengths else None
-    return run(ref, params, xs, carry, lengths=lengths, reverse=reverse, unroll=1)
+    return run(ref, params, xs, carry, lengths=lengths, reverse=reverse, unroll=1)  # CPU default: not hoisted
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
@@ -147,10 +154,12 @@ def test_fused_gradient_of_gradient_works():
 
 
 def test_auto_resolves_to_the_backend_table():
-    d = fused.BACKEND_DEFAULTS["cpu"]
-    assert fused.resolve("auto", None, backend="cpu") == (d.backward, d.fused_unroll if d.backward == "fused" else d.autodiff_unroll)
-    assert fused.resolve("auto", None, remat=True, backend="cpu") == ("autodiff", d.autodiff_unroll)
-    assert fused.resolve("fused", 2, backend="gpu") == ("fused", 2)
+    for backend, d in fused.BACKEND_DEFAULTS.items():
+        unroll = d.fused_unroll if d.backward == "fused" else d.autodiff_unroll
+        hoist = True if d.backward == "fused" else d.hoist
+        assert fused.resolve("auto", None, backend=backend) == (d.backward, unroll, hoist)
+        assert fused.resolve("auto", None, remat=True, backend=backend) == ("autodiff", d.autodiff_unroll, d.hoist)
+        assert fused.resolve("fused", 2, backend=backend) == ("fused", 2, True)
 
 
 def test_bad_speed_options_name_the_argument():
