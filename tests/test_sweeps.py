@@ -1,0 +1,207 @@
+"""Sweeps: the presets compose into the real config, and real (tiny) multiruns — the default
+launcher, joblib, submitit_local and Optuna — write one self-contained job directory each, record
+failures in the failing job's own summary without stopping the sweep, and feed the report.
+
+Multiruns run in a subprocess, as a user runs them, into `tmp_path`, all sharing one persistent
+compilation cache so that jobs of the same shapes compile once for the whole module."""
+
+import csv
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import rnn_jax.train  # noqa: F401 - registers the schema
+from rnn_jax.config import validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# A job that compiles and trains in a few seconds: 3-bit sums, 2 seeds, 2 chunks of 10 steps.
+TINY = [
+    "task.bits=3",
+    "train.seeds=2",
+    "train.steps=20",
+    "train.log_every=10",
+    "train.batch_size=16",
+    "train.progress=false",
+    "task.eval_samples=64",
+    "task.generalization_bits=[6,8]",
+    "task.generalization_samples=16",
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+def multirun(sweep_dir, *overrides, cache=None):
+    """`python -m rnn_jax.train -m TINY overrides` into `sweep_dir`; returns the finished process."""
+    args = [*TINY, *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    if cache is not None:
+        args.append(f"backend.compilation_cache={cache}")
+    return subprocess.run([sys.executable, "-m", "rnn_jax.train", "-m", *args], capture_output=True, text=True, timeout=240)
+
+
+def job_dirs(sweep_dir):
+    return sorted((d for d in Path(sweep_dir).iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+
+
+def summary_of(job_dir):
+    return json.loads((job_dir / "summary.json").read_text())
+
+
+def overrides_of(job_dir):
+    return dict(o.split("=", 1) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()))
+
+
+def compose_config(*overrides, hydra=True):
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def grid(params) -> list[dict]:
+    """The jobs of the basic sweeper's `params` (comma-separated values per key)."""
+    keys = list(params)
+    values = [str(params[k]).split(",") for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def test_capacity_preset_is_the_72_job_grid_and_every_job_validates():
+    cfg = compose_config("+sweep=capacity")
+    jobs = grid(cfg.hydra.sweeper.params)
+    assert len(jobs) == 4 * 6 * 3
+    assert {j["model.cell"] for j in jobs} == {"elman", "lstm", "gru"}
+    assert cfg.train.seeds == 8 and cfg.train.stop_when_solved
+    assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
+    base = compose_config("+sweep=capacity", hydra=False)
+    for job in jobs:
+        job_cfg = base.copy()
+        for key, value in job.items():
+            OmegaConf.update(job_cfg, key, yaml.safe_load(value))
+        validate(OmegaConf.to_object(job_cfg))
+
+
+def test_backend_configs_default_to_a_compilation_cache_under_experiments():
+    for name in ("auto", "cpu", "gpu", "tpu"):
+        cache = compose_config(f"backend={name}").backend.compilation_cache
+        assert cache is not None and Path(cache).parts[0] == "experiments"
+
+
+def test_launcher_and_optuna_presets_compose():
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    parallel = compose_config("hydra/launcher=parallel").hydra
+    assert parallel.launcher._target_.endswith("JoblibLauncher")
+    assert parallel.job.env_set.XLA_PYTHON_CLIENT_PREALLOCATE == "false"
+    slurm = compose_config("hydra/launcher=slurm").hydra
+    assert slurm.launcher._target_.endswith("SlurmLauncher") and slurm.launcher.gpus_per_node == 1
+    optuna = compose_config("+sweep=optuna").hydra.sweeper
+    assert optuna._target_.endswith("OptunaSweeper") and optuna.direction == "maximize"
+    assert set(optuna.params) == {"optim.lr", "model.hidden"}
+
+
+@pytest.mark.slow
+def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    out = multirun(sweep, "task.bits=3,4", "model.hidden=2,4", cache=cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = job_dirs(sweep)
+    assert [d.name for d in jobs] == ["0", "1", "2", "3"]
+    for d in jobs:
+        s, o = summary_of(d), overrides_of(d)
+        assert s["status"] == "ok"
+        assert (s["bits"], s["hidden"]) == (int(o["task.bits"]), int(o["model.hidden"]))
+        assert (d / "metrics.jsonl").is_file() and (d / "checkpoint").is_dir()
+    assert {(summary_of(d)["bits"], summary_of(d)["hidden"]) for d in jobs} == {(3, 2), (3, 4), (4, 2), (4, 4)}
+
+    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    assert "4 jobs" in rep.stdout and "4 ok" in rep.stdout
+    with (sweep / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    for row, d in zip(rows, jobs):
+        s = summary_of(d)
+        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (s["cell"], s["bits"], s["hidden"])
+        assert float(row["success_rate"]) == s["success_rate"]
+        assert float(row["final_accuracy"]) == s["final_accuracy"]
+        assert float(row["compile_seconds"]) == s["compile_seconds"]
+        solved = [x for x in s["steps_to_solve"] if x is not None]
+        assert row["median_steps_to_solve"] == (str(float(np.median(solved))) if solved else "nan")
+    md = (sweep / "report.md").read_text()
+    for s in map(summary_of, jobs):
+        assert f"| {s['cell']} | {s['bits']} | {s['hidden']} | 1 | {s['seeds']} |" in md
+    assert (sweep / "success.png").read_bytes()[:4] == b"\x89PNG"
+    assert (sweep / "generalization.png").is_file()
+
+
+@pytest.mark.slow
+def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, cache_dir):
+    # Job 0: a bad combination (hidden 0), caught at validation. Job 1: a learning rate beyond
+    # float32's range, so every seed's loss turns NaN: failed seeds, not an average of them.
+    sweep = tmp_path / "sweep"
+    out = multirun(sweep, "model.hidden=0,2", "optim.lr=1e39", cache=cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    bad, nan = job_dirs(sweep)
+    s = summary_of(bad)
+    assert s["status"] == "failed" and "model.hidden" in s["error"]
+    assert sorted(p.name for p in bad.iterdir()) == [".hydra", "summary.json", "train.log"]  # nothing else written
+    s = summary_of(nan)
+    assert s["status"] == "failed" and "NaN" in s["error"]
+    assert s["failed_seeds"] == s["seed_values"] and s["success_rate"] == 0.0 and s["final_accuracy"] == 0.0
+    assert s["hidden"] == 2 and all(a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs)
+
+    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    assert "0 ok, 2 failed" in rep.stdout
+    lines = rep.stdout.splitlines()
+    assert any(line.startswith("job 0 ") and "model.hidden=0" in line for line in lines)
+    assert any(line.startswith("job 1 ") and "NaN" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_two_jobs_in_worker_processes(tmp_path, cache_dir):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    out = multirun(sweep, "hydra/launcher=parallel", "model.hidden=2,4", cache=cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in out.stderr + out.stdout
+    jobs = job_dirs(sweep)
+    assert [summary_of(d)["status"] for d in jobs] == ["ok", "ok"]
+    assert [summary_of(d)["hidden"] for d in jobs] == [2, 4]
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_two_jobs(tmp_path, cache_dir):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    out = multirun(sweep, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "model.hidden=2,4", cache=cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = job_dirs(sweep)
+    assert [summary_of(d)["status"] for d in jobs] == ["ok", "ok"]
+    assert [summary_of(d)["hidden"] for d in jobs] == [2, 4]
+    assert (sweep / ".submitit").is_dir()
+
+
+@pytest.mark.slow
+def test_optuna_preset_maximises_the_success_rate_the_jobs_return(tmp_path, cache_dir):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    out = multirun(sweep, "+sweep=optuna", "hydra.sweeper.n_trials=2", "model.hidden=choice(2,4)", cache=cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 2
+    summaries = [summary_of(d) for d in jobs]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(result["best_params"]) == {"optim.lr", "model.hidden"}
+    assert result["best_value"] == max(s["success_rate"] for s in summaries)
+    for d, s in zip(jobs, summaries):
+        assert s["lr"] == pytest.approx(float(overrides_of(d)["optim.lr"]))
