@@ -32,6 +32,7 @@ import yaml
 GROUP_KEYS = ("cell", "bits", "hidden")
 # Overrides that place a job in its (cell, bits, hidden) group rather than distinguish it within one.
 GROUP_OVERRIDES = ("model", "model.cell", "task.bits", "model.hidden")
+SAME_AS = {"optim.name": "optim", "backend.name": "backend"}  # overrides that name the same thing
 CSV_FIELDS = (
     "job", "status", "cell", "bits", "hidden", "layers", "optimizer", "lr", "backend", "seeds", "steps",
     "success_rate", "final_accuracy", "median_steps_to_solve", "solved_seeds", "failed_seeds",
@@ -221,7 +222,9 @@ def pooled_over(groups: list[Group]) -> list[str]:
         seen: dict[str, set] = {}
         for j in g.jobs:
             pairs = dict(o.lstrip("+~").split("=", 1) for o in j.overrides if "=" in o)
-            pairs.update({k: str(j.get(k) if k != "backend" else (j.summary or {}).get("backend")) for k in ("backend", "lr", "layers", "optimizer")})
+            pairs = {SAME_AS.get(k, k): v for k, v in pairs.items()}
+            # What the summaries say, for what an override did not name (a preset, a default).
+            pairs.update({k: str(v) for k, v in (("backend", (j.summary or {}).get("backend")), ("optim.lr", j.get("lr")), ("model.layers", j.get("layers")), ("optim", j.get("optimizer")))})
             for k, v in pairs.items():
                 if k not in GROUP_OVERRIDES:
                     seen.setdefault(k, set()).add(v)

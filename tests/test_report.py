@@ -116,7 +116,7 @@ def test_jobs_sharing_a_cell_are_pooled_and_the_report_says_over_what(tmp_path):
     assert g.success_rate == pytest.approx(3 / 5)
     assert g.median_steps == 200.0
     assert g.generalization()[8] == pytest.approx(np.mean([0.5, 0.5, 0.5, 0.0, 0.0]))
-    assert "pooled" in text and "optim.lr" in text and "lr" in text
+    assert "pooled" in text and "across: optim.lr\n" in text + "\n"
 
 
 def test_median_steps_ignores_unsolved_seeds():
