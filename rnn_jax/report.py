@@ -239,7 +239,7 @@ def _fmt(x, digits=3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     if isinstance(x, float):
-        return f"{x:.{digits}g}"
+        return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:.{digits}g}"
     return str(x)
 
 
@@ -314,7 +314,9 @@ def heatmap(path: Path, groups: list[Group], value, title: str, cmap: str, vmin=
         ax.set_title(cell)
         for (r, c), v in np.ndenumerate(grid):
             if not np.isnan(v):
-                ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=7, color="w" if image.norm(v) < 0.5 else "k")
+                red, green, blue, _ = image.cmap(image.norm(v))
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+                ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=7, color="w" if dark else "k")
     axes[0][0].set_ylabel("hidden units")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
     fig.suptitle(title, fontsize=10)
@@ -382,7 +384,7 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
         heatmap(sweep_dir / "success.png", reported, lambda g: g.success_rate, "success rate (fraction of seeds exact on every evaluated pair)", "viridis", 0.0, 1.0)
         steps = [g for g in reported if not math.isnan(g.median_steps)]
         if steps:
-            heatmap(sweep_dir / "steps.png", reported, lambda g: g.median_steps, "median steps to solve (seeds that solved)", "magma_r", fmt="{:.0f}")
+            heatmap(sweep_dir / "steps.png", reported, lambda g: g.median_steps, "median steps to solve (over the seeds that solved; gray: none did)", "magma_r", fmt="{:.0f}")
         if any(g.generalization() for g in reported):
             generalization_plot(sweep_dir / "generalization.png", reported)
         figures = [name for name in FIGURES if (sweep_dir / name).is_file()]
