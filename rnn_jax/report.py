@@ -85,11 +85,13 @@ class Group:
     hidden: int
     jobs: list[Job] = field(default_factory=list)
 
+    def finished(self) -> list[Job]:
+        """Finished jobs only: an interrupted job's seeds stopped early and would bias the pool;
+        a failed job's seeds count (a seed whose loss went NaN has accuracy 0)."""
+        return [j for j in self.jobs if j.status in ("ok", "failed") and j.summary]
+
     def _seed_lists(self, key):
-        # Finished jobs only: an interrupted job's seeds stopped early and would bias the pool;
-        # a failed job's seeds count (a seed whose loss went NaN has accuracy 0).
-        done = [j for j in self.jobs if j.status in ("ok", "failed") and j.summary]
-        return [x for j in done if isinstance(j.summary.get(key), list) for x in j.summary[key]]
+        return [x for j in self.finished() if isinstance(j.summary.get(key), list) for x in j.summary[key]]
 
     @property
     def seeds(self) -> int:
@@ -116,8 +118,8 @@ class Group:
     def generalization(self) -> dict[int, float]:
         """Mean accuracy per test width over all seeds of the group (failed seeds count as 0)."""
         per_width: dict[int, list] = {}
-        for j in self.jobs:
-            for n, accs in ((j.summary or {}).get("generalization_per_seed") or {}).items():
+        for j in self.finished():
+            for n, accs in (j.summary.get("generalization_per_seed") or {}).items():
                 per_width.setdefault(int(n), []).extend(accs)
         return {n: float(np.mean(a)) for n, a in sorted(per_width.items()) if a}
 

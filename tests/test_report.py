@@ -103,7 +103,7 @@ def test_failed_running_and_interrupted_jobs_are_named(tmp_path):
     assert rows["3"]["status"] == "running" and rows["3"]["cell"] == "gru" and rows["3"]["steps"] == "2"
     groups = {(g.cell, g.bits, g.hidden): g for g in report.group_jobs(report.load_jobs(tmp_path))}
     assert groups["lstm", 4, 8].seeds == 2 and groups["lstm", 4, 8].success_rate == 0.0  # NaN seeds count as not solved
-    assert groups["gru", 8, 4].seeds == 0  # the interrupted job is left out
+    assert groups["gru", 8, 4].seeds == 0 and groups["gru", 8, 4].generalization() == {}  # the interrupted job is left out
     assert groups["lstm", 8, 4].failed_seeds == 1
 
 
