@@ -12,7 +12,7 @@ from rnn_jax.cells import (
     lstm,
     stack,
 )
-from rnn_jax.fused import BACKEND_DEFAULTS, gru_sequence, lstm_sequence, masked_scan
+from rnn_jax.fused import BACKEND_DEFAULTS, elman_sequence, gru_sequence, lstm_sequence, masked_scan
 from rnn_jax.initializers import INITIALIZERS, get_initializer
 from rnn_jax.model import Dense, DenseParams, ModelParams, SequenceModel, dense, sequence_model
 from rnn_jax.unroll import unroll
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND_DEFAULTS",
     "gru_sequence",
+    "elman_sequence",
     "lstm_sequence",
     "masked_scan",
     "CELLS",

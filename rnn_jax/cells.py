@@ -23,7 +23,7 @@ from rnn_jax import fused
 from rnn_jax._checks import add_last, check_choice, check_positive_int, check_width
 from rnn_jax.initializers import get_initializer
 
-ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
+ACTIVATIONS = fused.ACTIVATIONS
 
 
 class Cell(NamedTuple):
@@ -130,6 +130,9 @@ def elman(
     init: str = "pytorch",
     recurrent_init: Optional[str] = None,
     dtype=None,
+    matmul_dtype=None,
+    backward: str = "auto",
+    remat: bool = False,
 ) -> Cell:
     """Elman RNN: `h' = act(x @ w_x + h @ w_h + b)`, `y = h'`.
 
@@ -140,9 +143,12 @@ def elman(
       init: initialiser of `w_x` and `b` (see `rnn_jax.initializers`); "uniform" is U[-1, 1).
       recurrent_init: initialiser of `w_h`; defaults to `init`.
       dtype: parameter dtype; None means JAX's default float.
+      matmul_dtype, backward, remat: speed options, as in `lstm` ("fused" is
+        `rnn_jax.fused.elman_sequence`).
     """
     check_positive_int(hidden_size, "hidden_size")
     check_choice(activation, "activation", tuple(ACTIVATIONS))
+    _check_speed_options(backward, remat)
     act = ACTIVATIONS[activation]
     init_fn, rec_fn = _initializers(init, recurrent_init)
 
@@ -153,14 +159,21 @@ def elman(
 
     def project(params: ElmanParams, x):
         check_width(x, params.w_x.shape[0])
-        xp = x @ params.w_x  # [*batch, H]
+        xp = fused.matmul(x, params.w_x, matmul_dtype)  # [*batch, H]
         return xp if params.b is None else add_last(xp, params.b)
 
     def step(params: ElmanParams, h, xp):
-        h = act(xp + h @ params.w_h)
+        h = act(xp + fused.matmul(h, params.w_h, matmul_dtype))
         return h, h
 
-    return _from_parts(init_params, _zeros_carry(hidden_size), project, step, hidden_size)
+    def scan(params: ElmanParams, xs, h, mask=None, *, reverse=False, unroll=None):
+        plan = fused.resolve(backward, unroll, remat, cell="elman")
+        if plan.backward == "fused":
+            xp = project(params, xs)  # [T, *batch, H]
+            return fused.elman_sequence(params.w_h, xp, h, mask, reverse, plan.unroll, matmul_dtype, activation)
+        return _plain_scan(project, step, params, xs, h, mask, reverse, plan, remat)
+
+    return _from_parts(init_params, _zeros_carry(hidden_size), project, step, hidden_size, scan)
 
 
 def lstm(
