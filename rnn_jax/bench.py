@@ -232,6 +232,7 @@ def flax_runner(p: Point, cfg: BenchConfig, implementation: str) -> Optional[Run
 
 
 def torch_runner(p: Point, cfg: BenchConfig) -> Optional[Runner]:
+    prepare_torch_threads()
     import torch
 
     if p.dtype != "float32":
@@ -261,12 +262,27 @@ def torch_runner(p: Point, cfg: BenchConfig) -> Optional[Runner]:
     return Runner(train_step if p.mode == "train" else forward, None, None)
 
 
+def prepare_torch_threads() -> None:
+    """Makes PyTorch's OpenMP threads sleep, not spin, between parallel regions, so that they do not
+    take the cores from XLA's thread pool (or the reverse) when both live in this process; must run
+    before torch is first imported (OpenMP reads it when it loads). Measured on a 2-core CPU: a
+    spinning PyTorch training step took 4.8-5.3 s in the benchmark process against 0.15-0.2 s with
+    this, which is what it takes in a process of its own (docs/benchmarks.md)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def torch_version() -> Optional[str]:
+    prepare_torch_threads()
     try:
         import torch
     except ImportError:
         return None
     return torch.__version__
+
+
+def torch_threads() -> Optional[int]:
+    return None if torch_version() is None else sys.modules["torch"].get_num_threads()
 
 
 # ------------------------------------------------------------------------------------- timing
@@ -317,6 +333,8 @@ def environment() -> dict[str, Any]:
             "torch": torch_version(),
         },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch_threads": torch_threads(),
         "cpu_count": os.cpu_count(),
     }
 
@@ -411,7 +429,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"Device: {env['device_kind']} ({env['backend']}, {env['cpu_count']} CPUs); "
         + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-        + (f"; XLA_FLAGS={env['xla_flags']}" if env["xla_flags"] else ""),
+        + (f"; XLA_FLAGS={env['xla_flags']}" if env["xla_flags"] else "")
+        + (f"; torch threads {env['torch_threads']}, OMP_WAIT_POLICY={env['omp_wait_policy']}" if env["torch_threads"] else ""),
         "",
         "| cell | mode | B | T | H | I | dtype | implementation | unroll | median ms | p10–p90 ms | tokens/s | compile s | × torch | × flax |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
