@@ -47,7 +47,7 @@ def bench(steps: int = 10_000, repeats: int = 5) -> dict:
 
     replicas = fresh()
     t0 = time.perf_counter()
-    compiled = runner.lower(replicas.state, replicas.data, np.int32(0), steps).compile()
+    compiled = runner.lower(replicas.state, replicas.data, np.int32(0), None, steps).compile()  # training only, no evaluation
     compile_seconds = time.perf_counter() - t0
 
     jax_times, numpy_times = [], []
@@ -56,7 +56,7 @@ def bench(steps: int = 10_000, repeats: int = 5) -> dict:
         replicas = fresh()
         jax.block_until_ready(replicas)
         t0 = time.perf_counter()
-        state, losses = compiled(replicas.state, replicas.data, np.int32(0))
+        state, losses, _ = compiled(replicas.state, replicas.data, np.int32(0), None)
         jax.block_until_ready((state, losses))
         jax_times.append(time.perf_counter() - t0)
         final = state

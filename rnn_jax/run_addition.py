@@ -143,8 +143,10 @@ def numpy2015_replicas(cfg: Config, seeds: list[int], trainer: Trainer) -> Repli
 
 
 def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
-    """`runner(state, data, start, k) -> (state, losses [S, k])`: steps start..start+k-1 of every
-    replica, jitted with `k` static. One replica runs without `vmap`, whose batched matmuls cost
+    """`runner(state, data, start, eval_batch, k) -> (state, losses [S, k], accuracy [S])`: steps
+    start..start+k-1 of every replica, then each replica's exact accuracy on `eval_batch` (an
+    `addition.Batch` of full-length sequences, or None to skip it: accuracy is then None), in one
+    program, jitted with `k` static. One replica runs without `vmap`, whose batched matmuls cost
     more than plain ones when there is nothing to batch. The state is not donated: it is small,
     and an interrupt must find the state of the last logged chunk intact to checkpoint it."""
     replay = cfg.task.data == "numpy2015"
@@ -154,14 +156,22 @@ def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
             return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), data)
         return jax.lax.map(lambda key: trainer.sample_chunk(key, start, k), data)  # not vmap: see init_replicas
 
-    def replicas(state, data, start, k):
+    def accuracy(params, eval_batch):
+        lengths = jnp.full(eval_batch.inputs.shape[1:2], eval_batch.inputs.shape[0], jnp.int32)
+        return jnp.mean(trainer.evaluate(params, eval_batch, lengths))
+
+    def one(state, xs, eval_batch):
+        state, losses = trainer.chunk(state, xs)
+        return state, losses, None if eval_batch is None else accuracy(state.params, eval_batch)
+
+    def replicas(state, data, start, eval_batch, k):
         xs = batches(data, start, k)
         if cfg.train.seeds == 1:
-            state, losses = trainer.chunk(*jax.tree.map(lambda a: a[0], (state, xs)))
-            return jax.tree.map(lambda a: a[None], (state, losses))
-        return jax.vmap(trainer.chunk)(state, xs)
+            out = one(*jax.tree.map(lambda a: a[0], (state, xs)), eval_batch)
+            return jax.tree.map(lambda a: a[None], out)
+        return jax.vmap(one, in_axes=(0, 0, None))(state, xs, eval_batch)
 
-    return jax.jit(replicas, static_argnums=3)
+    return jax.jit(replicas, static_argnums=4)
 
 
 def generalization_batch(task: AdditionTask, dtype):
@@ -216,8 +226,9 @@ class Progress:
             record["per_seed"] = {"loss": [float(x) for x in mean_loss], "accuracy": [float(a) for a in self.accuracy]}
         return record
 
-    def all_solved(self) -> bool:
-        return all(s is not None for s in self.steps_to_solve)
+    def all_exact(self) -> bool:
+        """Every seed exact at the last evaluation (seeds train on after solving, and may drift)."""
+        return bool(np.all(self.accuracy == 1.0))
 
 
 def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
@@ -246,7 +257,7 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
 
 
 def train(cfg: Config, trainer: Trainer, run_dir: Path, progress: Progress) -> TrainState:
-    """The host loop: one compiled chunk of `train.log_every` steps, one evaluation, one log line."""
+    """The host loop: one compiled chunk of `train.log_every` steps and an evaluation, one log line."""
     from tqdm.auto import tqdm
 
     task: AdditionTask = cfg.task
@@ -256,38 +267,31 @@ def train(cfg: Config, trainer: Trainer, run_dir: Path, progress: Progress) -> T
     progress.compile_seconds += time.perf_counter() - t0  # almost all of it is compiling
     runner = make_chunk_runner(cfg, trainer)
     eval_data = jax.device_put(addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, dtype))
-    eval_lengths = jnp.full(eval_data.inputs.shape[1:2], eval_data.inputs.shape[0], jnp.int32)
-    evaluate = jax.jit(jax.vmap(lambda p, b, n: jnp.mean(trainer.evaluate(p, b, n)), in_axes=(0, None, None)))
-
     compiled: dict[int, Any] = {}  # chunk length -> executable (the last chunk may be shorter)
 
     def chunk(state, k):
-        args = (state, data, jnp.int32(progress.done))
+        args = (state, data, jnp.int32(progress.done), eval_data)
         if k not in compiled:
             t0 = time.perf_counter()
             compiled[k] = runner.lower(*args, k).compile()
             progress.compile_seconds += time.perf_counter() - t0
         return compiled[k](*args)
 
-    t0 = time.perf_counter()
-    evaluate.lower(state.params, eval_data, eval_lengths).compile()
-    progress.compile_seconds += time.perf_counter() - t0
     log = MetricsLog(run_dir)
     bar = tqdm(total=cfg.train.steps, desc=f"{cfg.model.cell} h{cfg.model.hidden} {task.bits}-bit", unit="step", disable=not cfg.train.progress, leave=False)
     try:
         while progress.done < cfg.train.steps:
             k = min(cfg.train.log_every, cfg.train.steps - progress.done)
             t0, compile_before = time.perf_counter(), progress.compile_seconds
-            new_state, losses = chunk(state, k)
-            accuracy = np.asarray(evaluate(new_state.params, eval_data, eval_lengths))
-            losses = np.asarray(losses)
+            new_state, losses, accuracy = chunk(state, k)
+            losses, accuracy = np.asarray(losses), np.asarray(accuracy)
             state = new_state
             progress.train_seconds += time.perf_counter() - t0 - (progress.compile_seconds - compile_before)
             record = progress.update(k, losses, accuracy)
             log.write(record)
             bar.update(k)
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
-            if not progress.finite.any() or (cfg.train.stop_when_solved and progress.all_solved()):
+            if not progress.finite.any() or (cfg.train.stop_when_solved and progress.all_exact()):
                 break
     except KeyboardInterrupt:
         # The chunk in flight is dropped; `state` is the one after the last logged chunk.
@@ -301,7 +305,10 @@ def summarize(cfg: Config, trainer: Trainer, state: TrainState, progress: Progre
     """The summary.json of a run, length generalisation included."""
     task: AdditionTask = cfg.task
     widths, gen_data, gen_lengths = generalization_batch(task, np.dtype(dtype_of(cfg.train.dtype)))
-    per_example = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None, None)))(state.params, gen_data, gen_lengths)
+    t0 = time.perf_counter()
+    evaluate = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None, None))).lower(state.params, gen_data, gen_lengths).compile()
+    progress.compile_seconds += time.perf_counter() - t0
+    per_example = evaluate(state.params, gen_data, gen_lengths)
     per_width = np.asarray(per_example).reshape(len(progress.seeds), len(widths), task.generalization_samples).mean(axis=2)
     per_width = np.where(progress.finite[:, None], per_width, 0.0)
     status = "interrupted" if progress.interrupted else "ok" if progress.finite.any() else "failed"
