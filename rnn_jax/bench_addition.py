@@ -37,7 +37,7 @@ def replication_config(steps: int):
 
 
 def bench(steps: int = 10_000, repeats: int = 5) -> dict:
-    from rnn_jax.run_addition import init_replicas, make_chunk_runner, make_trainer
+    from rnn_jax.run_addition import compile_options, init_replicas, make_chunk_runner, make_trainer
 
     cfg = replication_config(steps)
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
@@ -47,7 +47,8 @@ def bench(steps: int = 10_000, repeats: int = 5) -> dict:
 
     replicas = fresh()
     t0 = time.perf_counter()
-    compiled = runner.lower(replicas.state, replicas.data, np.int32(0), None, steps).compile()  # training only, no evaluation
+    # Compiled as the app compiles it; training only, no evaluation.
+    compiled = runner.lower(replicas.state, replicas.data, np.int32(0), None, steps).compile(compiler_options=compile_options())
     compile_seconds = time.perf_counter() - t0
 
     jax_times, numpy_times = [], []
