@@ -25,7 +25,7 @@ from rnn_jax.checkpoint import save as save_checkpoint
 from rnn_jax.config import AdditionTask, Config
 from rnn_jax.model import DenseParams, ModelParams, SequenceModel
 from rnn_jax.optim import make_optimizer
-from rnn_jax.rundir import MetricsLog, write_summary
+from rnn_jax.rundir import MetricsLog, require_fresh, write_summary
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 GENERALIZATION_SEED = 2015  # fixed, so every run is evaluated on the same operand pairs
@@ -251,6 +251,7 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     if cfg.train.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    require_fresh(run_dir, "metrics.jsonl", "checkpoint", "summary.json")
     trainer = make_trainer(cfg)
     seeds = [cfg.seed + i for i in range(cfg.train.seeds)]
     progress = Progress(seeds)

@@ -9,6 +9,20 @@ from typing import Any, Iterator
 from rnn_jax.checkpoint import atomic_write_json
 
 
+class RunDirectoryError(ValueError):
+    """A run directory that cannot take this run (it already holds another)."""
+
+
+def require_fresh(run_dir: Path, *names: str) -> None:
+    """Refuses a run directory that already holds any of `names` from an earlier run, so that
+    two runs never mix their metrics or overwrite each other's results."""
+    found = [n for n in names if (Path(run_dir) / n).exists()]
+    if found:
+        raise RunDirectoryError(
+            f"run directory {run_dir} already holds a run ({', '.join(found)}); choose another hydra.run.dir"
+        )
+
+
 class MetricsLog:
     """Appends one JSON object per line to `metrics.jsonl`, flushed at once so an interrupted
     run keeps every line it logged."""

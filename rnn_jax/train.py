@@ -7,6 +7,7 @@ Hydra's decorator; `main` adds the run directory, one-line errors and sweep-safe
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -22,10 +23,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnn_jax.backend import BackendError, select_backend
-from rnn_jax.checkpoint import CheckpointError
+from rnn_jax.checkpoint import CheckpointError, atomic_write_json
 from rnn_jax.config import Config, ConfigError, register_configs, validate
 from rnn_jax.corpus import CorpusError
-from rnn_jax.rundir import write_summary
+from rnn_jax.rundir import RunDirectoryError, write_summary
 
 log = logging.getLogger("rnn_jax")
 
@@ -37,15 +38,31 @@ OBJECTIVES = {"addition": "success_rate", "charlm": "best_val_bpc"}
 
 
 # Errors a user can cause with a config value, a file or a directory: one line, no traceback.
-USER_ERRORS = (ConfigError, BackendError, CheckpointError, CorpusError, FileNotFoundError)
+USER_ERRORS = (ConfigError, BackendError, CheckpointError, CorpusError, RunDirectoryError, FileNotFoundError)
 
 register_configs()
 
 
 def to_config(dcfg: DictConfig) -> Config:
     """The composed DictConfig as the typed dataclasses, validated."""
+    _reject_unknown_keys(dcfg)
     cfg = OmegaConf.to_object(dcfg)
     return validate(cfg)
+
+
+def _reject_unknown_keys(node: DictConfig, path: str = "") -> None:
+    """`+model.hiden=4` adds a key that the schema lacks (Hydra's `+` opens the struct); refuse it
+    rather than run with the key silently ignored."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    fields = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys():
+        if key not in fields:
+            raise ConfigError(f"{path}{key}", node[key], f"{path.rstrip('.') or 'the config'} has no key {key!r}; its keys: {', '.join(fields)}")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _reject_unknown_keys(child, f"{path}{key}.")
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -89,11 +106,11 @@ def main(dcfg: DictConfig) -> float:
         print(f"interrupted; what was written is in {run_dir}", file=sys.stderr)
         raise SystemExit(130)
     except Exception as e:  # noqa: BLE001 - every failure is recorded in the job's own directory
-        write_summary(run_dir, failure_summary(dcfg, e))
+        record = record_failure(run_dir, failure_summary(dcfg, e))
         if not isinstance(e, USER_ERRORS):
             (run_dir / "error.txt").write_text(traceback.format_exc())
         if sweeping:
-            log.error("job failed: %s: %s (see %s)", type(e).__name__, e, run_dir / "summary.json")
+            log.error("job failed: %s: %s (see %s)", type(e).__name__, e, record)
             return float("nan")
         if isinstance(e, USER_ERRORS):
             print(f"error: {e}", file=sys.stderr)
@@ -101,7 +118,21 @@ def main(dcfg: DictConfig) -> float:
         raise
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1))
     print(f"results in {run_dir}")
-    return float(summary.get(OBJECTIVES[summary["task"]], float("nan")))
+    if summary.get("status") == "failed" and not sweeping:
+        print(f"error: the run failed: {summary.get('error')}", file=sys.stderr)
+        raise SystemExit(1)
+    objective = summary.get(OBJECTIVES[summary["task"]])
+    return float("nan") if objective is None else float(objective)
+
+
+def record_failure(run_dir: Path, failure: dict[str, Any]) -> Path:
+    """Writes a failure into `summary.json`, or into `failure.json` when the directory already
+    holds a run's summary: a rejected restart must not overwrite the record of the run before."""
+    if (run_dir / "summary.json").exists():
+        path = run_dir / "failure.json"
+        atomic_write_json(path, failure)
+        return path
+    return write_summary(run_dir, failure)
 
 
 if __name__ == "__main__":

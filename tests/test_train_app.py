@@ -139,3 +139,28 @@ def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path):
     assert summary["steps"] == logged[-1]["step"] >= 100
     _, meta = checkpoint.load(tmp_path / "checkpoint")
     assert meta["step"] == summary["steps"]
+
+
+def test_unknown_key_added_with_plus_is_refused():
+    with pytest.raises(ConfigError, match="model has no key 'hiden'"):
+        to_config(compose_config(["+model.hiden=4"]))
+    with pytest.raises(ConfigError, match="the config has no key 'foo'"):
+        to_config(compose_config(["+foo=1"]))
+
+
+def test_rerun_into_a_used_directory_is_refused_and_keeps_the_first_run(tmp_path):
+    assert app(*TINY, f"hydra.run.dir={tmp_path}").returncode == 0
+    first = (tmp_path / "summary.json").read_text()
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    out = app(*TINY, "model.cell=gru", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2 and "already holds a run" in out.stderr and "Traceback" not in out.stderr
+    assert (tmp_path / "summary.json").read_text() == first
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    assert json.loads((tmp_path / "failure.json").read_text())["status"] == "failed"
+
+
+def test_a_run_whose_loss_diverges_fails_with_a_nonzero_exit(tmp_path):
+    out = app(*TINY, "optim=sgd", "optim.lr=1e30", "model.activation=relu", f"hydra.run.dir={tmp_path}")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_seeds"] == [0]
+    assert out.returncode == 1 and "loss became NaN or Inf" in out.stderr.splitlines()[-1]
