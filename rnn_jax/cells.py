@@ -240,8 +240,8 @@ def lstm(
     def scan(params: LSTMParams, xs, carry: LSTMCarry, mask=None, *, reverse=False, unroll=None):
         plan = fused.resolve(backward, unroll, remat)
         if plan.backward == "fused":
-            xp = project(params, xs)  # [T, *batch, 4H]
-            h, c, ys = fused.lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, reverse, plan.unroll, matmul_dtype)
+            xp, proj = fused.fused_inputs(project, params, xs, fused.Projection(params.w_x, params.b), plan)
+            h, c, ys = fused.lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, proj, reverse, plan.unroll, matmul_dtype)
             return LSTMCarry(h, c), ys
         return _plain_scan(project, step, params, xs, carry, mask, reverse, plan, remat)
 
@@ -299,8 +299,8 @@ def gru(
     def scan(params: GRUParams, xs, h, mask=None, *, reverse=False, unroll=None):
         plan = fused.resolve(backward, unroll, remat)
         if plan.backward == "fused":
-            xp = project(params, xs)  # [T, *batch, 3H]
-            return fused.gru_sequence(params.w_h, params.b_hn, xp, h, mask, reverse, plan.unroll, matmul_dtype)
+            xp, proj = fused.fused_inputs(project, params, xs, fused.Projection(params.w_x, params.b_x), plan)
+            return fused.gru_sequence(params.w_h, params.b_hn, xp, h, mask, proj, reverse, plan.unroll, matmul_dtype)
         return _plain_scan(project, step, params, xs, h, mask, reverse, plan, remat)
 
     return _from_parts(init_params, _zeros_carry(H), project, step, H, scan)

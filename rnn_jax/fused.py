@@ -10,8 +10,11 @@ the recurrent weight gradient one `[H, B] x [B, G]` outer product per step. Here
     `dw_h = h_prev[T*B, H]^T @ dz[T*B, G]`, and `dz` itself is the gradient of the projected
     input, so `dw_x` and `db` follow from the (hoisted) input projection by ordinary autodiff.
 
-The functions take the projected input `xp = x @ w_x + b` (`[T, *batch, G]`), so they sit in
-`unroll` exactly where the plain scan over `Cell.step` would. `mask` (`[T, *batch]`, or None)
+The functions take either the projected input `xp = x @ w_x + b` (`[T, *batch, G]`, projected
+before the loop in one matmul), or the raw input `x` (`[T, *batch, I]`) with `proj=Projection(w_x,
+b)`, projected inside each step of the forward scan (faster on XLA:CPU, which otherwise re-reads
+each step's slice of the hoisted `xp` in several fusions); the backward then forms `dw_x`, `db` and
+`dx` from the saved `dz` with whole-sequence matmuls. `mask` (`[T, *batch]`, or None)
 and `reverse` have `unroll`'s meaning. `matmul_dtype` (e.g. `jnp.bfloat16`) is the operand dtype
 of every matmul; accumulation and the state stay in the state's dtype. Reverse-mode only: these
 functions support `jax.grad`/`vjp` (also of higher order), not `jax.jvp`.
@@ -25,7 +28,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import add_last
+from rnn_jax._checks import add_last, check_width
 
 
 BACKWARDS = ("auto", "fused", "autodiff")
@@ -38,15 +41,17 @@ class Defaults(NamedTuple):
     backward: str  # "fused" or "autodiff"
     fused_unroll: int  # lax.scan unroll of the fused forward and backward scans
     autodiff_unroll: int  # lax.scan unroll of the plain scan (also with remat)
-    hoist: bool  # plain scan: project all inputs before the loop (True) or inside each step
+    hoist: bool  # project all inputs before the loop (True) or inside each step (both backwards)
 
 
-# CPU (XLA:CPU, 2 cores, B32 T128 H256): the plain scan with the projection inside the step was
-# the fastest training step; hoisting the [T, B, G] projection out of the loop made the loop's
-# fusions re-read it and was slower, and the fused backward did not pay. GPU: the fused backward
-# with unroll 8 beat cuDNN in a prototype on an H100 (not measured by this benchmark yet).
+# CPU (XLA:CPU, 2 cores, B32 T128 H256, interleaved in one process, docs/benchmarks.md): the
+# fused backward with the input projection inside each forward step and unroll 1 was the fastest
+# training step (LSTM 1.2x the plain scan and Flax; unroll 2 and 4 slower); hoisting the [T, B, G]
+# projection out of the loop made the loop's fusions re-read it and was slower (also for the plain
+# scan). GPU: the fused backward with unroll 8 beat cuDNN in a prototype on an H100 (not measured
+# by this benchmark yet).
 BACKEND_DEFAULTS = {
-    "cpu": Defaults("autodiff", 4, 1, False),
+    "cpu": Defaults("fused", 1, 1, False),
     "gpu": Defaults("fused", 8, 1, True),
     "tpu": Defaults("fused", 8, 1, True),
 }
@@ -60,6 +65,39 @@ BACKEND_DEFAULTS = {
 CELL_DEFAULTS: dict = {("cpu", "elman"): Defaults("fused", 1, 1, False)}
 
 
+class Projection(NamedTuple):
+    """The input projection `x @ w + b` that the LSTM and GRU sequence functions apply inside each step."""
+
+    w: jax.Array  # [I, G]
+    b: jax.Array  # [G]
+
+
+def _project(x, proj, matmul_dtype):
+    """`x` itself when it is already projected (`proj` None), else `x @ proj.w + proj.b`."""
+    return x if proj is None else add_last(matmul(x, proj.w, matmul_dtype), proj.b)
+
+
+def _projection_grads(xs, dz, proj, matmul_dtype):
+    """Gradients of `xs` and of `proj` (None when there is none) from `dz`, the gradient of the
+    projected input, `[T, *batch, G]`: each one matmul or sum over all `T * batch` rows."""
+    if proj is None:
+        return dz, None
+    dw = _weight_grad(xs, dz, matmul_dtype, proj.w.dtype)
+    db = jnp.sum(_flat(dz), axis=0).astype(proj.b.dtype)
+    w_t = proj.w.T if matmul_dtype is None else proj.w.T.astype(matmul_dtype)
+    return matmul(dz, w_t, matmul_dtype).astype(xs.dtype), Projection(dw, db)
+
+
+def fused_inputs(project, params, xs, proj: Projection, plan):
+    """What the fused sequence functions take: `(project(params, xs), None)`, the inputs projected
+    before the loop, when the backend runs that faster (`plan.hoist`); else `(xs, proj)`,
+    projected inside each step."""
+    if plan.hoist:
+        return project(params, xs), None  # [T, *batch, G]
+    check_width(xs, proj.w.shape[0])
+    return xs, proj
+
+
 class Plan(NamedTuple):
     backward: str
     unroll: int
@@ -68,14 +106,14 @@ class Plan(NamedTuple):
 
 def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None, cell: str = "lstm") -> Plan:
     """The plan after filling in the defaults of the backend (and of `cell`, where it has its own);
-    remat implies autodiff; fused hoists."""
+    remat implies autodiff."""
     backend = backend or jax.default_backend()
     d = CELL_DEFAULTS.get((backend, cell)) or BACKEND_DEFAULTS.get(backend, BACKEND_DEFAULTS["gpu"])
     if remat or backward == "autodiff":
         return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
     backward = d.backward if backward == "auto" else backward
     if backward == "fused":
-        return Plan("fused", unroll or d.fused_unroll, True)
+        return Plan("fused", unroll or d.fused_unroll, d.hoist)
     return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
 
 
@@ -130,13 +168,13 @@ class LSTMResiduals(NamedTuple):
     h_prev: jax.Array  # [T, *batch, H]
 
 
-def _lstm_forward(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype, save):
+def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save):
     w = w_h if matmul_dtype is None else w_h.astype(matmul_dtype)  # cast once, outside the loop
 
     def body(carry, inp):
         h, c = carry
         x, m = inp
-        z = x + matmul(h, w, matmul_dtype)  # [*batch, 4H]
+        z = _project(x, proj, matmul_dtype) + matmul(h, w, matmul_dtype)  # [*batch, 4H]
         i, f, g, o = jnp.split(z, 4, axis=-1)
         i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
         c_new = f * c + i * g
@@ -150,28 +188,30 @@ def _lstm_forward(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype, save):
     return (h, c, ys), res
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def lstm_sequence(w_h, xp, h0, c0, mask, reverse=False, unroll=1, matmul_dtype=None):
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def lstm_sequence(w_h, xp, h0, c0, mask, proj=None, reverse=False, unroll=1, matmul_dtype=None):
     """The LSTM recurrence over a whole sequence; returns `(h_T, c_T, ys)`.
 
     Args:
       w_h: `[H, 4H]` recurrent weights, gates i, f, g, o.
-      xp: `[T, *batch, 4H]`, the projected input `x @ w_x + b`.
+      xp: `[T, *batch, 4H]`, the projected input `x @ w_x + b`; with `proj`, the raw input
+        `[T, *batch, I]`.
       h0, c0: `[*batch, H]`, the initial state.
       mask: `[T, *batch]` booleans (False: padding, the state is kept and `y` is 0) or None.
+      proj: `Projection(w_x [I, 4H], b [4H])` to apply inside each step, or None.
       reverse, unroll: as in `lax.scan`.
       matmul_dtype: operand dtype of the matmuls (None: the state's).
     """
-    return _lstm_forward(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype, save=False)[0]
+    return _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save=False)[0]
 
 
-def _lstm_fwd(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype):
-    out, res = _lstm_forward(w_h, xp, h0, c0, mask, reverse, unroll, matmul_dtype, save=True)
-    return out, (w_h, mask, res)
+def _lstm_fwd(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype):
+    out, res = _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save=True)
+    return out, (w_h, None if proj is None else xp, mask, proj, res)
 
 
 def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
-    w_h, mask, res = saved
+    w_h, xs, mask, proj, res = saved
     dh_T, dc_T, dys = cotangents
     w_t = w_h.T if matmul_dtype is None else w_h.T.astype(matmul_dtype)  # [4H, H]
 
@@ -199,7 +239,8 @@ def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
         body, (dh_T, dc_T), (dys, res, mask), reverse=not reverse, unroll=unroll
     )
     dw_h = _weight_grad(res.h_prev, dz, matmul_dtype, w_h.dtype)
-    return dw_h, dz, dh0, dc0, None
+    dxs, dproj = _projection_grads(xs, dz, proj, matmul_dtype)
+    return dw_h, dxs, dh0, dc0, None, dproj
 
 
 lstm_sequence.defvjp(_lstm_fwd, _lstm_bwd)
@@ -214,12 +255,12 @@ class GRUResiduals(NamedTuple):
     h_prev: jax.Array  # [T, *batch, H]
 
 
-def _gru_forward(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype, save):
+def _gru_forward(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype, save):
     w = w_h if matmul_dtype is None else w_h.astype(matmul_dtype)
 
     def body(h, inp):
         x, m = inp
-        x_r, x_z, x_n = jnp.split(x, 3, axis=-1)
+        x_r, x_z, x_n = jnp.split(_project(x, proj, matmul_dtype), 3, axis=-1)
         h_r, h_z, h_n = jnp.split(matmul(h, w, matmul_dtype), 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
@@ -234,27 +275,27 @@ def _gru_forward(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype, save):
     return (h, ys), res
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def gru_sequence(w_h, b_hn, xp, h0, mask, reverse=False, unroll=1, matmul_dtype=None):
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def gru_sequence(w_h, b_hn, xp, h0, mask, proj=None, reverse=False, unroll=1, matmul_dtype=None):
     """The GRU recurrence (Flax/cuDNN convention) over a whole sequence; returns `(h_T, ys)`.
 
     Args:
       w_h: `[H, 3H]` recurrent weights, gates r, z, n.
       b_hn: `[H]`, the recurrent bias of the candidate, inside `r * (.)`.
-      xp: `[T, *batch, 3H]`, the projected input `x @ w_x + b_x`.
+      xp: `[T, *batch, 3H]`, the projected input `x @ w_x + b_x`; with `proj`, the raw input.
       h0: `[*batch, H]`.
-      mask, reverse, unroll, matmul_dtype: as in `lstm_sequence`.
+      mask, proj, reverse, unroll, matmul_dtype: as in `lstm_sequence` (`proj.b` is `b_x`).
     """
-    return _gru_forward(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype, save=False)[0]
+    return _gru_forward(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype, save=False)[0]
 
 
-def _gru_fwd(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype):
-    out, res = _gru_forward(w_h, b_hn, xp, h0, mask, reverse, unroll, matmul_dtype, save=True)
-    return out, (w_h, mask, res)
+def _gru_fwd(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype):
+    out, res = _gru_forward(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype, save=True)
+    return out, (w_h, None if proj is None else xp, mask, proj, res)
 
 
 def _gru_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
-    w_h, mask, res = saved
+    w_h, xs, mask, proj, res = saved
     dh_T, dys = cotangents
     w_t = w_h.T if matmul_dtype is None else w_h.T.astype(matmul_dtype)  # [3H, H]
 
@@ -275,7 +316,8 @@ def _gru_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
     H = w_h.shape[0]
     db_hn = jnp.sum(_flat(dhh[..., 2 * H :]), axis=0)
     dxp = jnp.concatenate([dhh[..., : 2 * H], dn], axis=-1)  # r and z enter x and h alike
-    return dw_h, db_hn, dxp, dh0, None
+    dxs, dproj = _projection_grads(xs, dxp, proj, matmul_dtype)
+    return dw_h, db_hn, dxs, dh0, None, dproj
 
 
 gru_sequence.defvjp(_gru_fwd, _gru_bwd)

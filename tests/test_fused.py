@@ -41,11 +41,11 @@ def assert_trees_close(a, b, tol):
 
 
 OPTIONS = {  # factory arguments, unroll, and the defaults to use as the CPU's (None: the real ones)
-    "fused": (dict(backward="fused"), None, None),
+    "fused-unroll2": (dict(backward="fused"), 2, None),  # CPU: the projection inside the step
     "autodiff-unroll3": (dict(backward="autodiff"), 3, None),
     "remat": (dict(remat=True), None, None),
     "auto": (dict(), None, None),
-    "gpu-defaults": (dict(), None, "gpu"),  # fused, unroll 8
+    "gpu-defaults": (dict(), None, "gpu"),  # fused, unroll 8, the projection hoisted out of the loop
     "hoisted-plain-scan": (dict(backward="autodiff"), 2, "hoist"),
 }
 
@@ -95,23 +95,27 @@ def test_fused_gradients_in_float64_match_autodiff_tightly(name):
         jax.config.update("jax_enable_x64", False)
 
 
-def test_lstm_sequence_vjp_equals_grad_of_the_plain_recurrence():
-    """The custom VJP alone, on raw arrays, against `jax.vjp` of `masked_scan` over the cell's step."""
+@pytest.mark.parametrize("in_step", [False, True], ids=["projected", "projection-in-step"])
+def test_lstm_sequence_vjp_equals_grad_of_the_plain_recurrence(in_step):
+    """The custom VJP alone, on raw arrays, against `jax.vjp` of `masked_scan` over the cell's step
+    (or `apply`, when the projection is inside the step)."""
     cell = rj.lstm(H, backward="autodiff")
-    params = cell.init(jax.random.PRNGKey(0), I)
-    keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    xp = jax.random.normal(keys[0], (T, B, 4 * H))
+    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    params = cell.init(keys[4], I)
+    xs = jax.random.normal(keys[0], (T, B, I if in_step else 4 * H))  # raw or projected input
     h0, c0 = jax.random.normal(keys[1], (B, H)), jax.random.normal(keys[2], (B, H))
     mask = jnp.arange(T)[:, None] < jnp.array([[T, 4, 1]])
 
-    def plain(w_h, xp, h0, c0):
-        (h, c), ys = fused.masked_scan(cell.step, params._replace(w_h=w_h), xp, rj.LSTMCarry(h0, c0), mask)
+    def plain(params, xs, h0, c0):
+        step = cell.apply if in_step else cell.step
+        (h, c), ys = fused.masked_scan(step, params, xs, rj.LSTMCarry(h0, c0), mask)
         return h, c, ys
 
-    def custom(w_h, xp, h0, c0):
-        return fused.lstm_sequence(w_h, xp, h0, c0, mask)
+    def custom(params, xs, h0, c0):
+        proj = fused.Projection(params.w_x, params.b) if in_step else None
+        return fused.lstm_sequence(params.w_h, xs, h0, c0, mask, proj)
 
-    args = (params.w_h, xp, h0, c0)
+    args = (params, xs, h0, c0)
     ct = jax.tree.map(lambda a: jax.random.normal(keys[3], a.shape), custom(*args))
 
     @jax.jit
@@ -135,7 +139,7 @@ def test_bf16_matmuls_keep_f32_state_and_stay_close(name, backward):
     assert_trees_close(got, want, 3e-2)  # bf16 has 8 significant bits
     # ... and the fused bf16 backward equals autodiff of the same bf16 forward.
     other = MAKERS[name](H, matmul_dtype=jnp.bfloat16, backward="autodiff")
-    assert_trees_close(got, run(other, params, xs, carry, lengths=lengths, reverse=True), 1e-2)
+    assert_trees_close(got, run(other, params, xs, carry, lengths=lengths, reverse=True), 3e-2)  # rounded in other places
 
 
 def test_fused_gradient_of_gradient_works():
@@ -156,10 +160,9 @@ def test_fused_gradient_of_gradient_works():
 def test_auto_resolves_to_the_backend_table():
     for backend, d in fused.BACKEND_DEFAULTS.items():
         unroll = d.fused_unroll if d.backward == "fused" else d.autodiff_unroll
-        hoist = True if d.backward == "fused" else d.hoist
-        assert fused.resolve("auto", None, backend=backend) == (d.backward, unroll, hoist)
+        assert fused.resolve("auto", None, backend=backend) == (d.backward, unroll, d.hoist)
         assert fused.resolve("auto", None, remat=True, backend=backend) == ("autodiff", d.autodiff_unroll, d.hoist)
-        assert fused.resolve("fused", 2, backend=backend) == ("fused", 2, True)
+        assert fused.resolve("fused", 2, backend=backend) == ("fused", 2, d.hoist)
 
 
 def test_bad_speed_options_name_the_argument():
