@@ -1,6 +1,7 @@
 """Checkpoints: a pytree as msgpack (Flax serialization) plus a JSON description, written atomically.
 
-A checkpoint is a directory holding `state.msgpack` and `meta.json`. It loads without the code
+A checkpoint is a directory holding `state.msgpack` and `meta.json` (which records the state's
+SHA-256, so a corrupted file is caught on load, not trained on). It loads without the code
 that trained it: `load(path)` returns nested dicts of NumPy arrays and the metadata; pass a
 `target` pytree of the same structure to get NamedTuples back. Every file is written to a
 temporary name and renamed into place, so a crash leaves the previous checkpoint intact.
@@ -8,6 +9,7 @@ temporary name and renamed into place, so a crash leaves the previous checkpoint
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -68,8 +70,9 @@ def save(path, state: Any, meta: Optional[dict] = None) -> Path:
 
     path = Path(path)
     host_state = jax.tree.map(np.asarray, jax.device_get(state))
-    atomic_write_bytes(path / "state.msgpack", serialization.msgpack_serialize(serialization.to_state_dict(host_state)))
-    atomic_write_json(path / "meta.json", {"format": FORMAT, **(meta or {})})
+    data = serialization.msgpack_serialize(serialization.to_state_dict(host_state))
+    atomic_write_bytes(path / "state.msgpack", data)
+    atomic_write_json(path / "meta.json", {"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest(), **(meta or {})})
     return path
 
 
@@ -93,9 +96,13 @@ def load(path, target: Any = None):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: not an rnn_jax checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
     try:
-        state = serialization.msgpack_restore((path / "state.msgpack").read_bytes())
+        data = (path / "state.msgpack").read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path}: state.msgpack is missing") from None
+    if "sha256" in meta and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"checkpoint {path}: state.msgpack is corrupt (its SHA-256 differs from the one meta.json recorded)")
+    try:
+        state = serialization.msgpack_restore(data)
     except Exception as e:  # msgpack raises several unrelated types on bad bytes
         raise CheckpointError(f"checkpoint {path}: state.msgpack is corrupt ({type(e).__name__}: {e})") from None
     if target is not None:
