@@ -261,17 +261,22 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
             bar.update(n)
             bar.set_postfix(train_bpc=f"{train_bpc:.3f}", val_bpc=f"{val_bpc:.3f}" if val_bpc is not None else "-")
     except KeyboardInterrupt:
+        interrupted = True
         save_last({"interrupted": True})
+    else:
+        interrupted = False
+    finally:
         bar.close()
-        raise
-    bar.close()
-    if val_bpc is None:  # nothing left to train (a finished run resumed): report the checkpoint
+    if start >= cfg.train.steps:
+        print(f"the checkpoint is already at step {start} >= train.steps={cfg.train.steps}: nothing to train", file=sys.stderr)
+    if val_bpc is None and not interrupted:  # nothing left to train (a finished run resumed): report the checkpoint
         val_bpc = bits(float(evaluate(state.train.params, val_streams)))
         save_last({"val_bpc": val_bpc})
 
     trained = step - start
+    finite = all(x is None or math.isfinite(x) for x in (train_bpc, val_bpc))
     return_summary = {
-        "status": "ok",
+        "status": "interrupted" if interrupted else "ok" if finite else "failed",
         "task": KIND,
         "cell": cfg.model.cell,
         "layers": cfg.model.layers,
@@ -289,7 +294,7 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
         "params": int(sum(np.size(x) for x in jax.tree.leaves(state.train.params))),
         "final_train_bpc": train_bpc,
         "final_val_bpc": val_bpc,
-        "best_val_bpc": _finite(min(best_bpc, val_bpc)),
+        "best_val_bpc": _finite(best_bpc if val_bpc is None else min(best_bpc, val_bpc)),
         "unigram_bpc": data.unigram_bpc,
         "uniform_bpc": math.log2(data.vocab.size),
         "chars_per_second": trained * chars_per_step / train_seconds if trained else None,
@@ -298,7 +303,11 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
         "elapsed_seconds": prev_elapsed + time.perf_counter() - t0,
         **{k: device.get(k) for k in ("backend", "device_kind", "jax_version")},
     }
+    if not finite:
+        return_summary["error"] = "loss became NaN or Inf"
     write_summary(run_dir, return_summary)
+    if interrupted:
+        raise KeyboardInterrupt
     return return_summary
 
 

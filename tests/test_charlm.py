@@ -290,6 +290,8 @@ def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(straight_run, t
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, first)
     assert params_of(first)[1]["step"] == 6 and params_of(first)[1]["interrupted"]
+    interrupted = json.loads((first / "summary.json").read_text())
+    assert interrupted["status"] == "interrupted" and interrupted["steps"] == 6
     monkeypatch.undo()
 
     second = tmp_path / "second"  # train.resume=<first run> continues into a new directory
@@ -360,3 +362,11 @@ def test_overfits_a_200_character_text_and_reproduces_it(tmp_path):
     assert summary["final_train_bpc"] < 0.05  # nats would do too: near-zero loss
     model, params, vocab, _ = load_model(tmp_path / "run" / "checkpoints" / "last")
     assert sample_text(model, params, vocab, text[:10], 190, 0.0) == text
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_reported_failed(text_file, tmp_path):
+    cfg = tiny(text_file, "optim=sgd", "optim.lr=1e30", "optim.clip_norm=null", "model.cell=elman", "model.activation=relu")
+    summary = train_run(cfg, tmp_path)
+    assert summary["status"] == "failed" and "NaN" in summary["error"]
+    assert summary["best_val_bpc"] is None
