@@ -304,7 +304,8 @@ def heatmap(path: Path, groups: list[Group], value, title: str, cmap: str, vmin=
     import matplotlib.pyplot as plt
 
     cells = sorted({g.cell for g in groups})
-    fig, axes = plt.subplots(1, len(cells), figsize=(1.2 + 2.6 * len(cells), 3.2), squeeze=False, constrained_layout=True)
+    # At least 6 inches wide, so that the title of a one-cell, 2 x 2 sweep is not cut off.
+    fig, axes = plt.subplots(1, len(cells), figsize=(max(6.0, 1.2 + 2.6 * len(cells)), 3.2), squeeze=False, constrained_layout=True)
     image = None
     for ax, cell in zip(axes[0], cells):
         bits, hidden, grid = _grid(groups, cell, value)
@@ -387,6 +388,8 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
         steps = [g for g in reported if not math.isnan(g.median_steps)]
         if steps:
             heatmap(sweep_dir / "steps.png", reported, lambda g: g.median_steps, "median steps to solve (over the seeds that solved; gray: none did)", "magma_r", fmt="{:.0f}")
+        else:
+            notes.append("steps.png is not written: no seed solved in any job")
         if any(g.generalization() for g in reported):
             generalization_plot(sweep_dir / "generalization.png", reported)
         figures = [name for name in FIGURES if (sweep_dir / name).is_file()]
