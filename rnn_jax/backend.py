@@ -1,4 +1,4 @@
-"""Choosing the JAX backend from the config, before any computation, with a clear error."""
+"""Choosing the JAX backend from the config, with a clear error when it is not there."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import jax
 
-PLATFORMS = {"cpu": "cpu", "gpu": "cuda,rocm", "tpu": "tpu"}
+BACKENDS = ("auto", "cpu", "gpu", "tpu")
 
 
 class BackendError(RuntimeError):
@@ -15,24 +15,30 @@ class BackendError(RuntimeError):
 
 
 def select_backend(name: str, compilation_cache: Optional[str] = None) -> dict:
-    """Makes `name` ("auto", "cpu", "gpu", "tpu") JAX's backend; returns what is used.
+    """Makes the first device of backend `name` ("auto", "cpu", "gpu", "tpu") JAX's default
+    device; returns what is used.
 
-    Must run before JAX initialises its backends. Asking for an accelerator that is not there
-    raises `BackendError` instead of silently falling back to the CPU.
+    The choice is made through `jax_default_device`, not by restricting JAX's platforms, so
+    that one process (a sweep's jobs under Hydra's basic launcher) can run a CPU job and then
+    a GPU job. Asking for an accelerator that is not there raises `BackendError` instead of
+    silently falling back to the CPU.
     """
-    if name != "auto":
-        if name not in PLATFORMS:
-            raise BackendError(f"backend.name={name!r} is not allowed; allowed: auto, {', '.join(PLATFORMS)}")
-        jax.config.update("jax_platforms", PLATFORMS[name])
+    if name not in BACKENDS:
+        raise BackendError(f"backend.name={name!r} is not allowed; allowed: {', '.join(BACKENDS)}")
     if compilation_cache:
         os.makedirs(compilation_cache, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(compilation_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    try:
+    if name == "auto":
         device = jax.devices()[0]
-    except RuntimeError as e:
-        raise BackendError(f"backend.name={name}: no {name.upper()} is available here ({str(e).splitlines()[0]})") from None
+    else:
+        try:
+            device = jax.devices(name)[0]
+        except RuntimeError:
+            found = ", ".join(sorted({d.platform for d in jax.devices()}))
+            raise BackendError(f"backend.name={name}: JAX finds no {name.upper()} here (it finds: {found}); allowed: {', '.join(BACKENDS)}") from None
+    jax.config.update("jax_default_device", device)
     return device_info(device)
 
 
@@ -41,6 +47,6 @@ def device_info(device=None) -> dict:
     return {
         "backend": device.platform,
         "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
+        "device_count": jax.device_count(device.platform),
         "jax_version": jax.__version__,
     }

@@ -164,3 +164,12 @@ def test_a_run_whose_loss_diverges_fails_with_a_nonzero_exit(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["failed_seeds"] == [0]
     assert out.returncode == 1 and "loss became NaN or Inf" in out.stderr.splitlines()[-1]
+
+
+def test_a_gpu_job_after_a_cpu_job_in_one_process_is_refused_too():
+    from rnn_jax.backend import BackendError, select_backend
+
+    assert select_backend("cpu")["backend"] == "cpu"
+    with pytest.raises(BackendError, match="no GPU"):
+        select_backend("gpu")
+    assert select_backend("auto")["backend"] == "cpu"
