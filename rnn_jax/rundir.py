@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,7 +34,18 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
+            f.write(json.dumps(_finite_or_null(record), allow_nan=False) + "\n")
+
+
+def _finite_or_null(x):
+    """NaN and Inf as null: bare NaN is not JSON, and strict readers (jq, browsers) reject it."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_null(v) for v in x]
+    return x
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
