@@ -54,7 +54,7 @@ def parse_args(argv) -> SampleConfig:
         try:
             values[key] = kind(value)
         except ValueError:
-            raise SampleArgError(f"{key}={value!r}: not a {kind.__name__}") from None
+            raise SampleArgError(f"{key}={value!r}: expected {_KIND_NAMES.get(kind, kind.__name__)}") from None
     cfg = SampleConfig(**values)
     if cfg.run is None and cfg.checkpoint in ("best", "last"):
         raise SampleArgError("run=<run dir> is required (or checkpoint=<checkpoint dir>)")
@@ -65,10 +65,23 @@ def parse_args(argv) -> SampleConfig:
     return cfg
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
 def checkpoint_path(run: Optional[str], which: str) -> Path:
-    if which in ("best", "last"):
-        return Path(run).expanduser() / "checkpoints" / which
-    return Path(which).expanduser()
+    """The checkpoint to sample from; a run directory that is not a charlm run, or whose best
+    checkpoint is missing, is explained rather than reported as a missing directory."""
+    if which not in ("best", "last"):
+        return Path(which).expanduser()
+    run_dir = Path(run).expanduser()
+    path = run_dir / "checkpoints" / which
+    if not path.is_dir():
+        if (run_dir / "checkpoint").is_dir():
+            raise CheckpointError(f"run={run_dir} is an addition run; sampling needs a charlm run (task=charlm)")
+        if (run_dir / "checkpoints" / "last").is_dir():
+            raise CheckpointError(f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); use checkpoint={run_dir / 'checkpoints' / 'last'}")
+        raise CheckpointError(f"run={run_dir}: no checkpoint at {path} (not a charlm run directory)")
+    return path
 
 
 def load_model(path) -> tuple[CharLM, object, Vocab, dict]:
