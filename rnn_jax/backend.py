@@ -42,6 +42,15 @@ def select_backend(name: str, compilation_cache: Optional[str] = None) -> dict:
     return device_info(device)
 
 
+def current_platform() -> str:
+    """The platform computations run on: the default device's (set by `select_backend`), else
+    JAX's default backend."""
+    device = jax.config.jax_default_device
+    if device is None:
+        return jax.default_backend()
+    return device if isinstance(device, str) else device.platform
+
+
 def device_info(device=None) -> dict:
     device = device or jax.devices()[0]
     return {

@@ -11,7 +11,6 @@ is printed. rnn_jax's compile time is reported apart from its steady state (the 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from rnn_jax import addition, reference2015
+from rnn_jax.backend import current_platform
 from rnn_jax.build import build_model, dtype_of
 from rnn_jax.cells import ElmanParams
 from rnn_jax.checkpoint import save as save_checkpoint
@@ -37,7 +38,7 @@ def compile_options(one_shot: bool = False) -> dict:
     0.6-1.0 vs 1.6-1.7 s for the default job's chunk) and run it at 0.98x-1.2x the time; addition
     runs are short, so compiling dominates. A program that runs once (`one_shot`) is also built
     without LLVM's optimisations, which halves its compile time again."""
-    options = {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
+    options = {"xla_cpu_use_fusion_emitters": False} if current_platform() == "cpu" else {}
     if one_shot:
         options["xla_backend_optimization_level"] = 0
     return options
