@@ -48,7 +48,7 @@ class BenchConfig:
     vocab: int = 128
     warmup: int = 3
     steps: int = 20  # timed calls per implementation and grid point (median, p10, p90 over these)
-    rounds: int = 4  # the steps are split into this many interleaved rounds
+    rounds: int = 0  # the steps are split into this many interleaved rounds; 0: one call per round
     lr: float = 1e-3
     seed: int = 0
     xla_flags: str = ""  # appended to XLA_FLAGS; takes effect only before JAX starts its backend
@@ -73,7 +73,7 @@ def validate(cfg: BenchConfig) -> BenchConfig:
             raise BenchError(f"{key}={list(values)} is not allowed; must be a non-empty list of ints >= 1")
     if not cfg.unroll or any(u < 0 for u in cfg.unroll):
         raise BenchError(f"unroll={list(cfg.unroll)} is not allowed; must be ints >= 1, or 0 for each implementation's default")
-    for key, low in [("vocab", 2), ("warmup", 0), ("steps", 1), ("rounds", 1)]:
+    for key, low in [("vocab", 2), ("warmup", 0), ("steps", 1), ("rounds", 0)]:
         if getattr(cfg, key) < low:
             raise BenchError(f"{key}={getattr(cfg, key)} is not allowed; must be >= {low}")
     if cfg.rounds > cfg.steps:
@@ -303,8 +303,9 @@ def time_interleaved(runners: dict[str, Runner], cfg: BenchConfig) -> dict[str, 
         for _ in range(cfg.warmup):
             r.call()
     times = {name: [] for name in runners}
-    per_round = -(-cfg.steps // cfg.rounds)
-    for _ in range(cfg.rounds):
+    rounds = cfg.rounds or cfg.steps  # one call each per round: a machine that changes speed slows all alike
+    per_round = -(-cfg.steps // rounds)
+    for _ in range(rounds):
         for name, r in runners.items():
             for _ in range(min(per_round, cfg.steps - len(times[name]))):
                 start = time.perf_counter()

@@ -75,6 +75,7 @@ def test_ratios_compare_against_the_baselines_at_the_same_point():
         ("hidden=[0]", "hidden=[0] is not allowed"),
         ("dtype=[float16]", "dtype: 'float16' is not allowed; allowed: float32, bfloat16"),
         ("unroll=[-1]", "unroll=[-1] is not allowed"),
+        ("rounds=-1", "rounds=-1 is not allowed; must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(override, words):
@@ -108,3 +109,11 @@ def test_pytorch_threads_sleep_instead_of_spinning_in_a_fresh_process():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["omp_wait_policy"] == "PASSIVE" and got["torch_threads"] >= 1
+
+
+@pytest.mark.parametrize("rounds, order", [(0, "ababab"), (3, "ababab"), (1, "aaabbb")])
+def test_rounds_interleave_the_implementations(rounds, order):
+    calls = []
+    runners = {name: bench.Runner(lambda name=name: calls.append(name), None, None) for name in "ab"}
+    times = bench.time_interleaved(runners, bench.BenchConfig(warmup=0, steps=3, rounds=rounds))
+    assert "".join(calls) == order and {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
