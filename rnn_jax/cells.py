@@ -167,7 +167,7 @@ def elman(
         return h, h
 
     def scan(params: ElmanParams, xs, h, mask=None, *, reverse=False, unroll=None):
-        plan = fused.resolve(backward, unroll, remat, cell="elman")
+        plan = fused.resolve(backward, unroll, remat)
         if plan.backward == "fused":
             xp = project(params, xs)  # [T, *batch, H]
             return fused.elman_sequence(params.w_h, xp, h, mask, reverse, plan.unroll, matmul_dtype, activation)

@@ -49,7 +49,11 @@ class Defaults(NamedTuple):
 # training step (LSTM 1.2x the plain scan and Flax; unroll 2 and 4 slower); hoisting the [T, B, G]
 # projection out of the loop made the loop's fusions re-read it and was slower (also for the plain
 # scan). GPU: the fused backward with unroll 8 beat cuDNN in a prototype on an H100 (not measured
-# by this benchmark yet).
+# by this benchmark yet). Elman (whose fused path always projects before the loop) on the CPU:
+# the fused backward with unroll 1 was the fastest training step at every size measured,
+# interleaved in one process: the 2015 network (H16, one example, f64) 10.4 vs 15.2 us/update
+# for autodiff with the projection in the step and 11.7 for unroll 2; H16 B64 T8 with Adam 97 vs
+# 168 us; B32 T128 H256 59 vs 71 ms.
 BACKEND_DEFAULTS = {
     "cpu": Defaults("fused", 1, 1, False),
     "gpu": Defaults("fused", 8, 1, True),
@@ -57,12 +61,6 @@ BACKEND_DEFAULTS = {
 }
 
 
-# Where a cell's own measurements pick otherwise than the backend's LSTM/GRU defaults. Elman on
-# CPU: the fused backward with unroll 1 was the fastest training step at every size measured,
-# interleaved in one process: the 2015 network (H16, one example, f64) 10.4 vs 15.2 us/update
-# for autodiff in-step and 11.7 for unroll 2; H16 B64 T8 with Adam 97 vs 168 us; B32 T128 H256
-# 59 vs 71 ms.
-CELL_DEFAULTS: dict = {("cpu", "elman"): Defaults("fused", 1, 1, False)}
 
 
 class Projection(NamedTuple):
@@ -104,11 +102,9 @@ class Plan(NamedTuple):
     hoist: bool
 
 
-def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None, cell: str = "lstm") -> Plan:
-    """The plan after filling in the defaults of the backend (and of `cell`, where it has its own);
-    remat implies autodiff."""
-    backend = backend or jax.default_backend()
-    d = CELL_DEFAULTS.get((backend, cell)) or BACKEND_DEFAULTS.get(backend, BACKEND_DEFAULTS["gpu"])
+def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None) -> Plan:
+    """The plan after filling in the backend's defaults; remat implies autodiff."""
+    d = BACKEND_DEFAULTS.get(backend or jax.default_backend(), BACKEND_DEFAULTS["gpu"])
     if remat or backward == "autodiff":
         return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
     backward = d.backward if backward == "auto" else backward

@@ -60,8 +60,8 @@ def test_fused_unbatched_and_without_bias_matches_numpy_bptt(x64):
 
 
 def test_cpu_default_for_elman_is_the_fused_backward():
-    assert fused.resolve("auto", None, cell="elman", backend="cpu").backward == "fused"
-    assert fused.resolve("auto", None, remat=True, cell="elman", backend="cpu").backward == "autodiff"
+    assert fused.resolve("auto", None, backend="cpu").backward == "fused"
+    assert fused.resolve("auto", None, remat=True, backend="cpu").backward == "autodiff"
 
 
 def test_bf16_matmuls_stay_close():
