@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax._checks import add_last, check_width
+from rnn_jax.backend import current_platform
 
 
 BACKWARDS = ("auto", "fused", "autodiff")
@@ -104,7 +105,7 @@ class Plan(NamedTuple):
 
 def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None) -> Plan:
     """The plan after filling in the backend's defaults; remat implies autodiff."""
-    d = BACKEND_DEFAULTS.get(backend or jax.default_backend(), BACKEND_DEFAULTS["gpu"])
+    d = BACKEND_DEFAULTS.get(backend or current_platform(), BACKEND_DEFAULTS["gpu"])
     if remat or backward == "autodiff":
         return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
     backward = d.backward if backward == "auto" else backward
