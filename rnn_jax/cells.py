@@ -39,7 +39,7 @@ class Cell(NamedTuple):
       layers: for a `stack`, the cells it is made of (unrolled layer by layer); else `()`.
       scan: `(params, xs, carry, mask=None, *, reverse=False, unroll=None) -> (carry, ys)`, the
         whole-sequence recurrence over inputs `xs` `[T, *batch, input]` that `unroll` uses when
-        present (LSTM and GRU: the fast paths of `rnn_jax.fused`, which also decide whether the
+        present (Elman, LSTM and GRU: the fast paths of `rnn_jax.fused`, which also decide whether the
         input projection is hoisted out of the loop); else None.
     """
 

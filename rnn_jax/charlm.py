@@ -38,7 +38,7 @@ class CharLM(NamedTuple):
     Attributes:
       init: `key -> CharLMParams`.
       initial_carry: `(batch_shape=(), dtype=None) -> carry`, a tuple with one carry per layer.
-      apply: `(params, ids [T, *batch], carry=None, *, dropout_key=None, unroll=1)
+      apply: `(params, ids [T, *batch], carry=None, *, dropout_key=None, unroll=None)
         -> (carry, logits [T, *batch, V])`; dropout only when `dropout_key` is given.
       step: `(params, carry, ids [*batch]) -> (carry, logits [*batch, V])`, one character.
     """
@@ -91,7 +91,7 @@ def char_lm(
     def initial_carry(batch_shape=(), dtype=None):
         return tuple(c.initial_carry(batch_shape, dtype) for c in cells)
 
-    def apply(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: int = 1):
+    def apply(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None):
         xs = params.embed[ids]  # [T, *batch, E]
         if carry is None:
             carry = initial_carry(ids.shape[1:], params.embed.dtype)
@@ -135,7 +135,7 @@ def cross_entropy(logits, targets):
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
 
 
-def make_loss(model: CharLM, unroll: int = 1) -> Callable:
+def make_loss(model: CharLM, unroll: Optional[int] = None) -> Callable:
     """`loss_fn(params, batch) -> (loss, carry)`, the form `rnn_jax.training.make_step` takes;
     the carry at the end of the batch is the aux output, to start the next batch from."""
 
@@ -151,7 +151,7 @@ def reset_at_epoch_start(k, carry, zero_carry):
     return jax.tree.map(lambda z, c: jnp.where(k == 0, z, c), zero_carry, carry)
 
 
-def make_evaluate(model: CharLM, seq_len: int, unroll: int = 1) -> Callable:
+def make_evaluate(model: CharLM, seq_len: int, unroll: Optional[int] = None) -> Callable:
     """`evaluate(params, streams) -> nats`: mean loss over all batches of `streams`, in order,
     the state carried from batch to batch as in training, no dropout."""
 
@@ -170,7 +170,7 @@ def make_evaluate(model: CharLM, seq_len: int, unroll: int = 1) -> Callable:
     return evaluate
 
 
-def generate(model: CharLM, params, prime, key, temperature, length: int, unroll: int = 1):
+def generate(model: CharLM, params, prime, key, temperature, length: int, unroll: Optional[int] = None):
     """`length` characters after the ids `prime [P]` (P >= 1), sampled one at a time with `lax.scan`.
 
     Each character is drawn from `softmax(logits / temperature)`; `temperature == 0` takes the

@@ -75,14 +75,14 @@ class ModelConfig:
     forget_bias: float = 1.0  # LSTM only
     readout_bias: bool = True
     readout_init: str = "pytorch"
-    unroll: int = 1  # lax.scan unroll of the time loop
+    unroll: Optional[int] = None  # lax.scan unroll of the time loop; None: the measured default for the backend
 
 
 @dataclass
 class OptimConfig:
     name: str = "adam"
     lr: float = 1e-2
-    momentum: float = 0.9  # momentum (and rmsprop's momentum when > 0 is wanted, set it explicitly)
+    momentum: float = 0.9  # optim.name=momentum only
     clip_norm: Optional[float] = None  # global-norm gradient clipping
     schedule: str = "constant"
     decay_rate: float = 0.97  # exponential: lr * decay_rate ** (step / decay_steps)
@@ -145,7 +145,8 @@ def validate(cfg: Config) -> Config:
     if m.recurrent_init is not None:
         _choice("model.recurrent_init", m.recurrent_init, INIT_NAMES)
     _choice("model.readout_init", m.readout_init, INIT_NAMES)
-    _at_least("model.unroll", m.unroll, 1)
+    if m.unroll is not None:
+        _at_least("model.unroll", m.unroll, 1)
     _choice("optim.name", o.name, OPTIMIZER_NAMES)
     _positive("optim.lr", o.lr)
     if not 0 <= o.momentum < 1:

@@ -63,7 +63,7 @@ class SequenceModel(NamedTuple):
     """A cell and a readout applied at every step.
 
     `init(key, input_size) -> ModelParams`;
-    `apply(params, xs, carry=None, *, lengths=None, unroll=1) -> (final_carry, outputs)` with
+    `apply(params, xs, carry=None, *, lengths=None, unroll=None) -> (final_carry, outputs)` with
     `xs` `[T, *batch, input_size]` and outputs `[T, *batch, output_size]` after `output_activation`;
     `logits(...)` is the same before the activation (what a numerically stable loss wants).
     """
@@ -98,11 +98,11 @@ def sequence_model(
         k_cell, k_out = jax.random.split(key)
         return ModelParams(cell.init(k_cell, input_size), readout.init(k_out, cell.hidden_size))
 
-    def logits(params: ModelParams, xs, carry=None, *, lengths=None, unroll: int = 1):
+    def logits(params: ModelParams, xs, carry=None, *, lengths=None, unroll: Optional[int] = None):
         carry, hs = unroll_cell(cell, params.cell, xs, carry, lengths=lengths, unroll=unroll)
         return carry, readout.apply(params.readout, hs)
 
-    def apply(params: ModelParams, xs, carry=None, *, lengths=None, unroll: int = 1):
+    def apply(params: ModelParams, xs, carry=None, *, lengths=None, unroll: Optional[int] = None):
         carry, z = logits(params, xs, carry, lengths=lengths, unroll=unroll)
         return carry, out_act(z)
 

@@ -21,7 +21,7 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
     """The optimizer `cfg` names, with its schedule, behind global-norm clipping if asked."""
-    lr = cfg.lr if cfg.schedule == "constant" else make_schedule(cfg, total_steps)
+    lr = make_schedule(cfg, total_steps)
     if cfg.name == "sgd":
         opt = optax.sgd(lr)
     elif cfg.name == "momentum":

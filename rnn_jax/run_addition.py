@@ -23,7 +23,7 @@ from rnn_jax.backend import current_platform
 from rnn_jax.build import build_model, dtype_of
 from rnn_jax.cells import ElmanParams
 from rnn_jax.checkpoint import save as save_checkpoint
-from rnn_jax.config import AdditionTask, Config
+from rnn_jax.config import AdditionTask, Config, ConfigError
 from rnn_jax.model import DenseParams, ModelParams, SequenceModel
 from rnn_jax.optim import make_optimizer
 from rnn_jax.rundir import MetricsLog, require_fresh, write_summary
@@ -168,9 +168,9 @@ def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
             return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), data)
         return jax.lax.map(lambda key: trainer.sample_chunk(key, start, k), data)  # not vmap: see init_replicas
 
-    def accuracy(params, eval_batch):
-        lengths = jnp.full(eval_batch.inputs.shape[1:2], eval_batch.inputs.shape[0], jnp.int32)
-        return jnp.mean(trainer.evaluate(params, eval_batch, lengths))
+    def accuracy(params, eval_batch):  # full-length sequences: no masks needed
+        _, logits = trainer.model.logits(params, eval_batch.inputs, unroll=cfg.model.unroll)
+        return addition.exact_accuracy(logits, eval_batch.targets)
 
     def one(state, xs, eval_batch):
         state, losses = trainer.chunk(state, xs)
@@ -249,8 +249,8 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     An interrupt (Ctrl-C, SIGTERM) ends training at once; the run is then evaluated,
     checkpointed and summarised with `status: "interrupted"` before the interrupt goes on.
     """
-    if cfg.train.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
+    if cfg.train.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError("train.dtype", "float64", "needs jax_enable_x64 (rnn_jax.train.run sets it)")
     run_dir.mkdir(parents=True, exist_ok=True)
     require_fresh(run_dir, "metrics.jsonl", "checkpoint", "summary.json")
     trainer = make_trainer(cfg)

@@ -246,7 +246,7 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
                 compile_seconds += time.perf_counter() - c0
             c0 = time.perf_counter()
             state, losses = compiled[n](state, step_ids, train_streams)
-            train_loss = float(jnp.mean(losses))  # waits for the chunk
+            train_loss = float(np.mean(np.asarray(losses)))  # waits for the chunk
             seconds = time.perf_counter() - c0
             train_seconds += seconds
             step, train_bpc = end, bits(train_loss)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import jax
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -68,6 +69,9 @@ def _reject_unknown_keys(node: DictConfig, path: str = "") -> None:
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Trains and evaluates `cfg`, writing everything into `run_dir`; returns the summary."""
     validate(cfg)
+    # Process-wide, so set for every job: a float32 job after a float64 one in the same sweep
+    # process must not inherit x64.
+    jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
     device = select_backend(cfg.backend.name, cfg.backend.compilation_cache)
     runner = importlib.import_module(RUNNERS[cfg.task.name])
     return runner.run(cfg, Path(run_dir), device)

@@ -48,7 +48,7 @@ def unroll(
       reverse: run from the last step to the first (outputs stay in input order). With
         `lengths`, the padded tail is skipped first, so a reverse run starts at step length-1.
       unroll: how many steps `lax.scan` unrolls per loop iteration (a speed knob only). None: the
-        cell's choice for the backend (LSTM and GRU: `rnn_jax.fused.BACKEND_DEFAULTS`), else 1.
+        cell's choice for the backend (Elman, LSTM and GRU: `rnn_jax.fused.BACKEND_DEFAULTS`), else 1.
 
     Returns:
       `(final_carry, ys)` with `ys` of shape `[T, *batch, hidden_size]`.
@@ -72,7 +72,7 @@ def unroll(
 
 
 def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: Optional[int]):
-    """One layer over the sequence: the cell's own `scan` when it has one (LSTM, GRU), else a
+    """One layer over the sequence: the cell's own `scan` when it has one (Elman, LSTM, GRU), else a
     plain `lax.scan` over `step` with the input projection hoisted out of the loop (one
     `[T*B, I] x [I, G]` matmul), or over `apply`."""
     if cell.scan is not None:
