@@ -173,3 +173,13 @@ def test_a_gpu_job_after_a_cpu_job_in_one_process_is_refused_too():
     with pytest.raises(BackendError, match="no GPU"):
         select_backend("gpu")
     assert select_backend("auto")["backend"] == "cpu"
+
+
+def test_dtype_is_set_per_job_not_inherited_from_the_one_before(tmp_path):
+    try:
+        run(to_config(compose_config(TINY + ["train.dtype=float64"])), tmp_path / "f64")
+        run(to_config(compose_config(TINY)), tmp_path / "f32")
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    assert checkpoint.load(tmp_path / "f64" / "checkpoint")[0]["cell"]["w_h"].dtype == np.float64
+    assert checkpoint.load(tmp_path / "f32" / "checkpoint")[0]["cell"]["w_h"].dtype == np.float32
