@@ -14,12 +14,18 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-CELL_NAMES = ("elman", "lstm", "gru")
-ACTIVATION_NAMES = ("tanh", "sigmoid", "relu")
-INIT_NAMES = ("uniform", "pytorch", "glorot", "orthogonal", "zeros")
+from rnn_jax.backend import BACKENDS
+from rnn_jax.cells import CELLS
+from rnn_jax.fused import ACTIVATIONS
+from rnn_jax.initializers import INITIALIZERS
+
+# The choices the library itself offers, taken from its tables so the two never drift apart.
+CELL_NAMES = tuple(CELLS)
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+INIT_NAMES = INITIALIZERS
+BACKEND_NAMES = BACKENDS
 OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "rmsprop", "adagrad")
 SCHEDULE_NAMES = ("constant", "cosine", "exponential", "warmup_cosine")
-BACKEND_NAMES = ("auto", "cpu", "gpu", "tpu")
 DTYPE_NAMES = ("float32", "float64")
 LOSS_NAMES = ("bce", "mse")
 DATA_NAMES = ("jax", "numpy2015")
