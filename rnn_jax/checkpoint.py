@@ -85,16 +85,7 @@ def load(path, target: Any = None):
     from flax import serialization
 
     path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path}: no such directory")
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path}: meta.json is missing (not an rnn_jax checkpoint, or an interrupted save)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint {path}: meta.json is corrupt ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path}: not an rnn_jax checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+    meta = load_meta(path)
     try:
         data = (path / "state.msgpack").read_bytes()
     except FileNotFoundError:
@@ -106,12 +97,38 @@ def load(path, target: Any = None):
     except Exception as e:  # msgpack raises several unrelated types on bad bytes
         raise CheckpointError(f"checkpoint {path}: state.msgpack is corrupt ({type(e).__name__}: {e})") from None
     if target is not None:
-        try:
-            state = serialization.from_state_dict(target, state)
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {path}: does not match the expected structure ({e})") from None
-        _check_shapes(path, target, state)
+        state = to_target(path, target, state)
     return state, meta
+
+
+def load_meta(path) -> dict:
+    """A checkpoint's `meta.json` alone (cheap: the state is not read); `CheckpointError` if the
+    directory is not an rnn_jax checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: no such directory")
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path}: meta.json is missing (not an rnn_jax checkpoint, or an interrupted save)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path}: meta.json is corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not an rnn_jax checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+    return meta
+
+
+def to_target(path, target: Any, state_dict: Any):
+    """`state_dict` (nested dicts, as `load` returns without a target) as a pytree shaped like
+    `target`; `CheckpointError`, naming `path`, when structure or shapes differ."""
+    from flax import serialization
+
+    try:
+        state = serialization.from_state_dict(target, state_dict)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: does not match the expected structure ({e})") from None
+    _check_shapes(path, target, state)
+    return state
 
 
 def _check_shapes(path, target, state):

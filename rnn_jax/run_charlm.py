@@ -136,16 +136,20 @@ def checkpoint_meta(cfg: Config, data: CharLMData, step: int, **extra) -> dict:
 def restore(path: Path, template: CharLMState, vocab: Optional[Vocab] = None):
     """`(state, meta)` from the checkpoint directory `path`; `CheckpointError` when it is not a
     charlm checkpoint, was trained on another vocabulary, or does not fit `template`."""
-    _, meta = checkpoint.load(path)
-    if meta.get("kind") != KIND:
-        raise CheckpointError(f"checkpoint {path}: not a charlm checkpoint (kind {meta.get('kind')!r})")
-    if vocab is not None and meta.get("vocab") != "".join(vocab.chars):
-        raise CheckpointError(
-            f"checkpoint {path}: trained on another vocabulary ({len(meta.get('vocab') or '')} characters, "
-            f"the corpus now has {vocab.size}); did the corpus change?"
-        )
+    check_meta(path, checkpoint.load_meta(path), vocab)  # before reading the state
     state, meta = checkpoint.load(path, target=template)
     return jax.device_put(state), meta
+
+
+def check_meta(path: Path, meta: dict, vocab: Optional[Vocab] = None) -> None:
+    """`CheckpointError` unless `meta` describes a charlm checkpoint (of `vocab`, when given)."""
+    if meta.get("kind") != KIND or "vocab" not in meta or "config" not in meta:
+        raise CheckpointError(f"checkpoint {path}: not a charlm checkpoint (kind {meta.get('kind')!r})")
+    if vocab is not None and meta["vocab"] != "".join(vocab.chars):
+        raise CheckpointError(
+            f"checkpoint {path}: trained on another vocabulary ({len(meta['vocab'])} characters, "
+            f"the corpus now has {vocab.size}); did the corpus change?"
+        )
 
 
 def _continue_metrics(source: Path, run_dir: Path, step: int) -> None:

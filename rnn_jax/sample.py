@@ -26,6 +26,7 @@ from rnn_jax.charlm import CharLM, build_char_lm, generate
 from rnn_jax.checkpoint import CheckpointError
 from rnn_jax.config import ModelConfig
 from rnn_jax.corpus import Vocab, VocabularyError, decode, encode, make_vocab
+from rnn_jax.run_charlm import check_meta
 
 
 @dataclass(frozen=True)
@@ -87,23 +88,14 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
 def load_model(path) -> tuple[CharLM, object, Vocab, dict]:
     """`(model, params, vocab, meta)` from a charlm checkpoint directory; `CheckpointError` if
     it is missing, corrupt or not a charlm checkpoint."""
-    from flax import serialization
-
+    check_meta(path, checkpoint.load_meta(path))
     state, meta = checkpoint.load(path)
-    if meta.get("kind") != "charlm" or "vocab" not in meta or "config" not in meta:
-        raise CheckpointError(f"checkpoint {path}: not a charlm checkpoint (kind {meta.get('kind')!r})")
     cfg = meta["config"]
     vocab = make_vocab(meta["vocab"])
     model = build_char_lm(ModelConfig(**cfg["model"]), vocab.size, cfg["task"]["embedding"], 0.0, dtype_of(cfg["train"]["dtype"]))
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))  # the structure, nothing computed
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    try:
-        params = serialization.from_state_dict(template, state["train"]["params"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path}: parameters do not match the model it describes ({e})") from None
-    for t, p in zip(jax.tree.leaves(template), jax.tree.leaves(params)):
-        if np.shape(t) != np.shape(p):
-            raise CheckpointError(f"checkpoint {path}: a parameter has shape {np.shape(p)}, the model needs {np.shape(t)}")
+    params = checkpoint.to_target(path, template, state["train"]["params"])
     return model, jax.device_put(params), vocab, meta
 
 
