@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.build import build_cell
-from rnn_jax.cells import Cell
+from rnn_jax.cells import Cell, stack
 from rnn_jax.config import ModelConfig
 from rnn_jax.corpus import Streams, batch_at, num_batches
 from rnn_jax.model import DenseParams, dense
@@ -78,6 +78,7 @@ def char_lm(
 ) -> CharLM:
     """A char-rnn over `vocab_size` characters from `cells` (one per layer, bottom first)."""
     cells = tuple(cells)
+    layers = stack(cells)  # its initial_carry and per-step apply; `apply` below adds dropout between layers
     readout = dense(vocab_size, use_bias=readout_bias, init=readout_init, dtype=dtype)
 
     def init(key) -> CharLMParams:
@@ -88,8 +89,7 @@ def char_lm(
         layers = tuple(c.init(k, n) for c, k, n in zip(cells, k_layers, sizes))
         return CharLMParams(embed, layers, readout.init(k_r, cells[-1].hidden_size))
 
-    def initial_carry(batch_shape=(), dtype=None):
-        return tuple(c.initial_carry(batch_shape, dtype) for c in cells)
+    initial_carry = layers.initial_carry
 
     def apply(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None):
         xs = params.embed[ids]  # [T, *batch, E]
@@ -104,12 +104,8 @@ def char_lm(
         return tuple(new_carry), readout.apply(params.readout, xs)
 
     def step(params: CharLMParams, carry, ids):
-        x = params.embed[ids]  # [*batch, E]
-        new_carry = []
-        for cell, p, c in zip(cells, params.layers, carry):
-            c, x = cell.apply(p, c, x)
-            new_carry.append(c)
-        return tuple(new_carry), readout.apply(params.readout, x)
+        carry, h = layers.apply(params.layers, carry, params.embed[ids])  # x: [*batch, E]
+        return carry, readout.apply(params.readout, h)
 
     return CharLM(init, initial_carry, apply, step, vocab_size, cells)
 
