@@ -7,9 +7,11 @@ import optax
 from rnn_jax.config import OptimConfig
 
 
-def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.ScalarOrSchedule:
+    """The learning rate: a plain float when constant (no step counter in the optimizer state,
+    nothing evaluated per step), else an Optax schedule."""
     if cfg.schedule == "constant":
-        return optax.constant_schedule(cfg.lr)
+        return cfg.lr
     if cfg.schedule == "cosine":
         return optax.cosine_decay_schedule(cfg.lr, max(total_steps, 1))
     if cfg.schedule == "exponential":
