@@ -26,7 +26,7 @@ from rnn_jax.checkpoint import save as save_checkpoint
 from rnn_jax.config import AdditionTask, Config, ConfigError
 from rnn_jax.model import DenseParams, ModelParams, SequenceModel
 from rnn_jax.optim import make_optimizer
-from rnn_jax.rundir import MetricsLog, require_fresh, write_summary
+from rnn_jax.rundir import MetricsLog, interrupts_deferred, require_fresh, write_summary
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 GENERALIZATION_SEED = 2015  # fixed, so every run is evaluated on the same operand pairs
@@ -298,10 +298,11 @@ def train(cfg: Config, trainer: Trainer, run_dir: Path, progress: Progress) -> T
             t0, compile_before = time.perf_counter(), progress.compile_seconds
             new_state, losses, accuracy = chunk(state, k)
             losses, accuracy = np.asarray(losses), np.asarray(accuracy)
-            state = new_state
-            progress.train_seconds += time.perf_counter() - t0 - (progress.compile_seconds - compile_before)
-            record = progress.update(k, losses, accuracy)
-            log.write(record)
+            with interrupts_deferred():  # the state, the step count and the log line move together
+                state = new_state
+                progress.train_seconds += time.perf_counter() - t0 - (progress.compile_seconds - compile_before)
+                record = progress.update(k, losses, accuracy)
+                log.write(record)
             bar.update(k)
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
             if not progress.finite.any() or (cfg.train.stop_when_solved and progress.all_exact()):

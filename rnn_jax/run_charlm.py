@@ -47,7 +47,7 @@ from rnn_jax.corpus import (
     unigram_bpc,
 )
 from rnn_jax.optim import make_optimizer
-from rnn_jax.rundir import MetricsLog, read_jsonl, write_summary
+from rnn_jax.rundir import MetricsLog, interrupts_deferred, read_jsonl, write_summary
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 KIND = "charlm"  # meta["kind"] of this task's checkpoints
@@ -217,8 +217,6 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
 
     def save_last(extra=None):
         elapsed = prev_elapsed + time.perf_counter() - t0
-        # The state's own step: an interrupt can land after a chunk was dispatched but before
-        # it was logged, and the state then holds more steps than `step` says.
         done = int(state.train.step)
         meta = checkpoint_meta(cfg, data, done, elapsed=elapsed, best_val_bpc=_finite(best_bpc), **(extra or {}))
         checkpoint.save(last, state, meta)
@@ -249,19 +247,23 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
                 compiled[n] = chunk.lower(state, step_ids, train_streams).compile()
                 compile_seconds += time.perf_counter() - c0
             c0 = time.perf_counter()
-            state, losses = compiled[n](state, step_ids, train_streams)
+            new_state, losses = compiled[n](state, step_ids, train_streams)
             train_loss = float(np.mean(np.asarray(losses)))  # waits for the chunk
             seconds = time.perf_counter() - c0
-            train_seconds += seconds
-            step, train_bpc = end, bits(train_loss)
-            record = {"step": step, "train_loss": train_loss, "train_bpc": train_bpc}
-            if step % task.eval_every == 0 or step == cfg.train.steps:
-                val_bpc = validate_and_sample()
-                record["val_bpc"] = val_bpc
-                save_last({"val_bpc": val_bpc})
-            record["chars_per_sec"] = n * chars_per_step / seconds
-            record["elapsed"] = prev_elapsed + time.perf_counter() - t0
-            metrics.write(record)
+            # The state, the step count, the checkpoint and the log line move together: an
+            # interrupt before this block drops the chunk, one inside it waits for its end.
+            with interrupts_deferred():
+                state = new_state
+                train_seconds += seconds
+                step, train_bpc = end, bits(train_loss)
+                record = {"step": step, "train_loss": train_loss, "train_bpc": train_bpc}
+                if step % task.eval_every == 0 or step == cfg.train.steps:
+                    val_bpc = validate_and_sample()
+                    record["val_bpc"] = val_bpc
+                    save_last({"val_bpc": val_bpc})
+                record["chars_per_sec"] = n * chars_per_step / seconds
+                record["elapsed"] = prev_elapsed + time.perf_counter() - t0
+                metrics.write(record)
             bar.update(n)
             bar.set_postfix(train_bpc=f"{train_bpc:.3f}", val_bpc=f"{val_bpc:.3f}" if val_bpc is not None else "-")
     except KeyboardInterrupt:

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 from rnn_jax.checkpoint import atomic_write_json
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM until the block ends, then raises `KeyboardInterrupt` if one came.
+
+    Wraps bookkeeping that must happen whole: the step counter, the state it counts and the
+    log line that reports them. An interrupt in the middle would leave a summary whose step
+    count no metrics line shows. Off the main thread, where Python delivers no signals, it
+    does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
 
 
 class RunDirectoryError(ValueError):
