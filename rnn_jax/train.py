@@ -27,6 +27,7 @@ from rnn_jax.backend import BackendError, select_backend
 from rnn_jax.checkpoint import CheckpointError, atomic_write_json
 from rnn_jax.config import Config, ConfigError, register_configs, validate
 from rnn_jax.corpus import CorpusError
+from rnn_jax.hydra_callbacks import restore_earlier_run_config
 from rnn_jax.rundir import RunDirectoryError, write_summary
 
 log = logging.getLogger("rnn_jax")
@@ -110,6 +111,8 @@ def main(dcfg: DictConfig) -> float:
         print(f"interrupted; what was written is in {run_dir}", file=sys.stderr)
         raise SystemExit(130)
     except Exception as e:  # noqa: BLE001 - every failure is recorded in the job's own directory
+        if isinstance(e, USER_ERRORS) and not sweeping:
+            restore_earlier_run_config()  # refused: the directory's earlier run keeps its record
         record = record_failure(run_dir, failure_summary(dcfg, e))
         if not isinstance(e, USER_ERRORS):
             (run_dir / "error.txt").write_text(traceback.format_exc())

@@ -152,10 +152,13 @@ def test_rerun_into_a_used_directory_is_refused_and_keeps_the_first_run(tmp_path
     assert app(*TINY, f"hydra.run.dir={tmp_path}").returncode == 0
     first = (tmp_path / "summary.json").read_text()
     metrics = (tmp_path / "metrics.jsonl").read_text()
+    hydra_record = {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()}
+    assert "model.cell=gru" not in hydra_record["overrides.yaml"]
     out = app(*TINY, "model.cell=gru", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 2 and "already holds a run" in out.stderr and "Traceback" not in out.stderr
     assert (tmp_path / "summary.json").read_text() == first
     assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    assert {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == hydra_record
     assert json.loads((tmp_path / "failure.json").read_text())["status"] == "failed"
 
 
