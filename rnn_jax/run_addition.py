@@ -52,7 +52,6 @@ class Trainer(NamedTuple):
     init: Callable[[jax.Array], TrainState]  # init key -> state
     sample_chunk: Callable[[jax.Array, jax.Array, int], addition.Batch]  # (data key, first step, k) -> [k, ...] batches
     chunk: Callable[[TrainState, addition.Batch], tuple]  # (state, batches) -> (state, losses [k])
-    evaluate: Callable[[Any, addition.Batch, jax.Array], jax.Array]  # (params, batch, lengths) -> exact [B]
 
 
 def addition_loss(name: str, logits, targets):
@@ -88,15 +87,7 @@ def make_trainer(cfg: Config) -> Trainer:
     step = make_step(loss_fn, optimizer)
     chunk = make_chunk(lambda state, batch: _drop_aux(step(state, batch)), cfg.train.unroll_steps)
 
-    def evaluate(params, batch: addition.Batch, lengths):
-        """Per example: 1.0 if every bit of the sum (up to its length) is right."""
-        _, logits = model.logits(params, batch.inputs, lengths=lengths, unroll=unroll)
-        t = jnp.arange(batch.targets.shape[0])[:, None]
-        valid = t < lengths[None, :]  # [T, B]
-        wrong = ((logits[..., 0] > 0) != (batch.targets[..., 0] > 0.5)) & valid
-        return 1.0 - jnp.any(wrong, axis=0).astype(jnp.float32)
-
-    return Trainer(model, optimizer, init, sample_chunk, chunk, evaluate)
+    return Trainer(model, optimizer, init, sample_chunk, chunk)
 
 
 def _init_replica(trainer: Trainer, seed):
@@ -186,20 +177,64 @@ def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
     return jax.jit(replicas, static_argnums=4)
 
 
-def generalization_batch(task: AdditionTask, dtype):
-    """One padded batch holding `generalization_samples` pairs of every width, with their lengths,
-    so a single compiled evaluation covers all widths."""
+class PackedPairs(NamedTuple):
+    """Operand pairs of several widths laid end to end in rows of one length `[T, R, ...]`, so one
+    scan evaluates every width without paying for padded steps (a padded batch would run every
+    width for as many steps as the longest: 2.8x the steps for widths 16, 32, 64 and 256)."""
+
+    inputs: np.ndarray  # [T, R, 2]
+    targets: np.ndarray  # [T, R, 1]
+    starts: np.ndarray  # [T, R] bool: a pair starts here, and the carry restarts from zero
+    pair: np.ndarray  # [T, R] int32: the pair each step belongs to, -1 on the unused tail of a row
+
+
+def pack_pairs(batches: list[addition.Batch]) -> PackedPairs:
+    """Packs full-length batches `[L_i, N_i, ...]`; pair ids run over the batches in order."""
+    T = max(b.inputs.shape[0] for b in batches)
+    parts, first_id = [], 0
+    for b in batches:
+        L, N = b.targets.shape[:2]
+        per_row = T // L
+        rows = -(-N // per_row)
+
+        def lay(a, fill=0):  # [L, N, ...] -> [T, rows, ...]: pair r*per_row + j at steps j*L .. j*L+L-1 of row r
+            rest = [(0, 0)] * (a.ndim - 2)
+            a = np.pad(a, [(0, 0), (0, rows * per_row - N), *rest], constant_values=fill)
+            a = np.moveaxis(a.reshape(L, rows, per_row, *a.shape[2:]), 2, 0).reshape(per_row * L, rows, *a.shape[2:])
+            return np.pad(a, [(0, T - per_row * L), (0, 0), *rest], constant_values=fill)
+
+        starts = np.zeros((L, N), bool)
+        starts[0] = True
+        pair = np.broadcast_to(first_id + np.arange(N, dtype=np.int32), (L, N))
+        parts.append((lay(b.inputs), lay(b.targets), lay(starts), lay(pair, fill=-1)))
+        first_id += N
+    return PackedPairs(*(np.concatenate(xs, axis=1) for xs in zip(*parts)))
+
+
+def generalization_pairs(task: AdditionTask, dtype) -> tuple[list[int], PackedPairs]:
+    """`generalization_samples` fixed random pairs of every width in `generalization_bits`, packed."""
     widths = sorted(set(task.generalization_bits))
-    t_max = max(addition.sequence_length(n, task.full_range) for n in widths)
-    inputs, targets, lengths = [], [], []
-    for n in widths:
-        b = addition.random_pairs(GENERALIZATION_SEED + n, task.generalization_samples, n, task.full_range, dtype)
-        pad = ((0, t_max - b.inputs.shape[0]), (0, 0), (0, 0))
-        inputs.append(np.pad(b.inputs, pad))
-        targets.append(np.pad(b.targets, pad))
-        lengths.append(np.full((task.generalization_samples,), b.inputs.shape[0], np.int32))
-    batch = addition.Batch(np.concatenate(inputs, axis=1), np.concatenate(targets, axis=1))
-    return widths, batch, np.concatenate(lengths)
+    batches = [addition.random_pairs(GENERALIZATION_SEED + n, task.generalization_samples, n, task.full_range, dtype) for n in widths]
+    return widths, pack_pairs(batches)
+
+
+def packed_exact(model: SequenceModel, params: ModelParams, packed: PackedPairs, pairs: int) -> jax.Array:
+    """Per pair `[pairs]`: 1.0 if every bit of its sum is right. The carry restarts at each pair's
+    first step, so each pair sees exactly what `model.logits` would show it alone."""
+    cell = model.cell
+    rows = packed.inputs.shape[1]
+    zero = cell.initial_carry((rows,), jax.tree.leaves(params.cell)[0].dtype)
+
+    def step(carry, x_start):
+        x, start = x_start
+        carry = jax.tree.map(lambda c0, c: jnp.where(start[:, None], c0, c), zero, carry)
+        return cell.apply(params.cell, carry, x)
+
+    _, hs = jax.lax.scan(step, zero, (packed.inputs, packed.starts))
+    logits = model.readout.apply(params.readout, hs)
+    wrong = (logits[..., 0] > 0) != (packed.targets[..., 0] > 0.5)
+    wrong_pairs = jax.ops.segment_max(wrong.ravel().astype(jnp.int32), jnp.where(packed.pair < 0, pairs, packed.pair).ravel(), num_segments=pairs + 1)
+    return 1.0 - wrong_pairs[:pairs].astype(jnp.float32)
 
 
 @dataclass
@@ -318,12 +353,14 @@ def train(cfg: Config, trainer: Trainer, run_dir: Path, progress: Progress) -> T
 def summarize(cfg: Config, trainer: Trainer, state: TrainState, progress: Progress, device: dict) -> dict[str, Any]:
     """The summary.json of a run, length generalisation included."""
     task: AdditionTask = cfg.task
-    widths, gen_data, gen_lengths = generalization_batch(task, np.dtype(dtype_of(cfg.train.dtype)))
+    widths, packed = generalization_pairs(task, np.dtype(dtype_of(cfg.train.dtype)))
+    pairs = len(widths) * task.generalization_samples
+    exact = jax.vmap(lambda params, packed: packed_exact(trainer.model, params, packed, pairs), in_axes=(0, None))
     t0 = time.perf_counter()
-    evaluate = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None, None))).lower(state.params, gen_data, gen_lengths).compile(compiler_options=compile_options())
+    evaluate = jax.jit(exact).lower(state.params, packed).compile(compiler_options=compile_options())
     progress.compile_seconds += time.perf_counter() - t0
-    per_example = evaluate(state.params, gen_data, gen_lengths)
-    per_width = np.asarray(per_example).reshape(len(progress.seeds), len(widths), task.generalization_samples).mean(axis=2)
+    per_pair = evaluate(state.params, packed)
+    per_width = np.asarray(per_pair).reshape(len(progress.seeds), len(widths), task.generalization_samples).mean(axis=2)
     per_width = np.where(progress.finite[:, None], per_width, 0.0)
     status = "interrupted" if progress.interrupted else "ok" if progress.finite.any() else "failed"
     summary = {

@@ -9,7 +9,7 @@ import rnn_jax as rj
 from rnn_jax import addition, checkpoint, reference2015
 from rnn_jax.config import AdditionTask, Config, ModelConfig, OptimConfig, TrainConfig
 from rnn_jax.model import DenseParams, ModelParams
-from rnn_jax.run_addition import addition_loss, generalization_batch, make_trainer, params_from_2015
+from rnn_jax.run_addition import GENERALIZATION_SEED, addition_loss, generalization_pairs, make_trainer, pack_pairs, packed_exact, params_from_2015
 
 
 @pytest.fixture
@@ -112,17 +112,40 @@ def perfect_adder(dtype=jnp.float32, carry_weight=1.0) -> ModelParams:
 
 
 def test_generalization_of_a_hand_set_adder():
-    cfg = Config(task=AdditionTask(generalization_bits=[8, 64], generalization_samples=500), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
-    trainer = make_trainer(cfg)
-    widths, batch, lengths = generalization_batch(cfg.task, np.float32)
-    assert widths == [8, 64] and batch.inputs.shape == (64, 1000, 2)
-    exact = np.asarray(trainer.evaluate(perfect_adder(), batch, lengths)).reshape(2, 500)
+    cfg = Config(task=AdditionTask(generalization_bits=[64, 8], generalization_samples=500), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
+    model = make_trainer(cfg).model
+    widths, packed = generalization_pairs(cfg.task, np.float32)
+    assert widths == [8, 64] and packed.inputs.shape == (64, -(-500 // 8) + 500, 2)
+    exact = np.asarray(packed_exact(model, perfect_adder(), packed, 1000)).reshape(2, 500)
     np.testing.assert_array_equal(exact, 1.0)
     # Without its carry it adds exactly the pairs that never carry: a & b == 0.
-    exact = np.asarray(trainer.evaluate(perfect_adder(carry_weight=0.0), batch, lengths)).reshape(2, 500)
+    exact = np.asarray(packed_exact(model, perfect_adder(carry_weight=0.0), packed, 1000)).reshape(2, 500)
     for j, n in enumerate(widths):
-        a = addition.bits_int(batch.inputs[:n, j * 500 : (j + 1) * 500, 0])
-        b = addition.bits_int(batch.inputs[:n, j * 500 : (j + 1) * 500, 1])
+        pairs = addition.random_pairs(GENERALIZATION_SEED + n, 500, n)
+        a, b = addition.bits_int(pairs.inputs[..., 0]), addition.bits_int(pairs.inputs[..., 1])
         no_carry = np.array([(x & y) == 0 for x, y in zip(a, b)], dtype=float)
         np.testing.assert_array_equal(exact[j], no_carry)
     assert exact[1].mean() < exact[0].mean()
+
+
+@pytest.mark.parametrize("cell,layers,full_range", [("elman", 1, False), ("lstm", 2, True), ("gru", 1, False)])
+def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range):
+    """Pairs of several widths packed end to end in rows are judged exactly as when each width's
+    batch runs through `model.logits` on its own; a model that half adds makes the verdicts vary."""
+    cfg = Config(task=AdditionTask(full_range=full_range), model=ModelConfig(cell=cell, hidden=4, layers=layers))
+    model = make_trainer(cfg).model
+    params = model.init(jax.random.PRNGKey(3), 2)
+    # Readout bias at the median logit of the widest batch, so that about half the bits are 1.
+    batches = [addition.random_pairs(n, count, n, full_range) for n, count in [(3, 37), (5, 50), (11, 23)]]
+    _, z = model.logits(params, batches[-1].inputs)
+    params = params._replace(readout=params.readout._replace(b=params.readout.b - np.median(z)))
+    bit_rate = np.mean(np.asarray(model.logits(params, batches[-1].inputs)[1]) > 0)
+    assert 0.3 < bit_rate < 0.7
+
+    expected = []
+    for b in batches:
+        _, logits = model.logits(params, b.inputs)
+        expected.append(np.all((np.asarray(logits) > 0) == (b.targets > 0.5), axis=(0, 2)).astype(np.float32))
+    packed = pack_pairs(batches)
+    got = np.asarray(jax.jit(packed_exact, static_argnums=(0, 3))(model, params, packed, 110))
+    np.testing.assert_array_equal(got, np.concatenate(expected))
