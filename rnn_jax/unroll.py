@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax.cells import Cell
 from rnn_jax.fused import masked_scan, sequence_mask
@@ -16,7 +17,7 @@ def _param_dtype(params):
     return leaves[0].dtype if leaves else None
 
 
-def _check_lengths(lengths, batch_shape):
+def _check_lengths(lengths, batch_shape, steps: int):
     if tuple(jnp.shape(lengths)) != tuple(batch_shape):
         raise ValueError(
             f"lengths must have the batch shape of xs, {tuple(batch_shape)} (xs is [T, *batch, input]), "
@@ -24,6 +25,11 @@ def _check_lengths(lengths, batch_shape):
         )
     if not jnp.issubdtype(jnp.asarray(lengths).dtype, jnp.integer):
         raise TypeError(f"lengths must be integers, got dtype {jnp.asarray(lengths).dtype}")
+    if not isinstance(lengths, jax.core.Tracer):  # values are checkable only outside jit
+        values = np.asarray(lengths)
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > steps:
+            raise ValueError(f"lengths must lie in [0, T={steps}] (T is xs.shape[0]), got values from {low} to {high}")
 
 
 def unroll(
@@ -43,8 +49,9 @@ def unroll(
       params: the cell's parameters.
       xs: `[T, *batch, input_size]`; leading batch dimensions are optional.
       carry: the initial carry; zeros (in the parameters' dtype) when None.
-      lengths: `[*batch]` integers; steps `t >= length` are padding: they leave the carry
+      lengths: `[*batch]` integers in [0, T]; steps `t >= length` are padding: they leave the carry
         unchanged and their outputs are zero, so the final carry is the one after `length` steps.
+        Values outside [0, T] are an error when `lengths` is concrete (under `jit` they cannot be seen).
       reverse: run from the last step to the first (outputs stay in input order). With
         `lengths`, the padded tail is skipped first, so a reverse run starts at step length-1.
       unroll: how many steps `lax.scan` unrolls per loop iteration (a speed knob only). None: the
@@ -59,7 +66,7 @@ def unroll(
     if carry is None:
         carry = cell.initial_carry(batch_shape, _param_dtype(params))
     if lengths is not None:
-        _check_lengths(lengths, batch_shape)
+        _check_lengths(lengths, batch_shape, xs.shape[0])
     mask = sequence_mask(lengths, xs.shape[0], len(batch_shape))  # [T, *batch] or None
 
     if cell.layers:

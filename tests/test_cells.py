@@ -181,6 +181,10 @@ def test_wrong_input_width_is_a_clear_error():
         rj.unroll(cell, params, jnp.zeros((T, B, I + 1)))
     with pytest.raises(ValueError, match="lengths"):
         rj.unroll(cell, params, jnp.zeros((T, B, I)), lengths=jnp.array([1, 2]))
+    for bad in (T + 1, -1):
+        lengths = jnp.full((B,), 1).at[0].set(bad)
+        with pytest.raises(ValueError, match=rf"lengths must lie in \[0, T={T}\].* {bad}"):
+            rj.unroll(cell, params, jnp.zeros((T, B, I)), lengths=lengths)
 
 
 def test_sequence_model_expresses_the_2015_network():
