@@ -177,8 +177,12 @@ def validate(cfg: Config) -> Config:
         _choice("task.data", task.data, DATA_NAMES)
         _at_least("task.eval_samples", task.eval_samples, 1)
         _at_least("task.generalization_samples", task.generalization_samples, 1)
+        if not task.generalization_bits:
+            raise ConfigError("task.generalization_bits", list(task.generalization_bits), "must name at least one width, e.g. [16, 32]")
         for n in task.generalization_bits:
             _at_least("task.generalization_bits", n, 1)
+        if t.resume is not None:
+            raise ConfigError("train.resume", t.resume, "allowed only with task=charlm; addition runs are short and always start afresh")
         if task.data == "numpy2015" and not (m.cell == "elman" and m.layers == 1 and t.batch_size == 1):
             raise ConfigError(
                 "task.data", task.data, "numpy2015 replays the 2015 script: needs model.cell=elman, model.layers=1, train.batch_size=1"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,8 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
         ("backend.name=xpu", "backend.name"),
         ("task.loss=hinge", "task.loss"),
         ("task.data=numpy2015", "task.data"),
+        ("task.generalization_bits=[]", "task.generalization_bits"),
+        ("train.resume=/tmp/some_run", "train.resume"),
     ],
 )
 def test_each_bad_value_names_its_key(override, key):
@@ -119,8 +122,8 @@ def test_missing_accelerator_is_an_error_not_a_silent_cpu_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path):
-    import signal
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path, signum, code):
     import time
 
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -130,9 +133,9 @@ def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     summary = json.loads((tmp_path / "summary.json").read_text())
     logged = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert summary["status"] == "interrupted"
