@@ -15,7 +15,8 @@ from rnn_jax.checkpoint import atomic_write_json
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Holds SIGINT and SIGTERM until the block ends, then raises `KeyboardInterrupt` if one came.
+    """Holds SIGINT and SIGTERM until the block ends, then delivers the first that came to the
+    handler that was in place before (Ctrl-C's: `KeyboardInterrupt`).
 
     Wraps bookkeeping that must happen whole: the step counter, the state it counts and the
     log line that reports them. An interrupt in the middle would leave a summary whose step
@@ -34,7 +35,7 @@ def interrupts_deferred() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if received:
-        raise KeyboardInterrupt(f"signal {received[0]}")
+        signal.raise_signal(received[0])
 
 
 class RunDirectoryError(ValueError):

@@ -78,7 +78,12 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return runner.run(cfg, Path(run_dir), device)
 
 
+_SIGNALS_RECEIVED: list[int] = []
+
+
 def _raise_keyboard_interrupt(signum, frame):
+    """SIGTERM (a scheduler's stop) ends the run the way Ctrl-C does; `main` exits 128 + signum."""
+    _SIGNALS_RECEIVED.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -109,7 +114,7 @@ def main(dcfg: DictConfig) -> float:
         summary = run(to_config(dcfg), run_dir)
     except KeyboardInterrupt:
         print(f"interrupted; what was written is in {run_dir}", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(128 + (_SIGNALS_RECEIVED[-1] if _SIGNALS_RECEIVED else signal.SIGINT))  # 130 or 143
     except Exception as e:  # noqa: BLE001 - every failure is recorded in the job's own directory
         if isinstance(e, USER_ERRORS) and not sweeping:
             restore_earlier_run_config()  # refused: the directory's earlier run keeps its record
