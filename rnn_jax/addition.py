@@ -112,7 +112,7 @@ def all_pairs(bits: int, full_range: bool = False, dtype=np.float32) -> Batch:
 def random_pairs(seed: int, count: int, bits: int, full_range: bool = False, dtype=np.float32) -> Batch:
     """`count` fixed random operand pairs (a constant evaluation set, the same in every run)."""
     rng = np.random.default_rng(seed)
-    ab = rng.integers(0, 2, size=(2, bits, count), dtype=np.int32)
+    ab = rng.integers(0, 2, size=(2, bits, count), dtype=np.int8)  # int8: a wide, large set stays small
     if not full_range:
         ab[:, bits - 1] = 0
     return from_operand_bits_np(ab[0], ab[1], full_range, dtype)
@@ -125,7 +125,11 @@ def eval_batch(bits: int, full_range: bool, max_samples: int, seed: int = 0, dty
     return random_pairs(seed, max_samples, bits, full_range, dtype)
 
 
+def exact_pairs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """`[B]` booleans: every output bit of the example is right (`logits > 0` reads as 1). `[T, B, 1]`."""
+    return jnp.all((logits > 0) == (targets > 0.5), axis=(0, 2))
+
+
 def exact_accuracy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Fraction of examples whose every output bit is right (`logits > 0` reads as 1). `[T, B, 1]`."""
-    correct = (logits > 0) == (targets > 0.5)
-    return jnp.mean(jnp.all(correct, axis=(0, 2)))
+    """Fraction of examples whose every output bit is right. `[T, B, 1]`."""
+    return jnp.mean(exact_pairs(logits, targets))

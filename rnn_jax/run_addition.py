@@ -145,10 +145,53 @@ def numpy2015_replicas(cfg: Config, seeds: list[int], trainer: Trainer) -> Repli
     return Replicas(state, jax.device_put(addition.Batch(np.stack(inputs), np.stack(targets))))
 
 
+EVAL_PIECE_FLOATS = 2**24  # hidden-state values one evaluation piece may hold, all seeds together
+
+
+def rows_per_piece(cfg: Config, steps: int) -> int:
+    """How many sequences of `steps` steps one evaluation piece runs at once: evaluating a wide
+    task's whole set in one scan would hold `steps x pairs x hidden` values per seed (gigabytes
+    at a few hundred bits), so large sets are evaluated piece by piece."""
+    per_row = steps * cfg.model.hidden * cfg.model.layers * cfg.train.seeds
+    return max(1, EVAL_PIECE_FLOATS // per_row)
+
+
+def in_pieces(arrays: Any, rows: int, fill: Any) -> Any:
+    """`[T, R, ...]` arrays (a NamedTuple of them) as `[n, T, rows, ...]`, the last piece padded
+    with `fill` (a NamedTuple of fill values alike)."""
+    R = jax.tree.leaves(arrays)[0].shape[1]
+    rows = min(rows, R)
+    n = -(-R // rows)
+
+    def split(a, value):
+        a = np.pad(a, [(0, 0), (0, n * rows - R)] + [(0, 0)] * (a.ndim - 2), constant_values=value)
+        return np.moveaxis(a.reshape(a.shape[0], n, rows, *a.shape[2:]), 1, 0)
+
+    return jax.tree.map(split, arrays, fill)
+
+
+class EvalSet(NamedTuple):
+    """The fixed evaluation set of a run, in pieces `[n, T, rows, ...]`; bits as uint8."""
+
+    inputs: np.ndarray  # [n, T, rows, 2]
+    targets: np.ndarray  # [n, T, rows, 1]
+    valid: np.ndarray  # [n, rows] bool: False on the padding of the last piece
+
+
+def eval_set(cfg: Config) -> EvalSet:
+    """All operand pairs when there are at most `task.eval_samples`, else that many fixed ones."""
+    task: AdditionTask = cfg.task
+    batch = addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, np.uint8)
+    T, N = batch.targets.shape[:2]
+    whole = EvalSet(batch.inputs, batch.targets, np.ones((T, N), bool))
+    pieces = in_pieces(whole, rows_per_piece(cfg, T), EvalSet(0, 0, False))
+    return pieces._replace(valid=pieces.valid[:, 0])
+
+
 def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
-    """`runner(state, data, start, eval_batch, k) -> (state, losses [S, k], accuracy [S])`: steps
-    start..start+k-1 of every replica, then each replica's exact accuracy on `eval_batch` (an
-    `addition.Batch` of full-length sequences, or None to skip it: accuracy is then None), in one
+    """`runner(state, data, start, eval_set, k) -> (state, losses [S, k], accuracy [S])`: steps
+    start..start+k-1 of every replica, then each replica's exact accuracy on `eval_set` (an
+    `EvalSet`, or None to skip it: accuracy is then None), in one
     program, jitted with `k` static. One replica runs without `vmap`, whose batched matmuls cost
     more than plain ones when there is nothing to batch. The state is not donated: it is small,
     and an interrupt must find the state of the last logged chunk intact to checkpoint it."""
@@ -159,9 +202,14 @@ def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
             return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), data)
         return jax.lax.map(lambda key: trainer.sample_chunk(key, start, k), data)  # not vmap: see init_replicas
 
-    def accuracy(params, eval_batch):  # full-length sequences: no masks needed
-        _, logits = trainer.model.logits(params, eval_batch.inputs, unroll=cfg.model.unroll)
-        return addition.exact_accuracy(logits, eval_batch.targets)
+    dtype = dtype_of(cfg.train.dtype)
+
+    def accuracy(params, eval_set: EvalSet):
+        def exact_in(piece: EvalSet):  # full-length sequences: no masks needed
+            _, logits = trainer.model.logits(params, piece.inputs.astype(dtype), unroll=cfg.model.unroll)
+            return jnp.sum(addition.exact_pairs(logits, piece.targets) & piece.valid)
+
+        return jnp.sum(jax.lax.map(exact_in, eval_set)) / jnp.sum(eval_set.valid)
 
     def one(state, xs, eval_batch):
         state, losses = trainer.chunk(state, xs)
@@ -211,29 +259,38 @@ def pack_pairs(batches: list[addition.Batch]) -> PackedPairs:
     return PackedPairs(*(np.concatenate(xs, axis=1) for xs in zip(*parts)))
 
 
-def generalization_pairs(task: AdditionTask, dtype) -> tuple[list[int], PackedPairs]:
-    """`generalization_samples` fixed random pairs of every width in `generalization_bits`, packed."""
+def generalization_pairs(cfg: Config) -> tuple[list[int], PackedPairs]:
+    """`generalization_samples` fixed random pairs of every width in `generalization_bits`, packed,
+    in pieces for `packed_exact`."""
+    task: AdditionTask = cfg.task
     widths = sorted(set(task.generalization_bits))
-    batches = [addition.random_pairs(GENERALIZATION_SEED + n, task.generalization_samples, n, task.full_range, dtype) for n in widths]
-    return widths, pack_pairs(batches)
+    batches = [addition.random_pairs(GENERALIZATION_SEED + n, task.generalization_samples, n, task.full_range, np.uint8) for n in widths]
+    packed = pack_pairs(batches)
+    return widths, in_pieces(packed, rows_per_piece(cfg, packed.inputs.shape[0]), PackedPairs(0, 0, False, -1))
 
 
-def packed_exact(model: SequenceModel, params: ModelParams, packed: PackedPairs, pairs: int) -> jax.Array:
-    """Per pair `[pairs]`: 1.0 if every bit of its sum is right. The carry restarts at each pair's
+def packed_exact(model: SequenceModel, params: ModelParams, pieces: PackedPairs, pairs: int) -> jax.Array:
+    """Per pair `[pairs]`: 1.0 if every bit of its sum is right, from packed pairs in pieces
+    (`in_pieces`, `[n, T, rows, ...]`, run one after another). The carry restarts at each pair's
     first step, so each pair sees exactly what `model.logits` would show it alone."""
     cell = model.cell
-    rows = packed.inputs.shape[1]
-    zero = cell.initial_carry((rows,), jax.tree.leaves(params.cell)[0].dtype)
+    dtype = jax.tree.leaves(params.cell)[0].dtype
 
-    def step(carry, x_start):
-        x, start = x_start
-        carry = jax.tree.map(lambda c0, c: jnp.where(start[:, None], c0, c), zero, carry)
-        return cell.apply(params.cell, carry, x)
+    def wrong_in(piece: PackedPairs):  # -> [pairs + 1]: 1 where a pair has a wrong bit; the last is padding
+        zero = cell.initial_carry((piece.inputs.shape[1],), dtype)
 
-    _, hs = jax.lax.scan(step, zero, (packed.inputs, packed.starts))
-    logits = model.readout.apply(params.readout, hs)
-    wrong = (logits[..., 0] > 0) != (packed.targets[..., 0] > 0.5)
-    wrong_pairs = jax.ops.segment_max(wrong.ravel().astype(jnp.int32), jnp.where(packed.pair < 0, pairs, packed.pair).ravel(), num_segments=pairs + 1)
+        def step(carry, x_start):
+            x, start = x_start
+            carry = jax.tree.map(lambda c0, c: jnp.where(start[:, None], c0, c), zero, carry)
+            return cell.apply(params.cell, carry, x.astype(dtype))  # bits may come as uint8
+
+        _, hs = jax.lax.scan(step, zero, (piece.inputs, piece.starts))
+        logits = model.readout.apply(params.readout, hs)
+        wrong = (logits[..., 0] > 0) != (piece.targets[..., 0] > 0.5)
+        ids = jnp.where(piece.pair < 0, pairs, piece.pair)
+        return jax.ops.segment_max(wrong.ravel().astype(jnp.int32), ids.ravel(), num_segments=pairs + 1)
+
+    wrong_pairs = jnp.max(jax.lax.map(wrong_in, pieces), axis=0)
     return 1.0 - wrong_pairs[:pairs].astype(jnp.float32)
 
 
@@ -309,12 +366,11 @@ def train(cfg: Config, trainer: Trainer, run_dir: Path, progress: Progress) -> T
     from tqdm.auto import tqdm
 
     task: AdditionTask = cfg.task
-    dtype = np.dtype(dtype_of(cfg.train.dtype))
     t0 = time.perf_counter()
     state, data = init_replicas(cfg, trainer, progress.seeds)
     progress.compile_seconds += time.perf_counter() - t0  # almost all of it is compiling
     runner = make_chunk_runner(cfg, trainer)
-    eval_data = jax.device_put(addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, dtype))
+    eval_data = jax.device_put(eval_set(cfg))
     compiled: dict[int, Any] = {}  # chunk length -> executable (the last chunk may be shorter)
 
     def chunk(state, k):
@@ -353,7 +409,7 @@ def train(cfg: Config, trainer: Trainer, run_dir: Path, progress: Progress) -> T
 def summarize(cfg: Config, trainer: Trainer, state: TrainState, progress: Progress, device: dict) -> dict[str, Any]:
     """The summary.json of a run, length generalisation included."""
     task: AdditionTask = cfg.task
-    widths, packed = generalization_pairs(task, np.dtype(dtype_of(cfg.train.dtype)))
+    widths, packed = generalization_pairs(cfg)
     pairs = len(widths) * task.generalization_samples
     exact = jax.vmap(lambda params, packed: packed_exact(trainer.model, params, packed, pairs), in_axes=(0, None))
     t0 = time.perf_counter()

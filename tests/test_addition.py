@@ -9,7 +9,7 @@ import rnn_jax as rj
 from rnn_jax import addition, checkpoint, reference2015
 from rnn_jax.config import AdditionTask, Config, ModelConfig, OptimConfig, TrainConfig
 from rnn_jax.model import DenseParams, ModelParams
-from rnn_jax.run_addition import GENERALIZATION_SEED, addition_loss, generalization_pairs, make_trainer, pack_pairs, packed_exact, params_from_2015
+from rnn_jax.run_addition import GENERALIZATION_SEED, PackedPairs, addition_loss, generalization_pairs, in_pieces, make_trainer, pack_pairs, packed_exact, params_from_2015
 
 
 @pytest.fixture
@@ -114,12 +114,12 @@ def perfect_adder(dtype=jnp.float32, carry_weight=1.0) -> ModelParams:
 def test_generalization_of_a_hand_set_adder():
     cfg = Config(task=AdditionTask(generalization_bits=[64, 8], generalization_samples=500), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
     model = make_trainer(cfg).model
-    widths, packed = generalization_pairs(cfg.task, np.float32)
-    assert widths == [8, 64] and packed.inputs.shape == (64, -(-500 // 8) + 500, 2)
-    exact = np.asarray(packed_exact(model, perfect_adder(), packed, 1000)).reshape(2, 500)
+    widths, pieces = generalization_pairs(cfg)
+    assert widths == [8, 64] and pieces.inputs.shape == (1, 64, -(-500 // 8) + 500, 2)
+    exact = np.asarray(packed_exact(model, perfect_adder(), pieces, 1000)).reshape(2, 500)
     np.testing.assert_array_equal(exact, 1.0)
     # Without its carry it adds exactly the pairs that never carry: a & b == 0.
-    exact = np.asarray(packed_exact(model, perfect_adder(carry_weight=0.0), packed, 1000)).reshape(2, 500)
+    exact = np.asarray(packed_exact(model, perfect_adder(carry_weight=0.0), pieces, 1000)).reshape(2, 500)
     for j, n in enumerate(widths):
         pairs = addition.random_pairs(GENERALIZATION_SEED + n, 500, n)
         a, b = addition.bits_int(pairs.inputs[..., 0]), addition.bits_int(pairs.inputs[..., 1])
@@ -128,10 +128,11 @@ def test_generalization_of_a_hand_set_adder():
     assert exact[1].mean() < exact[0].mean()
 
 
-@pytest.mark.parametrize("cell,layers,full_range", [("elman", 1, False), ("lstm", 2, True), ("gru", 1, False)])
-def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range):
-    """Pairs of several widths packed end to end in rows are judged exactly as when each width's
-    batch runs through `model.logits` on its own; a model that half adds makes the verdicts vary."""
+@pytest.mark.parametrize("cell,layers,full_range,rows", [("elman", 1, False, 1000), ("lstm", 2, True, 7), ("gru", 1, False, 16)])
+def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, rows):
+    """Pairs of several widths packed end to end in rows, and the rows cut into pieces of `rows`,
+    are judged exactly as when each width's batch runs through `model.logits` on its own; a
+    model that half adds makes the verdicts vary."""
     cfg = Config(task=AdditionTask(full_range=full_range), model=ModelConfig(cell=cell, hidden=4, layers=layers))
     model = make_trainer(cfg).model
     params = model.init(jax.random.PRNGKey(3), 2)
@@ -146,6 +147,30 @@ def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range):
     for b in batches:
         _, logits = model.logits(params, b.inputs)
         expected.append(np.all((np.asarray(logits) > 0) == (b.targets > 0.5), axis=(0, 2)).astype(np.float32))
-    packed = pack_pairs(batches)
-    got = np.asarray(jax.jit(packed_exact, static_argnums=(0, 3))(model, params, packed, 110))
+    pieces = in_pieces(pack_pairs(batches), rows, PackedPairs(0, 0, False, -1))
+    assert pieces.inputs.shape[0] == -(-pack_pairs(batches).inputs.shape[1] // rows)
+    got = np.asarray(jax.jit(packed_exact, static_argnums=(0, 3))(model, params, pieces, 110))
     np.testing.assert_array_equal(got, np.concatenate(expected))
+
+
+def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkeypatch):
+    """A wide task's evaluation set is cut into pieces (here forced small: 3 pieces, the last one
+    padded); the accuracy equals `exact_accuracy` on the whole set at once."""
+    import rnn_jax.run_addition as ra
+
+    cfg = Config(task=AdditionTask(bits=5, eval_samples=100), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
+    trainer = make_trainer(cfg)
+    monkeypatch.setattr(ra, "EVAL_PIECE_FLOATS", 5 * 3 * 40)  # 40 rows per piece
+    pieces = ra.eval_set(cfg)
+    assert pieces.inputs.shape == (3, 5, 40, 2) and pieces.valid.sum() == 100 and pieces.inputs.dtype == np.uint8
+    params = perfect_adder(carry_weight=0.0)  # right exactly on the pairs that never carry
+    state = trainer.init(jax.random.PRNGKey(1))
+    whole = addition.eval_batch(5, False, 100, ra.GENERALIZATION_SEED)
+    _, logits = trainer.model.logits(params, whole.inputs)
+    expected = float(addition.exact_accuracy(logits, whole.targets))
+    assert 0 < expected < 1
+    runner = ra.make_chunk_runner(cfg, trainer)
+    replicated = jax.tree.map(lambda a: a[None], state._replace(params=params))
+    keys = jax.random.split(jax.random.key(0, impl="rbg"), 1)
+    _, _, accuracy = runner(replicated, keys, jnp.int32(0), pieces, 0)
+    assert float(accuracy[0]) == pytest.approx(expected, abs=1e-7)
