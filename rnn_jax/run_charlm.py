@@ -133,12 +133,39 @@ def checkpoint_meta(cfg: Config, data: CharLMData, step: int, **extra) -> dict:
     }
 
 
-def restore(path: Path, template: CharLMState, vocab: Optional[Vocab] = None):
+# Settings that shape the training state: a resume must keep them (the learning rate, dropout,
+# steps and the like may change). "optim.clip_norm" counts only as set or not.
+STATE_SHAPING_KEYS = (
+    "model.cell", "model.hidden", "model.layers", "model.use_bias", "model.readout_bias",
+    "task.embedding", "optim.name", "optim.schedule", "optim.clip_norm", "train.batch_size", "train.dtype",
+)
+
+
+def restore(path: Path, template: CharLMState, vocab: Optional[Vocab] = None, cfg: Optional[Config] = None):
     """`(state, meta)` from the checkpoint directory `path`; `CheckpointError` when it is not a
-    charlm checkpoint, was trained on another vocabulary, or does not fit `template`."""
-    check_meta(path, checkpoint.load_meta(path), vocab)  # before reading the state
+    charlm checkpoint, was trained on another vocabulary or with settings that shape the state
+    otherwise than `cfg`, or does not fit `template`."""
+    meta = checkpoint.load_meta(path)
+    check_meta(path, meta, vocab)  # before reading the state
+    if cfg is not None:
+        check_same_shape(path, meta["config"], dataclasses.asdict(cfg))
     state, meta = checkpoint.load(path, target=template)
     return jax.device_put(state), meta
+
+
+def check_same_shape(path: Path, saved: dict, wanted: dict) -> None:
+    """`CheckpointError` naming every `STATE_SHAPING_KEYS` setting that differs."""
+
+    def value(config, key):
+        section, name = key.split(".")
+        v = config.get(section, {}).get(name)
+        return ("set" if v is not None else "None") if key == "optim.clip_norm" else v
+
+    differ = [k for k in STATE_SHAPING_KEYS if value(saved, k) != value(wanted, k)]
+    if differ:
+        was = ", ".join(f"{k}={value(saved, k)}" for k in differ)
+        now = ", ".join(f"{k}={value(wanted, k)}" for k in differ)
+        raise CheckpointError(f"checkpoint {path} was trained with {was}; this run has {now}. Resuming needs the same model, optimizer, batch size and dtype")
 
 
 def check_meta(path: Path, meta: dict, vocab: Optional[Vocab] = None) -> None:
@@ -190,9 +217,11 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     last, best = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     resumed_from, prev_elapsed, best_bpc = None, 0.0, math.inf
     if cfg.train.resume and not (source / "checkpoints" / "last").is_dir():
+        if (source / "checkpoint").is_dir():
+            raise CheckpointError(f"train.resume={cfg.train.resume} is an addition run; resuming needs a charlm run directory")
         raise CheckpointError(f"train.resume={cfg.train.resume}: no checkpoint at {source / 'checkpoints' / 'last'}")
     if (source / "checkpoints" / "last").is_dir():
-        state, meta = restore(source / "checkpoints" / "last", state, data.vocab)
+        state, meta = restore(source / "checkpoints" / "last", state, data.vocab, cfg)
         resumed_from = str(source / "checkpoints" / "last")
         prev_elapsed = float(meta.get("elapsed", 0.0))
         best_bpc = meta.get("best_val_bpc") or math.inf

@@ -321,8 +321,15 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
     with pytest.raises(CheckpointError, match="not a charlm checkpoint"):
         load_model(run_dir / "checkpoints" / "best")
 
-    with pytest.raises(CheckpointError, match="hidden|shape|match"):  # another model size
+    hidden = json.loads((straight_run[0] / "summary.json").read_text())["hidden"]
+    with pytest.raises(CheckpointError, match=rf"trained with model\.hidden={hidden}; this run has model\.hidden=8\."):
         train_run(tiny(text_file, "model.hidden=8", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
+    with pytest.raises(CheckpointError, match=r"trained with optim\.name=\w+, train\.batch_size=\d+; this run has optim\.name=sgd, train\.batch_size=3"):
+        train_run(tiny(text_file, "optim=sgd", "train.batch_size=3", f"train.resume='{straight_run[0]}'"), tmp_path / "x2")
+    addition_run = tmp_path / "addition_run"
+    (addition_run / "checkpoint").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="is an addition run"):
+        train_run(tiny(text_file, f"train.resume='{addition_run}'"), tmp_path / "x3")
     other = tmp_path / "other.txt"
     other.write_text(text_file.read_text(encoding="utf-8") + "新", encoding="utf-8")
     with pytest.raises(CheckpointError, match="another vocabulary"):
