@@ -339,7 +339,9 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     """Trains, evaluates and records one addition run; returns the summary.
 
     An interrupt (Ctrl-C, SIGTERM) ends training at once; the run is then evaluated,
-    checkpointed and summarised with `status: "interrupted"` before the interrupt goes on.
+    checkpointed and summarised with `status: "interrupted"` before the interrupt goes on. One
+    that comes while the run is still compiling leaves a summary with `steps: 0`; one that comes
+    while the run is being evaluated and saved waits for that to end.
     """
     if cfg.train.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("train.dtype", "float64", "needs jax_enable_x64 (rnn_jax.train.run sets it)")
@@ -348,14 +350,19 @@ def run(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
     trainer = make_trainer(cfg)
     seeds = [cfg.seed + i for i in range(cfg.train.seeds)]
     progress = Progress(seeds)
-    state = train(cfg, trainer, run_dir, progress)
-    summary = summarize(cfg, trainer, state, progress, device)
-    save_checkpoint(
-        run_dir / "checkpoint",
-        state.params,
-        {"task": "addition", "seeds": seeds, "model": asdict(cfg.model), "bits": cfg.task.bits, "full_range": cfg.task.full_range, "dtype": cfg.train.dtype, "step": progress.done},
-    )
-    write_summary(run_dir, summary)
+    try:
+        state = train(cfg, trainer, run_dir, progress)
+    except KeyboardInterrupt:  # still compiling: nothing was trained, so nothing to evaluate or save
+        write_summary(run_dir, {"status": "interrupted", "task": "addition", "cell": cfg.model.cell, "bits": cfg.task.bits, "hidden": cfg.model.hidden, "seeds": len(seeds), "steps": 0, **device})
+        raise
+    with interrupts_deferred():
+        summary = summarize(cfg, trainer, state, progress, device)
+        save_checkpoint(
+            run_dir / "checkpoint",
+            state.params,
+            {"task": "addition", "seeds": seeds, "model": asdict(cfg.model), "bits": cfg.task.bits, "full_range": cfg.task.full_range, "dtype": cfg.train.dtype, "step": progress.done},
+        )
+        write_summary(run_dir, summary)
     if progress.interrupted:
         raise KeyboardInterrupt
     return summary

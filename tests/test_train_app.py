@@ -144,6 +144,36 @@ def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path, signum, code)
     assert meta["step"] == summary["steps"]
 
 
+def test_interrupt_while_compiling_leaves_a_summary(tmp_path, monkeypatch):
+    import rnn_jax.run_addition as ra
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ra, "init_replicas", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(to_config(compose_config(TINY)), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == 0 and summary["backend"] == "cpu"
+
+
+def test_interrupt_while_saving_waits_for_the_summary_and_checkpoint(tmp_path, monkeypatch):
+    import rnn_jax.run_addition as ra
+
+    summarize = ra.summarize
+
+    def summarize_then_signal(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the final evaluation
+        return summarize(*args)
+
+    monkeypatch.setattr(ra, "summarize", summarize_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        run(to_config(compose_config(TINY)), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["steps"] == 40  # training had ended: its figures stand
+    assert checkpoint.load(tmp_path / "checkpoint")[1]["step"] == 40
+
+
 def test_unknown_key_added_with_plus_is_refused():
     with pytest.raises(ConfigError, match="model has no key 'hiden'"):
         to_config(compose_config(["+model.hiden=4"]))
