@@ -75,6 +75,11 @@ class Job:
     def group(self) -> tuple:
         return tuple(self.get(k) for k in GROUP_KEYS)
 
+    @property
+    def task(self) -> Optional[str]:
+        """"addition", "charlm", or None when neither the summary nor the config says."""
+        return (self.summary or {}).get("task") or (self.config.get("task") or {}).get("name")
+
 
 @dataclass
 class Group:
@@ -223,7 +228,11 @@ def pooled_over(groups: list[Group]) -> list[str]:
             continue
         seen: dict[str, set] = {}
         for j in g.jobs:
-            pairs = dict(o.lstrip("+~").split("=", 1) for o in j.overrides if "=" in o)
+            # The composed config where Hydra saved it: a preset changes keys no override names.
+            if j.config:
+                pairs = _flatten(j.config)
+            else:
+                pairs = dict(o.lstrip("+~").split("=", 1) for o in j.overrides if "=" in o)
             pairs = {SAME_AS.get(k, k): v for k, v in pairs.items()}
             # What the summaries say, for what an override did not name (a preset, a default).
             pairs.update({k: str(v) for k, v in (("backend", (j.summary or {}).get("backend")), ("optim.lr", j.get("lr")), ("model.layers", j.get("layers")), ("optim", j.get("optimizer")))})
@@ -232,6 +241,17 @@ def pooled_over(groups: list[Group]) -> list[str]:
                     seen.setdefault(k, set()).add(v)
         keys |= {k for k, vs in seen.items() if len(vs) > 1}
     return sorted(keys)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """`{"a": {"b": 1}}` as `{"a.b": "1"}`; lists as their JSON text."""
+    flat = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else str(v)
+    return flat
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -373,6 +393,8 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     """Writes report.md, report.csv and the figures into `sweep_dir`; returns the text to print."""
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir) if jobs is None else jobs
+    left_out = [j for j in jobs if j.task not in (None, "addition")]
+    jobs = [j for j in jobs if j not in left_out]
     groups = group_jobs(jobs)
     reported = [g for g in groups if g.seeds]  # groups with per-seed results to show
     counts = {s: sum(j.status == s for j in jobs) for s in ("ok", "failed", "running")}
@@ -398,6 +420,9 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
         f"{len(jobs)} jobs in {sweep_dir}: {counts['ok']} ok, {counts['failed']} failed, {counts['running']} running or missing"
         + (f", {counts['other']} interrupted" if counts["other"] else ""),
     ]
+    if left_out:
+        tasks = sorted({str(j.task) for j in left_out})
+        lines.append(f"{len(left_out)} {'/'.join(tasks)} jobs left out ({', '.join(j.name for j in left_out)}): this report covers binary addition")
     if pooled:
         lines.append(f"jobs sharing (cell, bits, hidden) are pooled (their seeds count together) across: {', '.join(pooled)}")
     text = "\n".join(lines + [""] + ([_md_table(header, rows)] if rows else ["(no finished job yet)"]) + ([""] + notes if notes else []))

@@ -119,6 +119,25 @@ def test_jobs_sharing_a_cell_are_pooled_and_the_report_says_over_what(tmp_path):
     assert "pooled" in text and "across: optim.lr\n" in text + "\n"
 
 
+def test_pooling_reads_the_composed_configs_where_a_preset_changed_what_no_override_names(tmp_path):
+    base = {"task": {"name": "addition", "bits": 4}, "model": {"cell": "lstm", "hidden": 4, "activation": "tanh"}, "optim": {"name": "adam", "lr": 0.01}, "train": {"batch_size": 64}}
+    preset = {**base, "model": {**base["model"], "activation": "sigmoid"}, "train": {"batch_size": 1}}
+    make_job(tmp_path, 0, summary(), [], config=base)
+    make_job(tmp_path, 1, summary(), ["+experiment=something"], config=preset)
+    text = report.write_report(tmp_path)
+    assert "across: model.activation, train.batch_size\n" in text + "\n"
+
+
+def test_jobs_of_another_task_are_left_out_and_named(tmp_path):
+    make_job(tmp_path, 0, summary())
+    make_job(tmp_path, 1, {"status": "ok", "task": "charlm", "cell": "lstm", "hidden": 128, "layers": 2, "final_val_bpc": 2.5})
+    make_job(tmp_path, 2, None, config={"task": {"name": "charlm"}, "model": {"cell": "gru", "hidden": 8}})
+    text = report.write_report(tmp_path)
+    assert text.startswith("1 jobs in") and "1 ok, 0 failed, 0 running" in text
+    assert "2 charlm jobs left out (1, 2): this report covers binary addition" in text
+    assert [r["job"] for r in read_csv(tmp_path)] == ["0"]
+
+
 def test_median_steps_ignores_unsolved_seeds():
     assert report.median_solved([100, None, 300, 200]) == 200.0
     assert math.isnan(report.median_solved([None, None]))
