@@ -73,7 +73,10 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
     """The checkpoint to sample from; a run directory that is not a charlm run, or whose best
     checkpoint is missing, is explained rather than reported as a missing directory."""
     if which not in ("best", "last"):
-        return Path(which).expanduser()
+        path = Path(which).expanduser()
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint={which}: no such directory; allowed: best, last (with run=<run dir>) or a checkpoint directory")
+        return path
     run_dir = Path(run).expanduser()
     path = run_dir / "checkpoints" / which
     if not path.is_dir():
@@ -103,8 +106,11 @@ def sample_text(model: CharLM, params, vocab: Vocab, prime: str, length: int, te
     """`prime` and `length` characters sampled after it. `VocabularyError` names an unknown
     character of the prime."""
     if not prime:
-        raise VocabularyError("the priming text is empty; give at least one character")
-    ids = jnp.asarray(encode(vocab, prime))
+        raise VocabularyError("prime: the priming text is empty; give at least one character")
+    try:
+        ids = jnp.asarray(encode(vocab, prime))
+    except VocabularyError as e:
+        raise VocabularyError(f"prime: {e}") from None
     out = jax.jit(generate, static_argnums=(0, 5))(model, params, ids, jax.random.PRNGKey(seed), temperature, length)
     return prime + decode(vocab, out)
 

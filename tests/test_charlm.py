@@ -344,7 +344,9 @@ def test_sample_cli(straight_run, capsys):
     assert sample_main([f"run={run_dir}", "temperature=0", "prime=alpha", "length=30", "seed=2"]) == 0
     assert capsys.readouterr().out == a and a.startswith("alpha") and len(a) == len("alpha") + 30 + 1
     assert sample_main([f"run={run_dir}", "prime=alpha 日"]) == 2
-    assert "'日'" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("error: prime: character '日'")
+    assert sample_main([f"run={run_dir}", "checkpoint=middle"]) == 2
+    assert "checkpoint=middle: no such directory; allowed: best, last" in capsys.readouterr().err
 
 
 @pytest.mark.slow
