@@ -24,6 +24,14 @@ def check_width(x, expected: int, name: str = "x") -> None:
         raise ValueError(f"{name} must have last dimension {expected} (the input size the params were made for), got shape {tuple(x.shape)}")
 
 
+def as_input(x, w, name: str = "x"):
+    """`x` checked against the weights `w [in, out]` it will be multiplied with, and cast to their
+    dtype: inputs follow the parameters' precision (bf16 parameters take float32 data), so a
+    carry computed from them keeps one dtype through `lax.scan`."""
+    check_width(x, w.shape[0], name)
+    return x if x.dtype == w.dtype else x.astype(w.dtype)
+
+
 def add_last(x, v):
     """`x + v` for `v` of shape `[n]` against `x` of shape `[..., n]`, explicit about the broadcast
     (so the library also runs under `jax_numpy_rank_promotion="raise"`)."""

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import fused
-from rnn_jax._checks import add_last, check_choice, check_positive_int, check_width
+from rnn_jax._checks import add_last, as_input, check_choice, check_positive_int
 from rnn_jax.initializers import get_initializer
 
 ACTIVATIONS = fused.ACTIVATIONS
@@ -158,7 +158,7 @@ def elman(
         return ElmanParams(w_x, w_h, b)
 
     def project(params: ElmanParams, x):
-        check_width(x, params.w_x.shape[0])
+        x = as_input(x, params.w_x)
         xp = fused.matmul(x, params.w_x, matmul_dtype)  # [*batch, H]
         return xp if params.b is None else add_last(xp, params.b)
 
@@ -227,7 +227,7 @@ def lstm(
         return LSTMCarry(zeros, zeros)
 
     def project(params: LSTMParams, x):
-        check_width(x, params.w_x.shape[0])
+        x = as_input(x, params.w_x)
         return add_last(fused.matmul(x, params.w_x, matmul_dtype), params.b)  # [*batch, 4H]
 
     def step(params: LSTMParams, carry: LSTMCarry, xp):
@@ -284,7 +284,7 @@ def gru(
         return GRUParams(w_x, w_h, init_fn(k_bx, (3 * H,), dtype, H), init_fn(k_bh, (H,), dtype, H))
 
     def project(params: GRUParams, x):
-        check_width(x, params.w_x.shape[0])
+        x = as_input(x, params.w_x)
         return add_last(fused.matmul(x, params.w_x, matmul_dtype), params.b_x)  # [*batch, 3H]
 
     def step(params: GRUParams, h, xp):

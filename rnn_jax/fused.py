@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import add_last, check_width
+from rnn_jax._checks import add_last, as_input
 from rnn_jax.backend import current_platform
 
 
@@ -93,8 +93,7 @@ def fused_inputs(project, params, xs, proj: Projection, plan):
     projected inside each step."""
     if plan.hoist:
         return project(params, xs), None  # [T, *batch, G]
-    check_width(xs, proj.w.shape[0])
-    return xs, proj
+    return as_input(xs, proj.w), proj
 
 
 class Plan(NamedTuple):

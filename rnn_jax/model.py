@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import add_last, check_choice, check_positive_int, check_width
+from rnn_jax._checks import add_last, as_input, check_choice, check_positive_int
 from rnn_jax.cells import Cell
 from rnn_jax.initializers import get_initializer
 from rnn_jax.unroll import unroll as unroll_cell
@@ -47,8 +47,7 @@ def dense(out_size: int, *, use_bias: bool = True, init: str = "pytorch", dtype=
         return DenseParams(w, b)
 
     def apply(params: DenseParams, x):
-        check_width(x, params.w.shape[0])
-        y = x @ params.w
+        y = as_input(x, params.w) @ params.w
         return y if params.b is None else add_last(y, params.b)
 
     return Dense(init_params, apply, out_size)

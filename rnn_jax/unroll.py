@@ -48,7 +48,8 @@ def unroll(
       cell: any `Cell` (a `stack` is unrolled layer by layer).
       params: the cell's parameters.
       xs: `[T, *batch, input_size]`; leading batch dimensions are optional.
-      carry: the initial carry; zeros (in the parameters' dtype) when None.
+      carry: the initial carry; zeros when None. Inputs and carry are cast to the parameters'
+        dtype (bf16 parameters take float32 data).
       lengths: `[*batch]` integers in [0, T]; steps `t >= length` are padding: they leave the carry
         unchanged and their outputs are zero, so the final carry is the one after `length` steps.
         Values outside [0, T] are an error when `lengths` is concrete (under `jit` they cannot be seen).
@@ -82,6 +83,9 @@ def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: Opt
     """One layer over the sequence: the cell's own `scan` when it has one (Elman, LSTM, GRU), else a
     plain `lax.scan` over `step` with the input projection hoisted out of the loop (one
     `[T*B, I] x [I, G]` matmul), or over `apply`."""
+    dtype = _param_dtype(params)
+    if dtype is not None:  # a given carry follows the layer's parameters, as its inputs do
+        carry = jax.tree.map(lambda c: c.astype(dtype), carry)
     if cell.scan is not None:
         return cell.scan(params, xs, carry, mask, reverse=reverse, unroll=unroll)
     if cell.project is None:

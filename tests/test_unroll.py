@@ -143,3 +143,29 @@ def test_second_call_with_same_shapes_does_not_recompile():
     assert run._cache_size() == 1
     run(params, jnp.ones((T + 1, B, I)))
     assert run._cache_size() == 2
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru", "stack"])
+@pytest.mark.parametrize("backward", ["fused", "autodiff"])
+def test_inputs_and_a_given_carry_follow_the_parameters_dtype(name, backward):
+    """bf16 parameters take float32 data (and a float32 carry): the run is the bf16 run of the
+    data cast to bf16, and the gradient with respect to the data comes back in float32."""
+    make = {
+        "elman": lambda: rj.elman(H, dtype=jnp.bfloat16, backward=backward),
+        "lstm": lambda: rj.lstm(H, dtype=jnp.bfloat16, backward=backward),
+        "gru": lambda: rj.gru(H, dtype=jnp.bfloat16, backward=backward),
+        "stack": lambda: rj.stack([rj.lstm(H, dtype=jnp.bfloat16, backward=backward), rj.gru(H, backward=backward)]),
+    }
+    cell = make[name]()
+    params = cell.init(jax.random.PRNGKey(0), I)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    carry32 = jax.tree.map(lambda c: c.astype(jnp.float32) + 0.1, cell.initial_carry((B,), jnp.bfloat16))
+    got = rj.unroll(cell, params, xs, carry32)
+    first = jax.tree.leaves(params[0] if name == "stack" else params)[0].dtype
+    carry_ref = jax.tree.map(lambda c: c.astype(first), carry32) if name != "stack" else (
+        jax.tree.map(lambda c: c.astype(jnp.bfloat16), carry32[0]), carry32[1])
+    expected = python_loop(cell, params, xs.astype(jnp.bfloat16), carry_ref)
+    assert jax.tree.map(lambda a: a.dtype, got) == jax.tree.map(lambda a: a.dtype, expected)
+    assert_trees_close(jax.tree.map(lambda a: a.astype(jnp.float32), got), jax.tree.map(lambda a: a.astype(jnp.float32), expected), rtol=2e-2, atol=2e-2)
+    grad = jax.grad(lambda xs: jnp.sum(rj.unroll(cell, params, xs)[1].astype(jnp.float32)))(xs)
+    assert grad.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
