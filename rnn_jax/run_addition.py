@@ -418,11 +418,17 @@ def summarize(cfg: Config, trainer: Trainer, state: TrainState, progress: Progre
     task: AdditionTask = cfg.task
     widths, packed = generalization_pairs(cfg)
     pairs = len(widths) * task.generalization_samples
-    exact = jax.vmap(lambda params, packed: packed_exact(trainer.model, params, packed, pairs), in_axes=(0, None))
+
+    def exact_and_finite(params, packed):  # a last update can leave NaN weights behind a finite loss
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in jax.tree.leaves(params)]))
+        return packed_exact(trainer.model, params, packed, pairs), finite
+
     t0 = time.perf_counter()
-    evaluate = jax.jit(exact).lower(state.params, packed).compile(compiler_options=compile_options())
+    evaluate = jax.jit(jax.vmap(exact_and_finite, in_axes=(0, None))).lower(state.params, packed).compile(compiler_options=compile_options())
     progress.compile_seconds += time.perf_counter() - t0
-    per_pair = evaluate(state.params, packed)
+    per_pair, params_finite = evaluate(state.params, packed)
+    progress.finite &= np.asarray(params_finite)
+    progress.accuracy = np.where(progress.finite, progress.accuracy, 0.0)
     per_width = np.asarray(per_pair).reshape(len(progress.seeds), len(widths), task.generalization_samples).mean(axis=2)
     per_width = np.where(progress.finite[:, None], per_width, 0.0)
     status = "interrupted" if progress.interrupted else "ok" if progress.finite.any() else "failed"

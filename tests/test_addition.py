@@ -174,3 +174,21 @@ def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkey
     keys = jax.random.split(jax.random.key(0, impl="rbg"), 1)
     _, _, accuracy = runner(replicated, keys, jnp.int32(0), pieces, 0)
     assert float(accuracy[0]) == pytest.approx(expected, abs=1e-7)
+
+
+def test_a_seed_left_with_non_finite_weights_is_a_failed_seed():
+    """Its losses were finite up to its last update, which left NaN weights: the summary lists it
+    under failed_seeds with accuracy 0, and the other seed keeps its figures."""
+    from rnn_jax.run_addition import Progress, init_replicas, summarize
+
+    cfg = Config(task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16), model=ModelConfig(cell="lstm", hidden=4), train=TrainConfig(seeds=2))
+    trainer = make_trainer(cfg)
+    state, _ = init_replicas(cfg, trainer, [0, 1])
+    w_h = state.params.cell.w_h.at[1, 0, 0].set(jnp.nan)
+    state = state._replace(params=state.params._replace(cell=state.params.cell._replace(w_h=w_h)))
+    progress = Progress([0, 1])
+    progress.accuracy = np.array([0.5, 0.5])
+    summary = summarize(cfg, trainer, state, progress, {})
+    assert summary["failed_seeds"] == [1] and summary["status"] == "ok"
+    assert summary["per_seed_accuracy"] == [0.5, 0.0]
+    assert summary["generalization_per_seed"]["8"][1] == 0.0
