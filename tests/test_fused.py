@@ -40,6 +40,15 @@ def assert_trees_close(a, b, tol):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=tol, atol=tol), a, b)
 
 
+def assert_trees_close_in_norm(a, b, tol):
+    """Each leaf within `tol` of `b` relative to `b`'s norm: bf16 rounding spreads over every
+    element, so an elementwise bound is either loose or brittle; a wrong gradient is off by O(1)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        assert np.linalg.norm(x - y) <= tol * np.linalg.norm(y), (np.linalg.norm(x - y), np.linalg.norm(y))
+
+
 OPTIONS = {  # factory arguments, unroll, and the defaults to use as the CPU's (None: the real ones)
     "fused-unroll2": (dict(backward="fused"), 2, None),  # CPU: the projection inside the step
     "autodiff-unroll3": (dict(backward="autodiff"), 3, None),
@@ -136,10 +145,10 @@ def test_bf16_matmuls_keep_f32_state_and_stay_close(name, backward):
     got = run(cell, params, xs, carry, lengths=lengths, reverse=True)
     want = run(ref, params, xs, carry, lengths=lengths, reverse=True)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(got))
-    assert_trees_close(got, want, 3e-2)  # bf16 has 8 significant bits
+    assert_trees_close_in_norm(got, want, 2e-2)  # bf16 has 8 significant bits: about 0.4% here
     # ... and the fused bf16 backward equals autodiff of the same bf16 forward.
     other = MAKERS[name](H, matmul_dtype=jnp.bfloat16, backward="autodiff")
-    assert_trees_close(got, run(other, params, xs, carry, lengths=lengths, reverse=True), 3e-2)  # rounded in other places
+    assert_trees_close_in_norm(got, run(other, params, xs, carry, lengths=lengths, reverse=True), 2e-2)  # rounded in other places
 
 
 def test_fused_gradient_of_gradient_works():

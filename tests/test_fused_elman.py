@@ -72,4 +72,6 @@ def test_bf16_matmuls_stay_close():
     expected = outputs_and_grads(ref, params, xs, jnp.zeros((B, 16)), None, False)
     got = outputs_and_grads(fast, params, xs, jnp.zeros((B, 16)), None, False)
     assert got[0][1].dtype == jnp.float32
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=5e-2, atol=5e-2), got, expected)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):  # within 2% in norm: bf16 keeps 8 bits
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        assert np.linalg.norm(a - b) <= 2e-2 * np.linalg.norm(b)
