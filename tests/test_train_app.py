@@ -174,6 +174,20 @@ def test_interrupt_while_saving_waits_for_the_summary_and_checkpoint(tmp_path, m
     assert checkpoint.load(tmp_path / "checkpoint")[1]["step"] == 40
 
 
+def test_help_lists_exactly_the_apps_config_groups():
+    """The help names its groups by hand (Hydra's own list would show the bench's too); it must
+    name every option in conf/ and nothing else."""
+    out = app("--help")
+    assert out.returncode == 0, out.stderr
+    listed = {}
+    for line in out.stdout.split("== Config groups ==")[1].split("== Config")[0].strip().splitlines():
+        group, options = line.split(":", 1)
+        listed[group.lstrip("+")] = set(options.split("(")[0].replace(" ", "").split(","))
+    conf = Path(ROOT) / "conf"
+    on_disk = {g: {p.stem for p in (conf / g).glob("*.yaml")} for g in ("task", "model", "optim", "backend", "experiment", "sweep", "hydra/launcher")}
+    assert listed == on_disk
+
+
 def test_unknown_key_added_with_plus_is_refused():
     with pytest.raises(ConfigError, match="model has no key 'hiden'"):
         to_config(compose_config(["+model.hiden=4"]))
