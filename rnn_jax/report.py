@@ -158,6 +158,26 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
 
 
+def grid_size(sweep_dir: Path) -> Optional[int]:
+    """How many jobs the sweep launches, from Hydra's `multirun.yaml` as its basic sweeper counts
+    them (its `params` and the command line's swept values); None for another sweeper or no file."""
+    cfg = _read_yaml(Path(sweep_dir) / "multirun.yaml") or {}
+    hydra_cfg = cfg.get("hydra") or {}
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        arguments += list((hydra_cfg.get("overrides") or {}).get("task") or [])
+        (batches,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+        return len(batches)
+    except Exception:  # noqa: BLE001 - a grid it cannot read is reported without its size
+        return None
+
+
 def load_jobs(sweep_dir) -> list[Job]:
     """Every job of `sweep_dir` (its numbered sub-directories), in job order.
 
@@ -324,6 +344,12 @@ def heatmap(path: Path, groups: list[Group], value, title: str, cmap: str, vmin=
     import matplotlib.pyplot as plt
 
     cells = sorted({g.cell for g in groups})
+    if vmin is None or vmax is None:  # one colour scale for every panel, under the one colorbar
+        values = np.array([value(g) for g in groups], dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            vmin = values.min() if vmin is None else vmin
+            vmax = values.max() if vmax is None else vmax
     # At least 6 inches wide, so that the title of a one-cell, 2 x 2 sweep is not cut off.
     fig, axes = plt.subplots(1, len(cells), figsize=(max(6.0, 1.2 + 2.6 * len(cells)), 3.2), squeeze=False, constrained_layout=True)
     image = None
@@ -416,16 +442,19 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
             generalization_plot(sweep_dir / "generalization.png", reported)
         figures = [name for name in FIGURES if (sweep_dir / name).is_file()]
 
+    grid = grid_size(sweep_dir)
+    not_started = grid - len(jobs) - len(left_out) if grid is not None else 0
     lines = [
         f"{len(jobs)} jobs in {sweep_dir}: {counts['ok']} ok, {counts['failed']} failed, {counts['running']} running or missing"
-        + (f", {counts['other']} interrupted" if counts["other"] else ""),
+        + (f", {counts['other']} interrupted" if counts["other"] else "")
+        + (f"; {not_started} of the sweep's {grid} jobs not started" if not_started > 0 else ""),
     ]
     if left_out:
         tasks = sorted({str(j.task) for j in left_out})
         lines.append(f"{len(left_out)} {'/'.join(tasks)} jobs left out ({', '.join(j.name for j in left_out)}): this report covers binary addition")
     if pooled:
         lines.append(f"jobs sharing (cell, bits, hidden) are pooled (their seeds count together) across: {', '.join(pooled)}")
-    text = "\n".join(lines + [""] + ([_md_table(header, rows)] if rows else ["(no finished job yet)"]) + ([""] + notes if notes else []))
+    text = "\n".join(lines + [""] + ([_md_table(header, rows)] if rows else ["(no job with results yet)"]) + ([""] + notes if notes else []))
 
     md = [f"# Sweep report: {sweep_dir.name}", "", *lines, ""]
     md += ["success: fraction of seeds exact on every evaluated pair; accuracy: mean exact accuracy over seeds; "
@@ -433,7 +462,7 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
            "acc@n: exact accuracy on n-bit numbers.", ""]  # fmt: skip
     if notes:
         md += ["## Failed, incomplete or running", "", *[f"- {n}" for n in notes], ""]
-    md += ["## By cell, bits and hidden", "", _md_table(header, rows) if rows else "(no finished job yet)", ""]
+    md += ["## By cell, bits and hidden", "", _md_table(header, rows) if rows else "(no job with results yet)", ""]
     md += ["## Figures", "", *[f"![{FIGURES[f]}]({f})" for f in figures], ""] if figures else []
     md += ["## Jobs", "", _md_table(
         ["job", "status", "cell", "bits", "hidden", "success", "median steps", "NaN seeds", "compile s", "train s", "overrides"],

@@ -151,3 +151,33 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         assert out.returncode == 2
         assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and str(path) in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_jobs_the_sweep_has_not_started_are_counted(tmp_path):
+    multirun = {
+        "hydra": {
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {"task.bits": "4,8"}},
+            "overrides": {"task": ["model.hidden=2,4,8", "model.cell=lstm"]},
+        }
+    }
+    (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))  # JSON is YAML
+    assert report.grid_size(tmp_path) == 6
+    make_job(tmp_path, 0, summary("lstm", 4, 2))
+    make_job(tmp_path, 1, None, config={"task": {"bits": 4}, "model": {"cell": "lstm", "hidden": 4}})
+    text = report.write_report(tmp_path)
+    assert text.splitlines()[0].endswith("1 ok, 0 failed, 1 running or missing; 4 of the sweep's 6 jobs not started")
+    multirun["hydra"]["sweeper"] = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
+    (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))
+    assert report.grid_size(tmp_path) is None  # another sweeper: its count is its own
+
+
+def test_steps_heatmap_panels_share_one_colour_scale(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    scales = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: scales.extend(im.get_clim() for ax in fig.axes for im in ax.get_images()))
+    make_job(tmp_path, 0, summary("elman", 4, 2, acc=(1.0, 1.0), steps=(100, 200)))
+    make_job(tmp_path, 1, summary("lstm", 4, 2, acc=(1.0, 1.0), steps=(700, 900)))
+    groups = report.group_jobs(report.load_jobs(tmp_path))
+    report.heatmap(tmp_path / "steps.png", groups, lambda g: g.median_steps, "median steps", "magma_r")
+    assert scales == [(150.0, 800.0), (150.0, 800.0)]
