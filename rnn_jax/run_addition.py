@@ -183,7 +183,7 @@ def eval_set(cfg: Config) -> EvalSet:
     task: AdditionTask = cfg.task
     batch = addition.eval_batch(task.bits, task.full_range, task.eval_samples, GENERALIZATION_SEED, np.uint8)
     T, N = batch.targets.shape[:2]
-    whole = EvalSet(batch.inputs, batch.targets, np.ones((T, N), bool))
+    whole = EvalSet(batch.inputs, batch.targets, np.ones((1, N), bool))  # valid: [1, N], split like the rest
     pieces = in_pieces(whole, rows_per_piece(cfg, T), EvalSet(0, 0, False))
     return pieces._replace(valid=pieces.valid[:, 0])
 
@@ -191,10 +191,10 @@ def eval_set(cfg: Config) -> EvalSet:
 def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
     """`runner(state, data, start, eval_set, k) -> (state, losses [S, k], accuracy [S])`: steps
     start..start+k-1 of every replica, then each replica's exact accuracy on `eval_set` (an
-    `EvalSet`, or None to skip it: accuracy is then None), in one
-    program, jitted with `k` static. One replica runs without `vmap`, whose batched matmuls cost
-    more than plain ones when there is nothing to batch. The state is not donated: it is small,
-    and an interrupt must find the state of the last logged chunk intact to checkpoint it."""
+    `EvalSet`, or None to skip it: accuracy is then None), in one program, jitted with `k`
+    static. One replica runs without `vmap`, whose batched matmuls cost more than plain ones
+    when there is nothing to batch. The state is not donated: it is small, and an interrupt must
+    find the state of the last logged chunk intact to checkpoint it."""
     replay = cfg.task.data == "numpy2015"
 
     def batches(data, start, k):  # [S, k, T, B, ...]
@@ -211,16 +211,16 @@ def make_chunk_runner(cfg: Config, trainer: Trainer) -> Callable:
 
         return jnp.sum(jax.lax.map(exact_in, eval_set)) / jnp.sum(eval_set.valid)
 
-    def one(state, xs, eval_batch):
+    def one(state, xs, eval_set):
         state, losses = trainer.chunk(state, xs)
-        return state, losses, None if eval_batch is None else accuracy(state.params, eval_batch)
+        return state, losses, None if eval_set is None else accuracy(state.params, eval_set)
 
-    def replicas(state, data, start, eval_batch, k):
+    def replicas(state, data, start, eval_set, k):
         xs = batches(data, start, k)
         if cfg.train.seeds == 1:
-            out = one(*jax.tree.map(lambda a: a[0], (state, xs)), eval_batch)
+            out = one(*jax.tree.map(lambda a: a[0], (state, xs)), eval_set)
             return jax.tree.map(lambda a: a[None], out)
-        return jax.vmap(one, in_axes=(0, 0, None))(state, xs, eval_batch)
+        return jax.vmap(one, in_axes=(0, 0, None))(state, xs, eval_set)
 
     return jax.jit(replicas, static_argnums=4)
 
