@@ -83,7 +83,7 @@ def _projection_grads(xs, dz, proj, matmul_dtype):
         return dz, None
     dw = _weight_grad(xs, dz, matmul_dtype, proj.w.dtype)
     db = jnp.sum(_flat(dz), axis=0).astype(proj.b.dtype)
-    w_t = proj.w.T if matmul_dtype is None else proj.w.T.astype(matmul_dtype)
+    w_t = _operand(proj.w.T, matmul_dtype)
     return matmul(dz, w_t, matmul_dtype).astype(xs.dtype), Projection(dw, db)
 
 
@@ -111,6 +111,11 @@ def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: 
     if backward == "fused":
         return Plan("fused", unroll or d.fused_unroll, d.hoist)
     return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
+
+
+def _operand(w, dtype):
+    """`w` cast to the matmul operand dtype (None: as it is), once, outside a loop."""
+    return w if dtype is None else w.astype(dtype)
 
 
 def matmul(a, b, dtype=None):
@@ -165,7 +170,7 @@ class LSTMResiduals(NamedTuple):
 
 
 def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save):
-    w = w_h if matmul_dtype is None else w_h.astype(matmul_dtype)  # cast once, outside the loop
+    w = _operand(w_h, matmul_dtype)  # cast once, outside the loop
 
     def body(carry, inp):
         h, c = carry
@@ -209,7 +214,7 @@ def _lstm_fwd(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype):
 def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
     w_h, xs, mask, proj, res = saved
     dh_T, dc_T, dys = cotangents
-    w_t = w_h.T if matmul_dtype is None else w_h.T.astype(matmul_dtype)  # [4H, H]
+    w_t = _operand(w_h.T, matmul_dtype)  # [4H, H]
 
     def body(carry, inp):
         dh, dc = carry
@@ -252,7 +257,7 @@ class GRUResiduals(NamedTuple):
 
 
 def _gru_forward(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype, save):
-    w = w_h if matmul_dtype is None else w_h.astype(matmul_dtype)
+    w = _operand(w_h, matmul_dtype)
 
     def body(h, inp):
         x, m = inp
@@ -293,7 +298,7 @@ def _gru_fwd(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype):
 def _gru_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
     w_h, xs, mask, proj, res = saved
     dh_T, dys = cotangents
-    w_t = w_h.T if matmul_dtype is None else w_h.T.astype(matmul_dtype)  # [3H, H]
+    w_t = _operand(w_h.T, matmul_dtype)  # [3H, H]
 
     def body(dh, inp):
         dy, rs, m = inp
@@ -331,7 +336,7 @@ ACTIVATION_GRADS = {  # act'(z) from h = act(z)
 
 def _elman_forward(w_h, xp, h0, mask, reverse, unroll, matmul_dtype, activation):
     act = ACTIVATIONS[activation]
-    w = w_h if matmul_dtype is None else w_h.astype(matmul_dtype)
+    w = _operand(w_h, matmul_dtype)
 
     def body(h, inp):
         x, m = inp
@@ -363,7 +368,7 @@ def _elman_bwd(reverse, unroll, matmul_dtype, activation, saved, cotangents):
     w_h, mask, ys, h_prev = saved
     dh_T, dys = cotangents
     grad = ACTIVATION_GRADS[activation]
-    w_t = w_h.T if matmul_dtype is None else w_h.T.astype(matmul_dtype)
+    w_t = _operand(w_h.T, matmul_dtype)
 
     def body(dh, inp):
         dy, y, m = inp
