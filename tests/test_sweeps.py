@@ -167,28 +167,32 @@ def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, ca
     assert any(line.startswith("job 1 ") and "NaN" in line for line in lines)
 
 
-@pytest.mark.slow
-def test_joblib_launcher_runs_two_jobs_in_worker_processes(tmp_path, cache_dir):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    sweep = tmp_path / "sweep"
-    out = multirun(sweep, "hydra/launcher=parallel", "model.hidden=2,4", cache=cache_dir)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "Joblib.Parallel(n_jobs=2" in out.stderr + out.stdout
-    jobs = job_dirs(sweep)
-    assert [summary_of(d)["status"] for d in jobs] == ["ok", "ok"]
-    assert [summary_of(d)["hidden"] for d in jobs] == [2, 4]
+LAUNCHERS = {  # plugin, overrides, and what shows the jobs ran through it
+    "joblib": (
+        "hydra_plugins.hydra_joblib_launcher",
+        ["hydra/launcher=parallel"],
+        lambda out, sweep: "Joblib.Parallel(n_jobs=2" in out.stderr + out.stdout,
+    ),
+    "submitit_local": (
+        "hydra_plugins.hydra_submitit_launcher",
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
+        lambda out, sweep: (sweep / ".submitit").is_dir(),
+    ),
+}
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_runs_two_jobs(tmp_path, cache_dir):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_launcher_runs_two_jobs_in_worker_processes(tmp_path, cache_dir, launcher):
+    plugin, overrides, ran_through_it = LAUNCHERS[launcher]
+    pytest.importorskip(plugin)
     sweep = tmp_path / "sweep"
-    out = multirun(sweep, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "model.hidden=2,4", cache=cache_dir)
+    out = multirun(sweep, *overrides, "model.hidden=2,4", cache=cache_dir)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert ran_through_it(out, sweep)
     jobs = job_dirs(sweep)
     assert [summary_of(d)["status"] for d in jobs] == ["ok", "ok"]
     assert [summary_of(d)["hidden"] for d in jobs] == [2, 4]
-    assert (sweep / ".submitit").is_dir()
 
 
 @pytest.mark.slow
