@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from rnn_jax.cells import Cell, elman, gru, lstm, stack
-from rnn_jax.config import ModelConfig
+from rnn_jax.driver.config import ModelConfig
 from rnn_jax.model import SequenceModel, sequence_model
 
 

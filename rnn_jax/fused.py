@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax._checks import add_last, as_input
-from rnn_jax.backend import current_platform
+from rnn_jax.driver.backend import current_platform
 
 
 BACKWARDS = ("auto", "fused", "autodiff")

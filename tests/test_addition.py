@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax import addition, checkpoint, reference2015
-from rnn_jax.config import AdditionTask, Config, ModelConfig, OptimConfig, TrainConfig
+from rnn_jax.tasks.addition import data as addition
+from rnn_jax.driver import checkpoint
+from rnn_jax.tasks.addition import reference2015
+from rnn_jax.driver.config import AdditionTask, Config, ModelConfig, OptimConfig, TrainConfig
 from rnn_jax.model import DenseParams, ModelParams
-from rnn_jax.run_addition import GENERALIZATION_SEED, PackedPairs, addition_loss, generalization_pairs, in_pieces, make_trainer, pack_pairs, packed_exact, params_from_2015
+from rnn_jax.tasks.addition.task import GENERALIZATION_SEED, PackedPairs, addition_loss, generalization_pairs, in_pieces, make_trainer, pack_pairs, packed_exact, params_from_2015
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def test_gradient_equals_the_2015_update(x64):
 
 
 def test_numpy2015_replay_follows_the_reference_trajectory(tmp_path, x64):
-    from rnn_jax.run_addition import run
+    from rnn_jax.tasks.addition.task import run
 
     cfg = model_2015()
     cfg.train.progress = False
@@ -156,7 +158,7 @@ def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, 
 def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkeypatch):
     """A wide task's evaluation set is cut into pieces (here forced small: 3 pieces, the last one
     padded); the accuracy equals `exact_accuracy` on the whole set at once."""
-    import rnn_jax.run_addition as ra
+    import rnn_jax.tasks.addition.task as ra
 
     cfg = Config(task=AdditionTask(bits=5, eval_samples=100), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
     trainer = make_trainer(cfg)
@@ -179,7 +181,7 @@ def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkey
 def test_a_seed_left_with_non_finite_weights_is_a_failed_seed():
     """Its losses were finite up to its last update, which left NaN weights: the summary lists it
     under failed_seeds with accuracy 0, and the other seed keeps its figures."""
-    from rnn_jax.run_addition import Progress, init_replicas, summarize
+    from rnn_jax.tasks.addition.task import Progress, init_replicas, summarize
 
     cfg = Config(task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16), model=ModelConfig(cell="lstm", hidden=4), train=TrainConfig(seeds=2))
     trainer = make_trainer(cfg)

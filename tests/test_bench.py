@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from rnn_jax import bench
+from rnn_jax.apps import bench
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf" / "bench")
 RECORD_FIELDS = {
@@ -92,7 +92,7 @@ def test_typos_and_wrong_types_fail_at_composition():
 
 def test_the_entry_point_prints_one_line_for_a_bad_value(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rnn_jax.bench", "implementations=[nope]", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "rnn_jax.apps.bench", "implementations=[nope]", f"hydra.run.dir={tmp_path}"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rnn_jax import checkpoint, corpus
-from rnn_jax import run_charlm as rc
-from rnn_jax.charlm import build_char_lm, cross_entropy, generate, make_evaluate
-from rnn_jax.checkpoint import CheckpointError
-from rnn_jax.config import CharLMTask, ConfigError, ModelConfig
-from rnn_jax.corpus import CorpusError, VocabularyError
-from rnn_jax.rundir import read_jsonl
-from rnn_jax.sample import SampleArgError, load_model, parse_args, sample_text
-from rnn_jax.sample import main as sample_main
-from rnn_jax.train import run as train_run
-from rnn_jax.train import to_config
+from rnn_jax.driver import checkpoint
+from rnn_jax.tasks.charlm import corpus
+from rnn_jax.tasks.charlm import task as rc
+from rnn_jax.tasks.charlm.model import build_char_lm, cross_entropy, generate, make_evaluate
+from rnn_jax.driver.checkpoint import CheckpointError
+from rnn_jax.driver.config import CharLMTask, ConfigError, ModelConfig
+from rnn_jax.tasks.charlm.corpus import CorpusError, VocabularyError
+from rnn_jax.driver.rundir import read_jsonl
+from rnn_jax.apps.sample import SampleArgError, load_model, parse_args, sample_text
+from rnn_jax.apps.sample import main as sample_main
+from rnn_jax.apps.train import run as train_run
+from rnn_jax.apps.train import to_config
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 CHINESE = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"

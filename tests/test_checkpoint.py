@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax import checkpoint
-from rnn_jax.checkpoint import CheckpointError
+from rnn_jax.driver import checkpoint
+from rnn_jax.driver.checkpoint import CheckpointError
 
 
 def params():

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnn_jax import report
+from rnn_jax.apps import report
 
 
 def summary(cell="lstm", bits=4, hidden=4, acc=(1.0, 1.0, 0.5), steps=(100, 300, None), failed=(), lr=0.01, backend="cpu", status="ok"):
@@ -147,7 +147,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")
     for path in (tmp_path / "missing", tmp_path / "file.txt", tmp_path / "empty"):
-        out = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(path)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "rnn_jax.apps.report", str(path)], capture_output=True, text=True)
         assert out.returncode == 2
         assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and str(path) in out.stderr
         assert "Traceback" not in out.stderr

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from rnn_jax.rundir import MetricsLog, RunDirectoryError, interrupts_deferred, read_jsonl, require_fresh
+from rnn_jax.driver.rundir import MetricsLog, RunDirectoryError, interrupts_deferred, read_jsonl, require_fresh
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

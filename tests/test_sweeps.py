@@ -18,8 +18,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import rnn_jax.train  # noqa: F401 - registers the schema
-from rnn_jax.config import validate
+import rnn_jax.apps.train  # noqa: F401 - registers the schema
+from rnn_jax.driver.config import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # A job that compiles and trains in a few seconds: 3-bit sums, 2 seeds, 2 chunks of 10 steps.
@@ -122,7 +122,7 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
         assert (d / "metrics.jsonl").is_file() and (d / "checkpoint").is_dir()
     assert {(summary_of(d)["bits"], summary_of(d)["hidden"]) for d in jobs} == {(3, 2), (3, 4), (4, 2), (4, 4)}
 
-    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    rep = subprocess.run([sys.executable, "-m", "rnn_jax.apps.report", str(sweep)], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
     assert "4 jobs" in rep.stdout and "4 ok" in rep.stdout
     with (sweep / "report.csv").open() as f:
@@ -159,7 +159,7 @@ def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, ca
     assert s["failed_seeds"] == s["seed_values"] and s["success_rate"] == 0.0 and s["final_accuracy"] == 0.0
     assert s["hidden"] == 2 and all(a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs)
 
-    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    rep = subprocess.run([sys.executable, "-m", "rnn_jax.apps.report", str(sweep)], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
     assert "0 ok, 2 failed" in rep.stdout
     lines = rep.stdout.splitlines()

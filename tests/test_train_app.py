@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rnn_jax import checkpoint
-from rnn_jax.config import ConfigError
-from rnn_jax.train import run, to_config
+from rnn_jax.driver import checkpoint
+from rnn_jax.driver.config import ConfigError
+from rnn_jax.apps.train import run, to_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -145,7 +145,7 @@ def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path, signum, code)
 
 
 def test_interrupt_while_compiling_leaves_a_summary(tmp_path, monkeypatch):
-    import rnn_jax.run_addition as ra
+    import rnn_jax.tasks.addition.task as ra
 
     def interrupted(*args):
         raise KeyboardInterrupt
@@ -158,7 +158,7 @@ def test_interrupt_while_compiling_leaves_a_summary(tmp_path, monkeypatch):
 
 
 def test_interrupt_while_saving_waits_for_the_summary_and_checkpoint(tmp_path, monkeypatch):
-    import rnn_jax.run_addition as ra
+    import rnn_jax.tasks.addition.task as ra
 
     summarize = ra.summarize
 
@@ -217,7 +217,7 @@ def test_a_run_whose_loss_diverges_fails_with_a_nonzero_exit(tmp_path):
 
 
 def test_a_gpu_job_after_a_cpu_job_in_one_process_is_refused_too():
-    from rnn_jax.backend import BackendError, select_backend
+    from rnn_jax.driver.backend import BackendError, select_backend
 
     assert select_backend("cpu")["backend"] == "cpu"
     with pytest.raises(BackendError, match="no GPU"):

@@ -18,15 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import addition, reference2015
-from rnn_jax.backend import current_platform
+from rnn_jax.tasks.addition import data as addition
+from rnn_jax.tasks.addition import reference2015
+from rnn_jax.driver.backend import current_platform
 from rnn_jax.build import build_model, dtype_of
 from rnn_jax.cells import ElmanParams
-from rnn_jax.checkpoint import save as save_checkpoint
-from rnn_jax.config import AdditionTask, Config, ConfigError
+from rnn_jax.driver.checkpoint import save as save_checkpoint
+from rnn_jax.driver.config import AdditionTask, Config, ConfigError
 from rnn_jax.model import DenseParams, ModelParams, SequenceModel
-from rnn_jax.optim import make_optimizer
-from rnn_jax.rundir import MetricsLog, interrupts_deferred, require_fresh, write_summary
+from rnn_jax.driver.optim import make_optimizer
+from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, require_fresh, write_summary
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 GENERALIZATION_SEED = 2015  # fixed, so every run is evaluated on the same operand pairs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optax
 
-from rnn_jax.config import OptimConfig
+from rnn_jax.driver.config import OptimConfig
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.ScalarOrSchedule:

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 
 from rnn_jax.build import build_cell
 from rnn_jax.cells import Cell, stack
-from rnn_jax.config import ModelConfig
-from rnn_jax.corpus import Streams, batch_at, num_batches
+from rnn_jax.driver.config import ModelConfig
+from rnn_jax.tasks.charlm.corpus import Streams, batch_at, num_batches
 from rnn_jax.model import DenseParams, dense
 from rnn_jax.unroll import unroll as unroll_cell
 

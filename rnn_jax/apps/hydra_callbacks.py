@@ -8,7 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from rnn_jax.checkpoint import atomic_write_bytes
+from rnn_jax.driver.checkpoint import atomic_write_bytes
 
 
 class KeepEarlierRunConfig(Callback):

@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import checkpoint
+from rnn_jax.driver import checkpoint
 from rnn_jax.build import dtype_of
-from rnn_jax.charlm import Batch, CharLM, build_char_lm, generate, make_evaluate, make_loss, reset_at_epoch_start
-from rnn_jax.checkpoint import CheckpointError
-from rnn_jax.config import CharLMTask, Config
-from rnn_jax.corpus import (
+from rnn_jax.tasks.charlm.model import Batch, CharLM, build_char_lm, generate, make_evaluate, make_loss, reset_at_epoch_start
+from rnn_jax.driver.checkpoint import CheckpointError
+from rnn_jax.driver.config import CharLMTask, Config
+from rnn_jax.tasks.charlm.corpus import (
     CorpusError,
     Streams,
     Vocab,
@@ -46,8 +46,8 @@ from rnn_jax.corpus import (
     split,
     unigram_bpc,
 )
-from rnn_jax.optim import make_optimizer
-from rnn_jax.rundir import MetricsLog, interrupts_deferred, read_jsonl, write_summary
+from rnn_jax.driver.optim import make_optimizer
+from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, read_jsonl, write_summary
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 KIND = "charlm"  # meta["kind"] of this task's checkpoints

@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-from rnn_jax.backend import BACKENDS
+from rnn_jax.driver.backend import BACKENDS
 from rnn_jax.cells import CELLS
 from rnn_jax.fused import ACTIVATIONS
 from rnn_jax.initializers import INITIALIZERS

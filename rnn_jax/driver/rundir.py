@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from rnn_jax.checkpoint import atomic_write_json
+from rnn_jax.driver.checkpoint import atomic_write_json
 
 
 @contextlib.contextmanager
