@@ -10,6 +10,12 @@ Every factory returns a `Cell`, a NamedTuple of pure functions over plain parame
 and `vmap` works as well. Each cell also exposes its step split in two, `project` (the part
 that depends on the input alone, hoisted out of the time loop by `unroll` as one large matmul)
 and `step` (the recurrence), with `apply(p, c, x) == step(p, c, project(p, x))`.
+
+The cells are plain: their functions are the equations, nothing more. What a cell is and how it
+may be run fast are data on the `Cell`: `equations` names the recurrence (`ElmanEquations`,
+`LSTMEquations`, `GRUEquations`) and `options` holds the speed options (`SpeedOptions`). `unroll`
+reads both and may hand a whole sequence to a hand-written implementation of the same equations
+(`rnn_jax.fused`), which builds on this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -19,11 +25,42 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import fused
 from rnn_jax._checks import add_last, as_input, check_choice, check_positive_int
 from rnn_jax.initializers import get_initializer
+from rnn_jax.scan import ACTIVATIONS, matmul
 
-ACTIVATIONS = fused.ACTIVATIONS
+BACKWARDS = ("auto", "fused", "autodiff")
+
+
+class SpeedOptions(NamedTuple):
+    """How `unroll` runs a cell over a sequence; the results are the same up to rounding.
+
+    Attributes:
+      platform: the backend whose measured defaults apply ("cpu", "gpu", "tpu"; a key of
+        `rnn_jax.fused.BACKEND_DEFAULTS`, unknown ones take the GPU's).
+      backward: "fused", "autodiff" or "auto" (see `lstm`).
+      remat: `jax.checkpoint` each step of the plain scan.
+      matmul_dtype: operand dtype of the matmuls, or None.
+    """
+
+    platform: str
+    backward: str = "auto"
+    remat: bool = False
+    matmul_dtype: Any = None
+
+
+class ElmanEquations(NamedTuple):
+    """`h' = act(x @ w_x + h @ w_h + b)` over `ElmanParams`."""
+
+    activation: str = "tanh"
+
+
+class LSTMEquations(NamedTuple):
+    """The LSTM of `lstm` over `LSTMParams` and `LSTMCarry`."""
+
+
+class GRUEquations(NamedTuple):
+    """The GRU of `gru` over `GRUParams`."""
 
 
 class Cell(NamedTuple):
@@ -37,10 +74,10 @@ class Cell(NamedTuple):
       project: `(params, x) -> xp`, the input-only part of the step; works on any leading dims.
       step: `(params, carry, xp) -> (new_carry, y)`, the recurrent part.
       layers: for a `stack`, the cells it is made of (unrolled layer by layer); else `()`.
-      scan: `(params, xs, carry, mask=None, *, reverse=False, unroll=None) -> (carry, ys)`, the
-        whole-sequence recurrence over inputs `xs` `[T, *batch, input]` that `unroll` uses when
-        present (Elman, LSTM and GRU: the fast paths of `rnn_jax.fused`, which also decide whether the
-        input projection is hoisted out of the loop); else None.
+      equations: which recurrence `step` computes (`ElmanEquations`, `LSTMEquations`,
+        `GRUEquations`), so that `unroll` may run a whole sequence of it through
+        `rnn_jax.fused`; None for any other cell.
+      options: `SpeedOptions`, or None: the plain scan with the projection hoisted out of the loop.
     """
 
     init: Callable[..., Any]
@@ -50,7 +87,8 @@ class Cell(NamedTuple):
     project: Optional[Callable[..., Any]] = None
     step: Optional[Callable[..., Any]] = None
     layers: tuple = ()
-    scan: Optional[Callable[..., Any]] = None
+    equations: Any = None
+    options: Optional[SpeedOptions] = None
 
 
 class ElmanParams(NamedTuple):
@@ -92,30 +130,22 @@ def _zeros_carry(hidden_size):
     return initial_carry
 
 
-def _from_parts(init, initial_carry, project, step, hidden_size, scan=None) -> Cell:
+def _from_parts(init, initial_carry, project, step, hidden_size, equations, options) -> Cell:
     def apply(params, carry, x):
         return step(params, carry, project(params, x))
 
-    return Cell(init, initial_carry, apply, hidden_size, project, step, scan=scan)
+    return Cell(init, initial_carry, apply, hidden_size, project, step, (), equations, options)
 
 
-def _plain_scan(project, step, params, xs, carry, mask, reverse, plan, remat):
-    """`lax.scan` over `step`, the projection hoisted as one `[T*B, I] x [I, G]` matmul, or over
-    `step(project(x))` when the backend runs that faster (`plan.hoist`)."""
-    if plan.hoist:
-        xs, body = project(params, xs), step
-    else:
-
-        def body(params, carry, x):
-            return step(params, carry, project(params, x))
-
-    return fused.masked_scan(body, params, xs, carry, mask, reverse=reverse, unroll=plan.unroll, remat=remat)
-
-
-def _check_speed_options(backward, remat):
-    check_choice(backward, "backward", fused.BACKWARDS)
+def _speed_options(backward, remat, matmul_dtype, platform) -> SpeedOptions:
+    """The speed options, `platform` None read once here as JAX's default backend (never while tracing)."""
+    check_choice(backward, "backward", BACKWARDS)
     if remat and backward == "fused":
         raise ValueError("remat=True recomputes steps under autodiff; use backward='auto' or 'autodiff' with it")
+    platform = jax.default_backend() if platform is None else platform
+    if not isinstance(platform, str) or not platform:
+        raise TypeError(f"platform must be a backend name such as 'cpu' or 'gpu', got {platform!r}")
+    return SpeedOptions(platform, backward, remat, matmul_dtype)
 
 
 def _initializers(init: str, recurrent_init: Optional[str]):
@@ -133,6 +163,7 @@ def elman(
     matmul_dtype=None,
     backward: str = "auto",
     remat: bool = False,
+    platform: Optional[str] = None,
 ) -> Cell:
     """Elman RNN: `h' = act(x @ w_x + h @ w_h + b)`, `y = h'`.
 
@@ -143,12 +174,12 @@ def elman(
       init: initialiser of `w_x` and `b` (see `rnn_jax.initializers`); "uniform" is U[-1, 1).
       recurrent_init: initialiser of `w_h`; defaults to `init`.
       dtype: parameter dtype; None means JAX's default float.
-      matmul_dtype, backward, remat: speed options, as in `lstm` ("fused" is
+      matmul_dtype, backward, remat, platform: speed options, as in `lstm` ("fused" is
         `rnn_jax.fused.elman_sequence`).
     """
     check_positive_int(hidden_size, "hidden_size")
     check_choice(activation, "activation", tuple(ACTIVATIONS))
-    _check_speed_options(backward, remat)
+    options = _speed_options(backward, remat, matmul_dtype, platform)
     act = ACTIVATIONS[activation]
     init_fn, rec_fn = _initializers(init, recurrent_init)
 
@@ -159,21 +190,15 @@ def elman(
 
     def project(params: ElmanParams, x):
         x = as_input(x, params.w_x)
-        xp = fused.matmul(x, params.w_x, matmul_dtype)  # [*batch, H]
+        xp = matmul(x, params.w_x, matmul_dtype)  # [*batch, H]
         return xp if params.b is None else add_last(xp, params.b)
 
     def step(params: ElmanParams, h, xp):
-        h = act(xp + fused.matmul(h, params.w_h, matmul_dtype))
+        h = act(xp + matmul(h, params.w_h, matmul_dtype))
         return h, h
 
-    def scan(params: ElmanParams, xs, h, mask=None, *, reverse=False, unroll=None):
-        plan = fused.resolve(backward, unroll, remat)
-        if plan.backward == "fused":
-            xp = project(params, xs)  # [T, *batch, H]
-            return fused.elman_sequence(params.w_h, xp, h, mask, reverse, plan.unroll, matmul_dtype, activation)
-        return _plain_scan(project, step, params, xs, h, mask, reverse, plan, remat)
-
-    return _from_parts(init_params, _zeros_carry(hidden_size), project, step, hidden_size, scan)
+    equations = ElmanEquations(activation)
+    return _from_parts(init_params, _zeros_carry(hidden_size), project, step, hidden_size, equations, options)
 
 
 def lstm(
@@ -186,6 +211,7 @@ def lstm(
     matmul_dtype=None,
     backward: str = "auto",
     remat: bool = False,
+    platform: Optional[str] = None,
 ) -> Cell:
     """Long short-term memory (Hochreiter & Schmidhuber 1997, with a forget gate).
 
@@ -210,9 +236,11 @@ def lstm(
         "auto" (the faster one on the backend, `rnn_jax.fused.BACKEND_DEFAULTS`).
       remat: `jax.checkpoint` each step (autodiff): the backward recomputes a step's gates
         instead of storing them, for sequences too long to keep every step's intermediates.
+      platform: the backend whose measured defaults `backward="auto"` and `unroll(...,
+        unroll=None)` take ("cpu", "gpu", "tpu"); None: `jax.default_backend()`, read once here.
     """
     check_positive_int(hidden_size, "hidden_size")
-    _check_speed_options(backward, remat)
+    options = _speed_options(backward, remat, matmul_dtype, platform)
     init_fn, rec_fn = _initializers(init, recurrent_init)
     H = hidden_size
 
@@ -228,24 +256,16 @@ def lstm(
 
     def project(params: LSTMParams, x):
         x = as_input(x, params.w_x)
-        return add_last(fused.matmul(x, params.w_x, matmul_dtype), params.b)  # [*batch, 4H]
+        return add_last(matmul(x, params.w_x, matmul_dtype), params.b)  # [*batch, 4H]
 
     def step(params: LSTMParams, carry: LSTMCarry, xp):
-        z = xp + fused.matmul(carry.h, params.w_h, matmul_dtype)
+        z = xp + matmul(carry.h, params.w_h, matmul_dtype)
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMCarry(h, c), h
 
-    def scan(params: LSTMParams, xs, carry: LSTMCarry, mask=None, *, reverse=False, unroll=None):
-        plan = fused.resolve(backward, unroll, remat)
-        if plan.backward == "fused":
-            xp, proj = fused.fused_inputs(project, params, xs, fused.Projection(params.w_x, params.b), plan)
-            h, c, ys = fused.lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, proj, reverse, plan.unroll, matmul_dtype)
-            return LSTMCarry(h, c), ys
-        return _plain_scan(project, step, params, xs, carry, mask, reverse, plan, remat)
-
-    return _from_parts(init_params, initial_carry, project, step, H, scan)
+    return _from_parts(init_params, initial_carry, project, step, H, LSTMEquations(), options)
 
 
 def gru(
@@ -257,6 +277,7 @@ def gru(
     matmul_dtype=None,
     backward: str = "auto",
     remat: bool = False,
+    platform: Optional[str] = None,
 ) -> Cell:
     """Gated recurrent unit (Cho et al. 2014), in the convention of Flax's `GRUCell` and cuDNN:
 
@@ -271,10 +292,10 @@ def gru(
       init: initialiser of `w_x` and the biases.
       recurrent_init: initialiser of `w_h`; defaults to `init`.
       dtype: parameter dtype; None means JAX's default float.
-      matmul_dtype, backward, remat: speed options, as in `lstm`.
+      matmul_dtype, backward, remat, platform: speed options, as in `lstm`.
     """
     check_positive_int(hidden_size, "hidden_size")
-    _check_speed_options(backward, remat)
+    options = _speed_options(backward, remat, matmul_dtype, platform)
     init_fn, rec_fn = _initializers(init, recurrent_init)
     H = hidden_size
 
@@ -285,25 +306,18 @@ def gru(
 
     def project(params: GRUParams, x):
         x = as_input(x, params.w_x)
-        return add_last(fused.matmul(x, params.w_x, matmul_dtype), params.b_x)  # [*batch, 3H]
+        return add_last(matmul(x, params.w_x, matmul_dtype), params.b_x)  # [*batch, 3H]
 
     def step(params: GRUParams, h, xp):
         x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(fused.matmul(h, params.w_h, matmul_dtype), 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(matmul(h, params.w_h, matmul_dtype), 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * add_last(h_n, params.b_hn))
         h = (1.0 - z) * n + z * h
         return h, h
 
-    def scan(params: GRUParams, xs, h, mask=None, *, reverse=False, unroll=None):
-        plan = fused.resolve(backward, unroll, remat)
-        if plan.backward == "fused":
-            xp, proj = fused.fused_inputs(project, params, xs, fused.Projection(params.w_x, params.b_x), plan)
-            return fused.gru_sequence(params.w_h, params.b_hn, xp, h, mask, proj, reverse, plan.unroll, matmul_dtype)
-        return _plain_scan(project, step, params, xs, h, mask, reverse, plan, remat)
-
-    return _from_parts(init_params, _zeros_carry(H), project, step, H, scan)
+    return _from_parts(init_params, _zeros_carry(H), project, step, H, GRUEquations(), options)
 
 
 def stack(cells: Sequence[Cell]) -> Cell:

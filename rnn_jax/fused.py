@@ -1,5 +1,9 @@
 """Whole-sequence LSTM, GRU and Elman recurrences with a hand-written backward pass (`jax.custom_vjp`).
 
+This is the fast path: it builds on the plain cells (`rnn_jax.cells`) and computes the same
+equations, and `unroll` hands a whole sequence to it when a cell's `equations` are one of
+`SEQUENCES`' and its options ask for the fused backward.
+
 Autodiff of a `lax.scan` keeps every intermediate of every step and, in the backward scan, forms
 the recurrent weight gradient one `[H, B] x [B, G]` outer product per step. Here, as in cuDNN:
 
@@ -29,10 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax._checks import add_last, as_input
-from rnn_jax.driver.backend import current_platform
-
-
-BACKWARDS = ("auto", "fused", "autodiff")
+from rnn_jax.cells import Cell, ElmanEquations, GRUEquations, LSTMCarry, LSTMEquations
+from rnn_jax.scan import ACTIVATIONS, keep, matmul, operand
 
 
 class Defaults(NamedTuple):
@@ -62,6 +64,23 @@ BACKEND_DEFAULTS = {
 }
 
 
+class Plan(NamedTuple):
+    backward: str
+    unroll: int
+    hoist: bool
+
+
+def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None) -> Plan:
+    """The plan after filling in the defaults of `backend` (a key of `BACKEND_DEFAULTS`; unknown
+    ones take the GPU's); remat implies autodiff. `unroll` passes each cell's own
+    `options.platform`; `backend=None`, JAX's default backend, is for callers outside tracing."""
+    d = BACKEND_DEFAULTS.get(backend or jax.default_backend(), BACKEND_DEFAULTS["gpu"])
+    if remat or backward == "autodiff":
+        return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
+    backward = d.backward if backward == "auto" else backward
+    if backward == "fused":
+        return Plan("fused", unroll or d.fused_unroll, d.hoist)
+    return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
 
 
 class Projection(NamedTuple):
@@ -83,68 +102,17 @@ def _projection_grads(xs, dz, proj, matmul_dtype):
         return dz, None
     dw = _weight_grad(xs, dz, matmul_dtype, proj.w.dtype)
     db = jnp.sum(_flat(dz), axis=0).astype(proj.b.dtype)
-    w_t = _operand(proj.w.T, matmul_dtype)
+    w_t = operand(proj.w.T, matmul_dtype)
     return matmul(dz, w_t, matmul_dtype).astype(xs.dtype), Projection(dw, db)
 
 
-def fused_inputs(project, params, xs, proj: Projection, plan):
+def fused_inputs(project, params, xs, proj: Projection, hoist: bool):
     """What the fused sequence functions take: `(project(params, xs), None)`, the inputs projected
-    before the loop, when the backend runs that faster (`plan.hoist`); else `(xs, proj)`,
-    projected inside each step."""
-    if plan.hoist:
+    before the loop, when the backend runs that faster (`hoist`); else `(xs, proj)`, projected
+    inside each step."""
+    if hoist:
         return project(params, xs), None  # [T, *batch, G]
     return as_input(xs, proj.w), proj
-
-
-class Plan(NamedTuple):
-    backward: str
-    unroll: int
-    hoist: bool
-
-
-def resolve(backward: str, unroll: Optional[int], remat: bool = False, backend: Optional[str] = None) -> Plan:
-    """The plan after filling in the backend's defaults; remat implies autodiff."""
-    d = BACKEND_DEFAULTS.get(backend or current_platform(), BACKEND_DEFAULTS["gpu"])
-    if remat or backward == "autodiff":
-        return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
-    backward = d.backward if backward == "auto" else backward
-    if backward == "fused":
-        return Plan("fused", unroll or d.fused_unroll, d.hoist)
-    return Plan("autodiff", unroll or d.autodiff_unroll, d.hoist)
-
-
-def _operand(w, dtype):
-    """`w` cast to the matmul operand dtype (None: as it is), once, outside a loop."""
-    return w if dtype is None else w.astype(dtype)
-
-
-def matmul(a, b, dtype=None):
-    """`a @ b` with operands cast to `dtype` (None: as they are), accumulated in `a`'s dtype."""
-    if dtype is None:
-        return a @ b
-    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=a.dtype)
-
-
-def _keep(m, new, old):
-    """`new` where the step is real (`m`), `old` on padding; `m` is `[*batch]` or None."""
-    return new if m is None else jnp.where(m[..., None], new, old)
-
-
-def masked_scan(step, params, xp, carry, mask=None, *, reverse=False, unroll=1, remat=False):
-    """The plain recurrence: `lax.scan` of `step(params, carry, xp_t) -> (carry, y)`, differentiated by
-    autodiff. Padding steps (`mask` False) keep the carry and output zeros. `remat` wraps the step in
-    `jax.checkpoint`, so the backward pass recomputes each step's intermediates from its carry
-    instead of storing them (less memory for long sequences, one more forward step of compute)."""
-    if remat:
-        step = jax.checkpoint(step, prevent_cse=False)  # prevent_cse is not needed inside scan
-
-    def body(carry, inp):
-        x, m = inp
-        new_carry, y = step(params, carry, x)
-        new_carry = jax.tree.map(lambda n, o: _keep(m, n, o), new_carry, carry)
-        return new_carry, _keep(m, y, jnp.zeros_like(y))
-
-    return jax.lax.scan(body, carry, (xp, mask), reverse=reverse, unroll=unroll)
 
 
 def _flat(a):
@@ -170,7 +138,7 @@ class LSTMResiduals(NamedTuple):
 
 
 def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save):
-    w = _operand(w_h, matmul_dtype)  # cast once, outside the loop
+    w = operand(w_h, matmul_dtype)  # cast once, outside the loop
 
     def body(carry, inp):
         h, c = carry
@@ -181,9 +149,9 @@ def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, sa
         c_new = f * c + i * g
         tanh_c = jnp.tanh(c_new)
         h_new = o * tanh_c
-        y = _keep(m, h_new, jnp.zeros_like(h_new))
+        y = keep(m, h_new, jnp.zeros_like(h_new))
         res = LSTMResiduals(jnp.concatenate([i, f, g, o], axis=-1), c, tanh_c, h) if save else None
-        return (_keep(m, h_new, h), _keep(m, c_new, c)), (y, res)
+        return (keep(m, h_new, h), keep(m, c_new, c)), (y, res)
 
     (h, c), (ys, res) = jax.lax.scan(body, (h0, c0), (xp, mask), reverse=reverse, unroll=unroll)
     return (h, c, ys), res
@@ -214,14 +182,14 @@ def _lstm_fwd(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype):
 def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
     w_h, xs, mask, proj, res = saved
     dh_T, dc_T, dys = cotangents
-    w_t = _operand(w_h.T, matmul_dtype)  # [4H, H]
+    w_t = operand(w_h.T, matmul_dtype)  # [4H, H]
 
     def body(carry, inp):
         dh, dc = carry
         dy, r, m = inp
         i, f, g, o = jnp.split(r.gates, 4, axis=-1)
-        dh_new = _keep(m, dh + dy, jnp.zeros_like(dh))  # gradient reaching this step's h'
-        dc_new = _keep(m, dc, jnp.zeros_like(dc))
+        dh_new = keep(m, dh + dy, jnp.zeros_like(dh))  # gradient reaching this step's h'
+        dc_new = keep(m, dc, jnp.zeros_like(dc))
         dc_tot = dc_new + dh_new * o * (1.0 - r.tanh_c * r.tanh_c)
         dz = jnp.concatenate(
             [
@@ -232,8 +200,8 @@ def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
             ],
             axis=-1,
         )  # [*batch, 4H]
-        dh_prev = matmul(dz, w_t, matmul_dtype) + _keep(m, jnp.zeros_like(dh), dh)
-        dc_prev = dc_tot * f + _keep(m, jnp.zeros_like(dc), dc)
+        dh_prev = matmul(dz, w_t, matmul_dtype) + keep(m, jnp.zeros_like(dh), dh)
+        dc_prev = dc_tot * f + keep(m, jnp.zeros_like(dc), dc)
         return (dh_prev, dc_prev), dz
 
     (dh0, dc0), dz = jax.lax.scan(
@@ -257,7 +225,7 @@ class GRUResiduals(NamedTuple):
 
 
 def _gru_forward(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype, save):
-    w = _operand(w_h, matmul_dtype)
+    w = operand(w_h, matmul_dtype)
 
     def body(h, inp):
         x, m = inp
@@ -268,9 +236,9 @@ def _gru_forward(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype, s
         a = add_last(h_n, b_hn)
         n = jnp.tanh(x_n + r * a)
         h_new = (1.0 - z) * n + z * h
-        y = _keep(m, h_new, jnp.zeros_like(h_new))
+        y = keep(m, h_new, jnp.zeros_like(h_new))
         res = GRUResiduals(jnp.concatenate([r, z, n], axis=-1), a, h) if save else None
-        return _keep(m, h_new, h), (y, res)
+        return keep(m, h_new, h), (y, res)
 
     h, (ys, res) = jax.lax.scan(body, h0, (xp, mask), reverse=reverse, unroll=unroll)
     return (h, ys), res
@@ -298,18 +266,18 @@ def _gru_fwd(w_h, b_hn, xp, h0, mask, proj, reverse, unroll, matmul_dtype):
 def _gru_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
     w_h, xs, mask, proj, res = saved
     dh_T, dys = cotangents
-    w_t = _operand(w_h.T, matmul_dtype)  # [3H, H]
+    w_t = operand(w_h.T, matmul_dtype)  # [3H, H]
 
     def body(dh, inp):
         dy, rs, m = inp
         r, z, n = jnp.split(rs.gates, 3, axis=-1)
-        dh_new = _keep(m, dh + dy, jnp.zeros_like(dh))
+        dh_new = keep(m, dh + dy, jnp.zeros_like(dh))
         dn = dh_new * (1.0 - z) * (1.0 - n * n)  # gradient of n's preactivation
         dr = dn * rs.a * r * (1.0 - r)
         dz = dh_new * (rs.h_prev - n) * z * (1.0 - z)
         da = dn * r
         dhh = jnp.concatenate([dr, dz, da], axis=-1)  # gradient of h @ w_h, [*batch, 3H]
-        dh_prev = matmul(dhh, w_t, matmul_dtype) + dh_new * z + _keep(m, jnp.zeros_like(dh), dh)
+        dh_prev = matmul(dhh, w_t, matmul_dtype) + dh_new * z + keep(m, jnp.zeros_like(dh), dh)
         return dh_prev, (dhh, dn)
 
     dh0, (dhh, dn) = jax.lax.scan(body, dh_T, (dys, res, mask), reverse=not reverse, unroll=unroll)
@@ -326,7 +294,6 @@ gru_sequence.defvjp(_gru_fwd, _gru_bwd)
 
 # ---------------------------------------------------------------------------------------- Elman
 
-ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 ACTIVATION_GRADS = {  # act'(z) from h = act(z)
     "tanh": lambda h: 1.0 - h * h,
     "sigmoid": lambda h: h * (1.0 - h),
@@ -336,12 +303,12 @@ ACTIVATION_GRADS = {  # act'(z) from h = act(z)
 
 def _elman_forward(w_h, xp, h0, mask, reverse, unroll, matmul_dtype, activation):
     act = ACTIVATIONS[activation]
-    w = _operand(w_h, matmul_dtype)
+    w = operand(w_h, matmul_dtype)
 
     def body(h, inp):
         x, m = inp
         h_new = act(x + matmul(h, w, matmul_dtype))
-        return _keep(m, h_new, h), (_keep(m, h_new, jnp.zeros_like(h_new)), h)
+        return keep(m, h_new, h), (keep(m, h_new, jnp.zeros_like(h_new)), h)
 
     h, (ys, h_prev) = jax.lax.scan(body, h0, (xp, mask), reverse=reverse, unroll=unroll)
     return (h, ys), h_prev
@@ -368,12 +335,12 @@ def _elman_bwd(reverse, unroll, matmul_dtype, activation, saved, cotangents):
     w_h, mask, ys, h_prev = saved
     dh_T, dys = cotangents
     grad = ACTIVATION_GRADS[activation]
-    w_t = _operand(w_h.T, matmul_dtype)
+    w_t = operand(w_h.T, matmul_dtype)
 
     def body(dh, inp):
         dy, y, m = inp
-        dz = _keep(m, (dh + dy) * grad(y), jnp.zeros_like(dh))  # padding: y is 0, dz is 0
-        return matmul(dz, w_t, matmul_dtype) + _keep(m, jnp.zeros_like(dh), dh), dz
+        dz = keep(m, (dh + dy) * grad(y), jnp.zeros_like(dh))  # padding: y is 0, dz is 0
+        return matmul(dz, w_t, matmul_dtype) + keep(m, jnp.zeros_like(dh), dh), dz
 
     dh0, dz = jax.lax.scan(body, dh_T, (dys, ys, mask), reverse=not reverse, unroll=unroll)
     return _weight_grad(h_prev, dz, matmul_dtype, w_h.dtype), dz, dh0, None
@@ -382,9 +349,28 @@ def _elman_bwd(reverse, unroll, matmul_dtype, activation, saved, cotangents):
 elman_sequence.defvjp(_elman_fwd, _elman_bwd)
 
 
-def sequence_mask(lengths: Optional[jax.Array], steps: int, batch_ndim: int):
-    """`[T, *batch]` booleans, True where `t < lengths`; None when `lengths` is None."""
-    if lengths is None:
-        return None
-    t = jnp.arange(steps).reshape((-1,) + (1,) * batch_ndim)
-    return t < jnp.expand_dims(jnp.asarray(lengths), 0)
+# ------------------------------------------------------------------------- cells, whole sequences
+
+
+def _elman(cell: Cell, params, xs, h, mask, reverse, plan):
+    xp = cell.project(params, xs)  # [T, *batch, H]; Elman's fused path always projects before the loop
+    eq, opt = cell.equations, cell.options
+    return elman_sequence(params.w_h, xp, h, mask, reverse, plan.unroll, opt.matmul_dtype, eq.activation)
+
+
+def _lstm(cell: Cell, params, xs, carry, mask, reverse, plan):
+    xp, proj = fused_inputs(cell.project, params, xs, Projection(params.w_x, params.b), plan.hoist)
+    opt = cell.options
+    h, c, ys = lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, proj, reverse, plan.unroll, opt.matmul_dtype)
+    return LSTMCarry(h, c), ys
+
+
+def _gru(cell: Cell, params, xs, h, mask, reverse, plan):
+    xp, proj = fused_inputs(cell.project, params, xs, Projection(params.w_x, params.b_x), plan.hoist)
+    opt = cell.options
+    return gru_sequence(params.w_h, params.b_hn, xp, h, mask, proj, reverse, plan.unroll, opt.matmul_dtype)
+
+
+SEQUENCES = {ElmanEquations: _elman, LSTMEquations: _lstm, GRUEquations: _gru}
+"""The fused whole-sequence path for each kind of `Cell.equations`:
+`(cell, params, xs [T, *batch, I], carry, mask, reverse, plan) -> (final_carry, ys)`."""

@@ -1,4 +1,4 @@
-"""Running a cell over a sequence with `jax.lax.scan`."""
+"""Running a cell over a sequence with `jax.lax.scan`, or with its fused whole-sequence path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax import fused
 from rnn_jax.cells import Cell
-from rnn_jax.fused import masked_scan, sequence_mask
+from rnn_jax.scan import masked_scan, sequence_mask
 
 
 def _param_dtype(params):
@@ -56,7 +57,7 @@ def unroll(
       reverse: run from the last step to the first (outputs stay in input order). With
         `lengths`, the padded tail is skipped first, so a reverse run starts at step length-1.
       unroll: how many steps `lax.scan` unrolls per loop iteration (a speed knob only). None: the
-        cell's choice for the backend (Elman, LSTM and GRU: `rnn_jax.fused.BACKEND_DEFAULTS`), else 1.
+        cell's choice for its platform (Elman, LSTM and GRU: `rnn_jax.fused.BACKEND_DEFAULTS`), else 1.
 
     Returns:
       `(final_carry, ys)` with `ys` of shape `[T, *batch, hidden_size]`.
@@ -80,15 +81,29 @@ def unroll(
 
 
 def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: Optional[int]):
-    """One layer over the sequence: the cell's own `scan` when it has one (Elman, LSTM, GRU), else a
-    plain `lax.scan` over `step` with the input projection hoisted out of the loop (one
-    `[T*B, I] x [I, G]` matmul), or over `apply`."""
+    """One layer over the sequence.
+
+    A cell whose `equations` have a fused whole-sequence path (Elman, LSTM, GRU) runs through it
+    when its `options` resolve to the fused backward on their platform; otherwise `lax.scan` of
+    the plain step, with the input projection hoisted out of the loop as one `[T*B, I] x [I, G]`
+    matmul or applied inside each step, as the platform's defaults say (a cell without `options`:
+    hoisted, unroll 1 unless given).
+    """
     dtype = _param_dtype(params)
     if dtype is not None:  # a given carry follows the layer's parameters, as its inputs do
         carry = jax.tree.map(lambda c: c.astype(dtype), carry)
-    if cell.scan is not None:
-        return cell.scan(params, xs, carry, mask, reverse=reverse, unroll=unroll)
-    if cell.project is None:
-        return masked_scan(cell.apply, params, xs, carry, mask, reverse=reverse, unroll=unroll or 1)
-    xp = cell.project(params, xs)  # [T, *batch, G]
-    return masked_scan(cell.step, params, xp, carry, mask, reverse=reverse, unroll=unroll or 1)
+    opts = cell.options
+    if opts is None:
+        unroll, remat, hoist = unroll or 1, False, True
+    else:
+        sequence = fused.SEQUENCES.get(type(cell.equations))
+        backward = opts.backward if sequence is not None else "autodiff"
+        plan = fused.resolve(backward, unroll, opts.remat, opts.platform)
+        if plan.backward == "fused":
+            return sequence(cell, params, xs, carry, mask, reverse, plan)
+        unroll, remat, hoist = plan.unroll, opts.remat, plan.hoist
+    if cell.project is not None and hoist:
+        xs, step = cell.project(params, xs), cell.step  # [T, *batch, G]
+    else:
+        step = cell.apply
+    return masked_scan(step, params, xs, carry, mask, reverse=reverse, unroll=unroll, remat=remat)

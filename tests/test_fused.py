@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax import fused
+from rnn_jax import fused, scan
 
 T, B, I, H = 8, 3, 5, 4
 MAKERS = {"lstm": rj.lstm, "gru": rj.gru}
@@ -117,7 +117,7 @@ def test_lstm_sequence_vjp_equals_grad_of_the_plain_recurrence(in_step):
 
     def plain(params, xs, h0, c0):
         step = cell.apply if in_step else cell.step
-        (h, c), ys = fused.masked_scan(step, params, xs, rj.LSTMCarry(h0, c0), mask)
+        (h, c), ys = scan.masked_scan(step, params, xs, rj.LSTMCarry(h0, c0), mask)
         return h, c, ys
 
     def custom(params, xs, h0, c0):
