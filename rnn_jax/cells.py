@@ -56,7 +56,10 @@ class ElmanEquations(NamedTuple):
 
 
 class LSTMEquations(NamedTuple):
-    """The LSTM of `lstm` over `LSTMParams` and `LSTMCarry`."""
+    """The LSTM of `lstm` over `LSTMParams` and `LSTMCarry`; `h' = sigmoid(o) * tanh(c')`, or
+    `sigmoid(o) * c'` without `output_tanh`."""
+
+    output_tanh: bool = True
 
 
 class GRUEquations(NamedTuple):
@@ -207,6 +210,7 @@ def lstm(
     init: str = "pytorch",
     recurrent_init: Optional[str] = None,
     forget_bias: float = 1.0,
+    output_tanh: bool = True,
     dtype=None,
     matmul_dtype=None,
     backward: str = "auto",
@@ -217,16 +221,20 @@ def lstm(
 
         [i, f, g, o] = x @ w_x + h @ w_h + b
         c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
-        h' = sigmoid(o) * tanh(c')
+        h' = sigmoid(o) * tanh(c')        (output_tanh=False: h' = sigmoid(o) * c')
         y = h'
 
     Same equations as Flax's `LSTMCell` (whose `hi`, `hf`, `hg`, `ho` biases are our `b`).
+    Without `output_tanh` it is the LSTM of Nico Jimenez's 2014 numpy code (`h' = s' * o`), whose
+    output is unbounded as the cell state is.
 
     Args:
       hidden_size: number of hidden units H; the carry is `LSTMCarry(h, c)`.
       init: initialiser of `w_x` and `b`.
       recurrent_init: initialiser of `w_h` (e.g. "orthogonal"); defaults to `init`.
       forget_bias: added to the initial forget-gate bias (1.0 as in Jozefowicz et al. 2015).
+      output_tanh: squash the cell state by `tanh` before the output gate (the usual LSTM);
+        False: `h' = sigmoid(o) * c'`.
       dtype: parameter dtype; None means JAX's default float.
       matmul_dtype: operand dtype of the matmuls (e.g. `jnp.bfloat16`), accumulated and combined
         with the state in the parameters' dtype; None: the parameters' dtype.
@@ -240,6 +248,8 @@ def lstm(
         unroll=None)` take ("cpu", "gpu", "tpu"); None: `jax.default_backend()`, read once here.
     """
     check_positive_int(hidden_size, "hidden_size")
+    if not isinstance(output_tanh, bool):
+        raise TypeError(f"output_tanh must be a bool, got {output_tanh!r}")
     options = _speed_options(backward, remat, matmul_dtype, platform)
     init_fn, rec_fn = _initializers(init, recurrent_init)
     H = hidden_size
@@ -262,10 +272,10 @@ def lstm(
         z = xp + matmul(carry.h, params.w_h, matmul_dtype)
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        h = jax.nn.sigmoid(o) * (jnp.tanh(c) if output_tanh else c)
         return LSTMCarry(h, c), h
 
-    return _from_parts(init_params, initial_carry, project, step, H, LSTMEquations(), options)
+    return _from_parts(init_params, initial_carry, project, step, H, LSTMEquations(output_tanh), options)
 
 
 def gru(

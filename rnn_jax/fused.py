@@ -133,11 +133,11 @@ def _weight_grad(h_prev, dz, dtype, out_dtype):
 class LSTMResiduals(NamedTuple):
     gates: jax.Array  # [T, *batch, 4H]: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
     c_prev: jax.Array  # [T, *batch, H]
-    tanh_c: jax.Array  # [T, *batch, H]
+    out_c: jax.Array  # [T, *batch, H]: what the output gate multiplies, tanh(c') or c'
     h_prev: jax.Array  # [T, *batch, H]
 
 
-def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save):
+def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, output_tanh, save):
     w = operand(w_h, matmul_dtype)  # cast once, outside the loop
 
     def body(carry, inp):
@@ -147,18 +147,18 @@ def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, sa
         i, f, g, o = jnp.split(z, 4, axis=-1)
         i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
         c_new = f * c + i * g
-        tanh_c = jnp.tanh(c_new)
-        h_new = o * tanh_c
+        out_c = jnp.tanh(c_new) if output_tanh else c_new
+        h_new = o * out_c
         y = keep(m, h_new, jnp.zeros_like(h_new))
-        res = LSTMResiduals(jnp.concatenate([i, f, g, o], axis=-1), c, tanh_c, h) if save else None
+        res = LSTMResiduals(jnp.concatenate([i, f, g, o], axis=-1), c, out_c, h) if save else None
         return (keep(m, h_new, h), keep(m, c_new, c)), (y, res)
 
     (h, c), (ys, res) = jax.lax.scan(body, (h0, c0), (xp, mask), reverse=reverse, unroll=unroll)
     return (h, c, ys), res
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def lstm_sequence(w_h, xp, h0, c0, mask, proj=None, reverse=False, unroll=1, matmul_dtype=None):
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
+def lstm_sequence(w_h, xp, h0, c0, mask, proj=None, reverse=False, unroll=1, matmul_dtype=None, output_tanh=True):
     """The LSTM recurrence over a whole sequence; returns `(h_T, c_T, ys)`.
 
     Args:
@@ -170,16 +170,18 @@ def lstm_sequence(w_h, xp, h0, c0, mask, proj=None, reverse=False, unroll=1, mat
       proj: `Projection(w_x [I, 4H], b [4H])` to apply inside each step, or None.
       reverse, unroll: as in `lax.scan`.
       matmul_dtype: operand dtype of the matmuls (None: the state's).
+      output_tanh: `h' = sigmoid(o) * tanh(c')`; False: `h' = sigmoid(o) * c'`.
     """
-    return _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save=False)[0]
+    args = (w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, output_tanh)
+    return _lstm_forward(*args, save=False)[0]
 
 
-def _lstm_fwd(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype):
-    out, res = _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, save=True)
+def _lstm_fwd(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, output_tanh):
+    out, res = _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, output_tanh, save=True)
     return out, (w_h, None if proj is None else xp, mask, proj, res)
 
 
-def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
+def _lstm_bwd(reverse, unroll, matmul_dtype, output_tanh, saved, cotangents):
     w_h, xs, mask, proj, res = saved
     dh_T, dc_T, dys = cotangents
     w_t = operand(w_h.T, matmul_dtype)  # [4H, H]
@@ -190,13 +192,14 @@ def _lstm_bwd(reverse, unroll, matmul_dtype, saved, cotangents):
         i, f, g, o = jnp.split(r.gates, 4, axis=-1)
         dh_new = keep(m, dh + dy, jnp.zeros_like(dh))  # gradient reaching this step's h'
         dc_new = keep(m, dc, jnp.zeros_like(dc))
-        dc_tot = dc_new + dh_new * o * (1.0 - r.tanh_c * r.tanh_c)
+        d_out_c = dh_new * o  # gradient of out_c
+        dc_tot = dc_new + (d_out_c * (1.0 - r.out_c * r.out_c) if output_tanh else d_out_c)
         dz = jnp.concatenate(
             [
                 dc_tot * g * i * (1.0 - i),
                 dc_tot * r.c_prev * f * (1.0 - f),
                 dc_tot * i * (1.0 - g * g),
-                dh_new * r.tanh_c * o * (1.0 - o),
+                dh_new * r.out_c * o * (1.0 - o),
             ],
             axis=-1,
         )  # [*batch, 4H]
@@ -360,8 +363,8 @@ def _elman(cell: Cell, params, xs, h, mask, reverse, plan):
 
 def _lstm(cell: Cell, params, xs, carry, mask, reverse, plan):
     xp, proj = fused_inputs(cell.project, params, xs, Projection(params.w_x, params.b), plan.hoist)
-    opt = cell.options
-    h, c, ys = lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, proj, reverse, plan.unroll, opt.matmul_dtype)
+    eq, opt = cell.equations, cell.options
+    h, c, ys = lstm_sequence(params.w_h, xp, carry.h, carry.c, mask, proj, reverse, plan.unroll, opt.matmul_dtype, eq.output_tanh)
     return LSTMCarry(h, c), ys
 
 

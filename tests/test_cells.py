@@ -24,7 +24,7 @@ def np_elman(p, xs, act):
     return h, np.stack(ys)
 
 
-def np_lstm(p, xs):
+def np_lstm(p, xs, output_tanh=True):
     h = np.zeros((xs.shape[1], H))
     c = np.zeros_like(h)
     ys = []
@@ -32,7 +32,7 @@ def np_lstm(p, xs):
         z = x @ p.w_x + h @ p.w_h + p.b
         i, f, g, o = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
         c = np_sigmoid(f) * c + np_sigmoid(i) * np.tanh(g)
-        h = np_sigmoid(o) * np.tanh(c)
+        h = np_sigmoid(o) * (np.tanh(c) if output_tanh else c)
         ys.append(h)
     return (h, c), np.stack(ys)
 
@@ -64,6 +64,13 @@ def precision(request):
         yield jnp.float32, 1e-5
 
 
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
 CASES = {
     "elman-tanh": (lambda: rj.elman(H, "tanh"), lambda p, xs: np_elman(p, xs, "tanh")),
     "elman-sigmoid-nobias": (
@@ -71,6 +78,7 @@ CASES = {
         lambda p, xs: np_elman(p, xs, "sigmoid"),
     ),
     "lstm": (lambda: rj.lstm(H), np_lstm),
+    "lstm-no-output-tanh": (lambda: rj.lstm(H, output_tanh=False), lambda p, xs: np_lstm(p, xs, output_tanh=False)),
     "gru": (lambda: rj.gru(H), np_gru),
 }
 
@@ -88,6 +96,31 @@ def test_cell_matches_numpy_over_a_sequence(name, precision):
     assert ys.dtype == dtype
     np.testing.assert_allclose(ys, ref_ys, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(np.concatenate(jax.tree.leaves(carry)), np.concatenate(jax.tree.leaves(ref_carry)), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("output_tanh", [True, False])
+def test_lstm_output_tanh_every_way_it_runs_matches_numpy_in_float64(output_tanh, x64):
+    """`h' = sigmoid(o) * c'` (or `* tanh(c')`) through the step, both backwards of `unroll`, with
+    lengths and in reverse, each sequence against a NumPy loop of the equations."""
+    params = rj.lstm(H).init(jax.random.PRNGKey(0), I)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    lengths = np.array([T, 5, 1])
+    p, x = to_np(params), np.asarray(xs)
+    for backward in ["fused", "autodiff"]:
+        cell = rj.lstm(H, output_tanh=output_tanh, backward=backward)
+        for reverse in [False, True]:
+            carry, ys = jax.jit(lambda p, xs: rj.unroll(cell, p, xs, lengths=jnp.asarray(lengths), reverse=reverse))(params, xs)
+            for b, n in enumerate(lengths):
+                seq = x[:n, b : b + 1][::-1] if reverse else x[:n, b : b + 1]
+                (h, c), want = np_lstm(p, seq, output_tanh)
+                want = want[::-1] if reverse else want
+                np.testing.assert_allclose(ys[:n, b], want[:, 0], rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(carry.h[b], h[0], rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(carry.c[b], c[0], rtol=1e-12, atol=1e-12)
+    carry, y = jax.jit(cell.apply)(params, cell.initial_carry((B,), jnp.float64), xs[0])  # one plain step
+    (h, c), _ = np_lstm(p, x[:1], output_tanh)
+    np.testing.assert_allclose(y, h, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(carry.c, c, rtol=1e-12, atol=1e-12)
 
 
 def test_lstm_matches_flax_lstmcell():
@@ -164,6 +197,8 @@ def test_initializers():
         (lambda: rj.elman(4, "softsign"), ValueError, "activation"),
         (lambda: rj.elman(4, init="xavier"), ValueError, "init"),
         (lambda: rj.lstm(4, recurrent_init="he"), ValueError, "recurrent_init"),
+        (lambda: rj.lstm(4, output_tanh="no"), TypeError, "output_tanh"),
+        (lambda: rj.gru(4, platform=0), TypeError, "platform"),
         (lambda: rj.lstm(4).init(jax.random.PRNGKey(0), 0), ValueError, "input_size"),
         (lambda: rj.stack([]), TypeError, "stack"),
         (lambda: rj.sequence_model(rj.lstm(4), 2, output_activation="relu6"), ValueError, "output_activation"),

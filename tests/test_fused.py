@@ -104,6 +104,29 @@ def test_fused_gradients_in_float64_match_autodiff_tightly(name):
         jax.config.update("jax_enable_x64", False)
 
 
+@pytest.mark.parametrize("platform", ["cpu", "gpu"], ids=["projection-in-step", "projected"])
+def test_lstm_without_output_tanh_fused_gradients_equal_autodiff(platform):
+    """`h' = sigmoid(o) * c'`: the fused backward against autodiff, float64, over a stack of two such
+    layers, lengths, forward and reverse, with the projection in the step (CPU defaults) and
+    before the loop (GPU defaults)."""
+    jax.config.update("jax_enable_x64", True)
+    try:
+        def make(backward):
+            layer = functools.partial(rj.lstm, H, output_tanh=False, backward=backward, platform=platform)
+            return rj.stack([layer(), layer()])
+
+        ref, cell = make("autodiff"), make("fused")
+        params = ref.init(jax.random.PRNGKey(0), I)
+        xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+        carry = jax.tree.map(lambda c: 0.5 * jnp.ones_like(c), ref.initial_carry((B,), jnp.float64))
+        lengths = jnp.array([T, 2, 6])
+        for reverse in [False, True]:
+            want = run(ref, params, xs, carry, lengths=lengths, reverse=reverse)
+            assert_trees_close(run(cell, params, xs, carry, lengths=lengths, reverse=reverse), want, 1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
 @pytest.mark.parametrize("in_step", [False, True], ids=["projected", "projection-in-step"])
 def test_lstm_sequence_vjp_equals_grad_of_the_plain_recurrence(in_step):
     """The custom VJP alone, on raw arrays, against `jax.vjp` of `masked_scan` over the cell's step
