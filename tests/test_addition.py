@@ -1,17 +1,21 @@
 """Binary addition: data, metric, the 2015 gradient and trajectory, seeds, generalisation."""
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.tasks.addition import data as addition
 from rnn_jax.driver import checkpoint
-from rnn_jax.tasks.addition import reference2015
-from rnn_jax.driver.config import AdditionTask, Config, ModelConfig, OptimConfig, TrainConfig
+from rnn_jax.driver.config import Config, ModelConfig, OptimConfig, TrainConfig
+from rnn_jax.driver.loop import run
+from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.model import DenseParams, ModelParams
-from rnn_jax.tasks.addition.task import GENERALIZATION_SEED, PackedPairs, addition_loss, generalization_pairs, in_pieces, make_trainer, pack_pairs, packed_exact, params_from_2015
+from rnn_jax.tasks.addition import data as addition
+from rnn_jax.tasks.addition import evaluate, reference2015
+from rnn_jax.tasks.addition.evaluate import GENERALIZATION_SEED, PackedPairs, generalization_pairs, in_pieces, pack_pairs, packed_exact
+from rnn_jax.tasks.addition.task import AdditionTask, addition_loss, addition_model, make, params_from_2015
 
 
 @pytest.fixture
@@ -74,29 +78,30 @@ def model_2015():
 
 
 def test_gradient_equals_the_2015_update(x64):
-    cfg = model_2015()
-    trainer = make_trainer(cfg)
+    model = addition_model(model_2015())
     weights, operands = reference2015.stream(0, 5)
     params = params_from_2015(weights, jnp.float64)
     for a, b in operands:
         _, update = reference2015.forward_backward(weights, int(a), int(b))
         batch = addition.encode([a], [b], 8, dtype=np.float64)
-        grads = jax.grad(lambda p: addition_loss("mse", trainer.model.logits(p, batch.inputs)[1], batch.targets))(params)
+        grads = jax.grad(lambda p: addition_loss("mse", model.logits(p, batch.inputs)[1], batch.targets))(params)
         np.testing.assert_allclose(-grads.cell.w_x, update.w_in, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(-grads.cell.w_h, update.w_rec, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(-grads.readout.w, update.w_out, rtol=1e-12, atol=1e-14)
 
 
-def test_numpy2015_replay_follows_the_reference_trajectory(tmp_path, x64):
-    from rnn_jax.tasks.addition.task import run
-
+def test_numpy2015_replay_follows_the_reference_trajectory(tmp_path):
     cfg = model_2015()
-    cfg.train.progress = False
-    cfg.task.generalization_bits = [8]
-    cfg.task.generalization_samples = 8
-    run(cfg, tmp_path, {})
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, progress=False), task=dataclasses.replace(cfg.task, generalization_bits=[8], generalization_samples=8)
+    )
+    try:
+        run(cfg, tmp_path)
+    finally:
+        jax.config.update("jax_enable_x64", False)
     ref, _ = reference2015.train(seed=0, steps=cfg.train.steps)
-    params, meta = checkpoint.load(tmp_path / "checkpoint")
+    state, meta = checkpoint.load(tmp_path / "checkpoints" / "last")
+    params = state["train"]["params"]
     assert meta["step"] == 300
     np.testing.assert_allclose(params["cell"]["w_h"][0], ref.w_rec, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(params["cell"]["w_x"][0], ref.w_in, rtol=1e-10, atol=1e-12)
@@ -115,8 +120,8 @@ def perfect_adder(dtype=jnp.float32, carry_weight=1.0) -> ModelParams:
 
 def test_generalization_of_a_hand_set_adder():
     cfg = Config(task=AdditionTask(generalization_bits=[64, 8], generalization_samples=500), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
-    model = make_trainer(cfg).model
-    widths, pieces = generalization_pairs(cfg)
+    model = addition_model(cfg)
+    widths, pieces = generalization_pairs([64, 8], 500, False, 3)
     assert widths == [8, 64] and pieces.inputs.shape == (1, 64, -(-500 // 8) + 500, 2)
     exact = np.asarray(packed_exact(model, perfect_adder(), pieces, 1000)).reshape(2, 500)
     np.testing.assert_array_equal(exact, 1.0)
@@ -136,7 +141,7 @@ def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, 
     are judged exactly as when each width's batch runs through `model.logits` on its own; a
     model that half adds makes the verdicts vary."""
     cfg = Config(task=AdditionTask(full_range=full_range), model=ModelConfig(cell=cell, hidden=4, layers=layers))
-    model = make_trainer(cfg).model
+    model = addition_model(cfg)
     params = model.init(jax.random.PRNGKey(3), 2)
     # Readout bias at the median logit of the widest batch, so that about half the bits are 1.
     batches = [addition.random_pairs(n, count, n, full_range) for n, count in [(3, 37), (5, 50), (11, 23)]]
@@ -158,39 +163,29 @@ def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, 
 def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkeypatch):
     """A wide task's evaluation set is cut into pieces (here forced small: 3 pieces, the last one
     padded); the accuracy equals `exact_accuracy` on the whole set at once."""
-    import rnn_jax.tasks.addition.task as ra
-
     cfg = Config(task=AdditionTask(bits=5, eval_samples=100), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
-    trainer = make_trainer(cfg)
-    monkeypatch.setattr(ra, "EVAL_PIECE_FLOATS", 5 * 3 * 40)  # 40 rows per piece
-    pieces = ra.eval_set(cfg)
+    model = addition_model(cfg)
+    monkeypatch.setattr(evaluate, "EVAL_PIECE_FLOATS", 5 * 3 * 40)  # 40 rows per piece
+    pieces = evaluate.eval_set(5, False, 100, 3)
     assert pieces.inputs.shape == (3, 5, 40, 2) and pieces.valid.sum() == 100 and pieces.inputs.dtype == np.uint8
     params = perfect_adder(carry_weight=0.0)  # right exactly on the pairs that never carry
-    state = trainer.init(jax.random.PRNGKey(1))
-    whole = addition.eval_batch(5, False, 100, ra.GENERALIZATION_SEED)
-    _, logits = trainer.model.logits(params, whole.inputs)
+    whole = addition.eval_batch(5, False, 100, GENERALIZATION_SEED)
+    _, logits = model.logits(params, whole.inputs)
     expected = float(addition.exact_accuracy(logits, whole.targets))
     assert 0 < expected < 1
-    runner = ra.make_chunk_runner(cfg, trainer)
-    replicated = jax.tree.map(lambda a: a[None], state._replace(params=params))
-    keys = jax.random.split(jax.random.key(0, impl="rbg"), 1)
-    _, _, accuracy = runner(replicated, keys, jnp.int32(0), pieces, 0)
-    assert float(accuracy[0]) == pytest.approx(expected, abs=1e-7)
+    assert float(jax.jit(evaluate.exact_fraction, static_argnums=0)(model, params, pieces)) == pytest.approx(expected, abs=1e-7)
 
 
 def test_a_seed_left_with_non_finite_weights_is_a_failed_seed():
     """Its losses were finite up to its last update, which left NaN weights: the summary lists it
     under failed_seeds with accuracy 0, and the other seed keeps its figures."""
-    from rnn_jax.tasks.addition.task import Progress, init_replicas, summarize
-
     cfg = Config(task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16), model=ModelConfig(cell="lstm", hidden=4), train=TrainConfig(seeds=2))
-    trainer = make_trainer(cfg)
-    state, _ = init_replicas(cfg, trainer, [0, 1])
-    w_h = state.params.cell.w_h.at[1, 0, 0].set(jnp.nan)
-    state = state._replace(params=state.params._replace(cell=state.params.cell._replace(w_h=w_h)))
-    progress = Progress([0, 1])
-    progress.accuracy = np.array([0.5, 0.5])
-    summary = summarize(cfg, trainer, state, progress, {})
+    task = make(cfg, make_optimizer(cfg.optim, cfg.train.steps), "cpu")
+    state = task.init()
+    params = state.train.params
+    w_h = params.cell.w_h.at[1, 0, 0].set(jnp.nan)
+    state = state._replace(train=state.train._replace(params=params._replace(cell=params.cell._replace(w_h=w_h))))
+    summary = task.summarize(state, {**task.tally, "accuracy": [0.5, 0.5]})
     assert summary["failed_seeds"] == [1] and summary["status"] == "ok"
     assert summary["per_seed_accuracy"] == [0.5, 0.0]
     assert summary["generalization_per_seed"]["8"][1] == 0.0

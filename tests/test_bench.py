@@ -104,7 +104,7 @@ def test_the_entry_point_prints_one_line_for_a_bad_value(tmp_path):
 def test_pytorch_threads_sleep_instead_of_spinning_in_a_fresh_process():
     """OMP_WAIT_POLICY must be PASSIVE before torch loads, or its idle threads spin against XLA's."""
     pytest.importorskip("torch")
-    code = "from rnn_jax import bench; import json; print(json.dumps(bench.environment()))"
+    code = "from rnn_jax.apps import bench; import json; print(json.dumps(bench.environment()))"
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
     got = json.loads(proc.stdout.strip().splitlines()[-1])

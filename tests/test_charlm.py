@@ -14,18 +14,20 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rnn_jax.driver import checkpoint
-from rnn_jax.tasks.charlm import corpus
-from rnn_jax.tasks.charlm import task as rc
-from rnn_jax.tasks.charlm.model import build_char_lm, cross_entropy, generate, make_evaluate
-from rnn_jax.driver.checkpoint import CheckpointError
-from rnn_jax.driver.config import CharLMTask, ConfigError, ModelConfig
-from rnn_jax.tasks.charlm.corpus import CorpusError, VocabularyError
-from rnn_jax.driver.rundir import read_jsonl
 from rnn_jax.apps.sample import SampleArgError, load_model, parse_args, sample_text
 from rnn_jax.apps.sample import main as sample_main
-from rnn_jax.apps.train import run as train_run
 from rnn_jax.apps.train import to_config
+from rnn_jax.build import ModelConfig
+from rnn_jax.driver import checkpoint, loop
+from rnn_jax.driver.checkpoint import CheckpointError
+from rnn_jax.driver.config import ConfigError
+from rnn_jax.driver.loop import run as train_run
+from rnn_jax.driver.rundir import read_jsonl
+from rnn_jax.tasks.charlm import corpus
+from rnn_jax.tasks.charlm import task as rc
+from rnn_jax.tasks.charlm.corpus import CorpusError, VocabularyError
+from rnn_jax.tasks.charlm.model import build_char_lm, cross_entropy, generate, make_evaluate
+from rnn_jax.tasks.charlm.task import CharLMTask
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 CHINESE = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
@@ -39,7 +41,7 @@ def make_cfg(*overrides):
 def tiny(corpus_path, *overrides):
     """A run of seconds: 1 GRU layer of 16, sequences of 8, batches of 4, 12 steps."""
     return make_cfg(
-        "+experiment=charlm_tiny",
+        "experiment=charlm_tiny",
         "backend=cpu",
         f"task.corpus='{corpus_path}'",
         "task.seq_len=8",
@@ -235,13 +237,13 @@ def test_default_corpus_is_the_documented_modules():
 
 
 def test_presets_compose_to_char_rnn_defaults():
-    cfg = make_cfg("+experiment=charlm")
+    cfg = make_cfg("experiment=charlm")
     assert isinstance(cfg.task, CharLMTask) and cfg.task.corpus is None
     assert (cfg.model.cell, cfg.model.layers, cfg.model.hidden) == ("lstm", 2, 128)
     assert (cfg.task.seq_len, cfg.train.batch_size, cfg.optim.name, cfg.optim.lr, cfg.optim.clip_norm) == (50, 50, "rmsprop", 0.002, 5.0)
     assert cfg.optim.schedule == "exponential"
     with pytest.raises(ConfigError, match="train.seeds"):
-        make_cfg("+experiment=charlm", "train.seeds=2")
+        make_cfg("experiment=charlm", "train.seeds=2")
 
 
 # --- end to end ------------------------------------------------------------------------------
@@ -270,23 +272,25 @@ def test_run_writes_metrics_summary_samples_and_checkpoints(straight_run):
     assert summary["best_val_bpc"] == pytest.approx(best)
     assert params_of(run_dir, "best")[1]["val_bpc"] == pytest.approx(best)
     assert params_of(run_dir)[1]["step"] == 12
-    # rerunning into the same directory continues from its last checkpoint: nothing left to do
+    # rerunning into the same directory continues from its last checkpoint: nothing left to do,
+    # and nothing in the directory changes
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     again = train_run(tiny(summary["corpus"], "task.dropout=0.2"), run_dir)
-    assert again["steps_this_run"] == 0 and again["steps"] == 12
-    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [3, 6, 9, 12]
+    assert again == summary
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
 
 
 @pytest.mark.slow
 def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(straight_run, text_file, tmp_path, monkeypatch):
     cfg = tiny(text_file, "task.dropout=0.2")
-    write = rc.MetricsLog.write
+    write = loop.MetricsLog.write
 
     def interrupt_at_6(self, record):
         write(self, record)
         if record["step"] == 6:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(rc.MetricsLog, "write", interrupt_at_6)
+    monkeypatch.setattr(loop.MetricsLog, "write", interrupt_at_6)
     first = tmp_path / "first"
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, first)
@@ -318,22 +322,24 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
 
     meta_path = run_dir / "checkpoints" / "best" / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "kind": "addition"}))
-    with pytest.raises(CheckpointError, match="not a charlm checkpoint"):
+    meta_path.write_text(json.dumps({**meta, "task": "addition"}))
+    with pytest.raises(CheckpointError, match="sampling needs a charlm run"):
         load_model(run_dir / "checkpoints" / "best")
-
-    hidden = json.loads((straight_run[0] / "summary.json").read_text())["hidden"]
-    with pytest.raises(CheckpointError, match=rf"trained with model\.hidden={hidden}; this run has model\.hidden=8\."):
-        train_run(tiny(text_file, "model.hidden=8", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
-    with pytest.raises(CheckpointError, match=r"trained with optim\.name=\w+, train\.batch_size=\d+; this run has optim\.name=sgd, train\.batch_size=3"):
-        train_run(tiny(text_file, "optim=sgd", "train.batch_size=3", f"train.resume='{straight_run[0]}'"), tmp_path / "x2")
     addition_run = tmp_path / "addition_run"
-    (addition_run / "checkpoint").mkdir(parents=True)
-    with pytest.raises(CheckpointError, match="is an addition run"):
+    shutil.copytree(run_dir / "checkpoints" / "best", addition_run / "checkpoints" / "last")
+    with pytest.raises(CheckpointError, match="is of task 'addition'; this run is task=charlm"):
         train_run(tiny(text_file, f"train.resume='{addition_run}'"), tmp_path / "x3")
+
+    hidden = json.loads((straight_run[0] / "summary.json").read_text())["config"]["model"]["hidden"]
+    with pytest.raises(CheckpointError, match=rf"does not fit this run: it was trained with model\.hidden={hidden} \(now 8\)$"):
+        train_run(tiny(text_file, "model.hidden=8", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
+    with pytest.raises(CheckpointError, match=r"optim\.name=\w+ \(now sgd\), train\.batch_size=4 \(now 3\)"):
+        train_run(tiny(text_file, "optim=sgd", "train.batch_size=3", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"), tmp_path / "x2")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        train_run(tiny(text_file, f"train.resume='{tmp_path / 'nowhere'}'"), tmp_path / "x4")
     other = tmp_path / "other.txt"
     other.write_text(text_file.read_text(encoding="utf-8") + "新", encoding="utf-8")
-    with pytest.raises(CheckpointError, match="another vocabulary"):
+    with pytest.raises(CheckpointError, match="was made for another vocab"):
         train_run(tiny(other, f"train.resume='{straight_run[0]}'"), tmp_path / "y")
 
 

@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -65,7 +66,10 @@ def test_bad_checkpoints_raise_one_clear_error(tmp_path, damage, words):
 def test_structure_and_shape_mismatch(tmp_path):
     checkpoint.save(tmp_path / "ck", params(), {})
     other = rj.sequence_model(rj.stack([rj.lstm(6), rj.elman(3, use_bias=False)]), 2).init(jax.random.PRNGKey(0), 5)
-    with pytest.raises(CheckpointError, match=r"w_x has shape \(5, 16\), expected \(5, 24\)"):
+    with pytest.raises(CheckpointError, match=r"w_x is float32\[5, 16\], expected float32\[5, 24\]"):
         checkpoint.load(tmp_path / "ck", target=other)
+    as_f16 = jax.tree.map(lambda a: a.astype(jnp.float16), params())
+    with pytest.raises(CheckpointError, match=r"is float32\[.*\], expected float16"):
+        checkpoint.load(tmp_path / "ck", target=as_f16)
     with pytest.raises(CheckpointError, match="no such directory"):
         checkpoint.load(tmp_path / "missing")

@@ -19,13 +19,7 @@ def summary(cell="lstm", bits=4, hidden=4, acc=(1.0, 1.0, 0.5), steps=(100, 300,
     return {
         "status": status,
         "task": "addition",
-        "cell": cell,
-        "bits": bits,
-        "hidden": hidden,
-        "layers": 1,
-        "optimizer": "adam",
-        "lr": lr,
-        "seeds": len(acc),
+        "seed_values": list(range(len(acc))),
         "steps": 400,
         "final_accuracy": float(np.mean(acc)),
         "per_seed_accuracy": acc,
@@ -38,6 +32,17 @@ def summary(cell="lstm", bits=4, hidden=4, acc=(1.0, 1.0, 0.5), steps=(100, 300,
         "train_seconds": 0.25,
         "us_per_step": 625.0,
         "backend": backend,
+        "config": config(cell, bits, hidden, lr, len(acc)),
+    }
+
+
+def config(cell, bits, hidden, lr=0.01, seeds=3):
+    """The part of a summary's "config" the report reads."""
+    return {
+        "task": {"name": "addition", "bits": bits},
+        "model": {"cell": cell, "hidden": hidden, "layers": 1},
+        "optim": {"name": "adam", "lr": lr},
+        "train": {"seeds": seeds},
     }
 
 
@@ -62,12 +67,14 @@ def read_csv(sweep):
 def test_one_row_per_job_with_its_summary_figures(tmp_path):
     summaries = [summary("elman", 4, 2, acc=(1.0, 0.0), steps=(200, None)), summary("gru", 8, 2), summary("gru", 4, 8, acc=(1.0, 1.0), steps=(100, 500))]
     for i, s in enumerate(summaries):
-        make_job(tmp_path, i, s, [f"model.cell={s['cell']}", f"task.bits={s['bits']}", f"model.hidden={s['hidden']}"])
+        c = s["config"]
+        make_job(tmp_path, i, s, [f"model.cell={c['model']['cell']}", f"task.bits={c['task']['bits']}", f"model.hidden={c['model']['hidden']}"])
     text = report.write_report(tmp_path)
     rows = read_csv(tmp_path)
     assert [r["job"] for r in rows] == ["0", "1", "2"]
     for row, s in zip(rows, summaries):
-        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (s["cell"], s["bits"], s["hidden"])
+        c = s["config"]
+        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (c["model"]["cell"], c["task"]["bits"], c["model"]["hidden"])
         assert float(row["success_rate"]) == s["success_rate"]
         assert float(row["final_accuracy"]) == s["final_accuracy"]
         assert float(row["median_steps_to_solve"]) == np.median([x for x in s["steps_to_solve"] if x is not None])
@@ -81,7 +88,7 @@ def test_one_row_per_job_with_its_summary_figures(tmp_path):
 
 def test_failed_running_and_interrupted_jobs_are_named(tmp_path):
     make_job(tmp_path, 0, summary("lstm", 4, 4))
-    crash = {"status": "failed", "error": "ConfigError: model.hidden=0 is not allowed; must be >= 1", "task": "addition", "cell": "lstm", "bits": 4, "hidden": 0, "seeds": 3}
+    crash = {"status": "failed", "error": "ConfigError: model.hidden=0 is not allowed; must be >= 1", "task": "addition", "config": config("lstm", 4, 0)}
     make_job(tmp_path, 1, crash, ["model.hidden=0"])
     nan = summary("lstm", 4, 8, acc=(0.0, 0.0), steps=(None, None), failed=(0, 1), status="failed") | {"error": "loss became NaN or Inf in every seed"}
     make_job(tmp_path, 2, nan)
@@ -116,21 +123,21 @@ def test_jobs_sharing_a_cell_are_pooled_and_the_report_says_over_what(tmp_path):
     assert g.success_rate == pytest.approx(3 / 5)
     assert g.median_steps == 200.0
     assert g.generalization()[8] == pytest.approx(np.mean([0.5, 0.5, 0.5, 0.0, 0.0]))
-    assert "pooled" in text and "across: optim.lr\n" in text + "\n"
+    assert "pooled" in text and "across: optim.lr, train.seeds\n" in text + "\n"  # 2 and 3 seeds
 
 
-def test_pooling_reads_the_composed_configs_where_a_preset_changed_what_no_override_names(tmp_path):
+def test_pooling_reads_the_summaries_configs_where_a_preset_changed_what_no_override_names(tmp_path):
     base = {"task": {"name": "addition", "bits": 4}, "model": {"cell": "lstm", "hidden": 4, "activation": "tanh"}, "optim": {"name": "adam", "lr": 0.01}, "train": {"batch_size": 64}}
     preset = {**base, "model": {**base["model"], "activation": "sigmoid"}, "train": {"batch_size": 1}}
-    make_job(tmp_path, 0, summary(), [], config=base)
-    make_job(tmp_path, 1, summary(), ["+experiment=something"], config=preset)
+    make_job(tmp_path, 0, summary() | {"config": base}, [])
+    make_job(tmp_path, 1, summary() | {"config": preset}, ["experiment=something"])
     text = report.write_report(tmp_path)
     assert "across: model.activation, train.batch_size\n" in text + "\n"
 
 
 def test_jobs_of_another_task_are_left_out_and_named(tmp_path):
     make_job(tmp_path, 0, summary())
-    make_job(tmp_path, 1, {"status": "ok", "task": "charlm", "cell": "lstm", "hidden": 128, "layers": 2, "final_val_bpc": 2.5})
+    make_job(tmp_path, 1, {"status": "ok", "task": "charlm", "final_val_bpc": 2.5, "config": {"task": {"name": "charlm"}, "model": {"cell": "lstm", "hidden": 128}}})
     make_job(tmp_path, 2, None, config={"task": {"name": "charlm"}, "model": {"cell": "gru", "hidden": 8}})
     text = report.write_report(tmp_path)
     assert text.startswith("1 jobs in") and "1 ok, 0 failed, 0 running" in text
@@ -147,7 +154,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")
     for path in (tmp_path / "missing", tmp_path / "file.txt", tmp_path / "empty"):
-        out = subprocess.run([sys.executable, "-m", "rnn_jax.apps.report", str(path)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(path)], capture_output=True, text=True)
         assert out.returncode == 2
         assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and str(path) in out.stderr
         assert "Traceback" not in out.stderr

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from rnn_jax.driver.rundir import MetricsLog, RunDirectoryError, interrupts_deferred, read_jsonl, require_fresh
+from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, read_jsonl
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -67,10 +67,3 @@ def test_metrics_are_strict_json_and_a_cut_line_is_skipped(tmp_path):
         {"step": 1, "loss": None, "per_seed": {"loss": [1.5, None]}},
         {"step": 2, "loss": 0.5},
     ]
-
-
-def test_require_fresh_names_what_is_there(tmp_path):
-    require_fresh(tmp_path, "metrics.jsonl", "summary.json")
-    (tmp_path / "summary.json").write_text("{}")
-    with pytest.raises(RunDirectoryError, match=r"summary\.json"):
-        require_fresh(tmp_path, "metrics.jsonl", "summary.json")

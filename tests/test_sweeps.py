@@ -57,6 +57,12 @@ def summary_of(job_dir):
     return json.loads((job_dir / "summary.json").read_text())
 
 
+def setting(summary, key):
+    """A setting of the job's config, as its summary records it: `setting(s, "model.hidden")`."""
+    section, name = key.split(".")
+    return summary["config"][section][name]
+
+
 def overrides_of(job_dir):
     return dict(o.split("=", 1) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()))
 
@@ -74,13 +80,13 @@ def grid(params) -> list[dict]:
 
 
 def test_capacity_preset_is_the_72_job_grid_and_every_job_validates():
-    cfg = compose_config("+sweep=capacity")
+    cfg = compose_config("sweep=capacity")
     jobs = grid(cfg.hydra.sweeper.params)
     assert len(jobs) == 4 * 6 * 3
     assert {j["model.cell"] for j in jobs} == {"elman", "lstm", "gru"}
     assert cfg.train.seeds == 8 and cfg.train.stop_when_solved
     assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
-    base = compose_config("+sweep=capacity", hydra=False)
+    base = compose_config("sweep=capacity", hydra=False)
     for job in jobs:
         job_cfg = base.copy()
         for key, value in job.items():
@@ -103,7 +109,7 @@ def test_launcher_and_optuna_presets_compose():
     assert parallel.job.env_set.XLA_PYTHON_CLIENT_PREALLOCATE == "false"
     slurm = compose_config("hydra/launcher=slurm").hydra
     assert slurm.launcher._target_.endswith("SlurmLauncher") and slurm.launcher.gpus_per_node == 1
-    optuna = compose_config("+sweep=optuna").hydra.sweeper
+    optuna = compose_config("sweep=optuna").hydra.sweeper
     assert optuna._target_.endswith("OptunaSweeper") and optuna.direction == "maximize"
     assert set(optuna.params) == {"optim.lr", "model.hidden"}
 
@@ -118,11 +124,11 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
     for d in jobs:
         s, o = summary_of(d), overrides_of(d)
         assert s["status"] == "ok"
-        assert (s["bits"], s["hidden"]) == (int(o["task.bits"]), int(o["model.hidden"]))
-        assert (d / "metrics.jsonl").is_file() and (d / "checkpoint").is_dir()
-    assert {(summary_of(d)["bits"], summary_of(d)["hidden"]) for d in jobs} == {(3, 2), (3, 4), (4, 2), (4, 4)}
+        assert (setting(s, "task.bits"), setting(s, "model.hidden")) == (int(o["task.bits"]), int(o["model.hidden"]))
+        assert (d / "metrics.jsonl").is_file() and (d / "checkpoints" / "last").is_dir()
+    assert {(setting(summary_of(d), "task.bits"), setting(summary_of(d), "model.hidden")) for d in jobs} == {(3, 2), (3, 4), (4, 2), (4, 4)}
 
-    rep = subprocess.run([sys.executable, "-m", "rnn_jax.apps.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
     assert "4 jobs" in rep.stdout and "4 ok" in rep.stdout
     with (sweep / "report.csv").open() as f:
@@ -130,7 +136,7 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
     for row, d in zip(rows, jobs):
         s = summary_of(d)
-        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (s["cell"], s["bits"], s["hidden"])
+        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (setting(s, "model.cell"), setting(s, "task.bits"), setting(s, "model.hidden"))
         assert float(row["success_rate"]) == s["success_rate"]
         assert float(row["final_accuracy"]) == s["final_accuracy"]
         assert float(row["compile_seconds"]) == s["compile_seconds"]
@@ -138,7 +144,7 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
         assert row["median_steps_to_solve"] == (str(float(np.median(solved))) if solved else "nan")
     md = (sweep / "report.md").read_text()
     for s in map(summary_of, jobs):
-        assert f"| {s['cell']} | {s['bits']} | {s['hidden']} | 1 | {s['seeds']} |" in md
+        assert f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'train.seeds')} |" in md
     assert (sweep / "success.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep / "generalization.png").is_file()
 
@@ -157,9 +163,9 @@ def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, ca
     s = summary_of(nan)
     assert s["status"] == "failed" and "NaN" in s["error"]
     assert s["failed_seeds"] == s["seed_values"] and s["success_rate"] == 0.0 and s["final_accuracy"] == 0.0
-    assert s["hidden"] == 2 and all(a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs)
+    assert setting(s, "model.hidden") == 2 and all(a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs)
 
-    rep = subprocess.run([sys.executable, "-m", "rnn_jax.apps.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
     assert "0 ok, 2 failed" in rep.stdout
     lines = rep.stdout.splitlines()
@@ -192,14 +198,14 @@ def test_launcher_runs_two_jobs_in_worker_processes(tmp_path, cache_dir, launche
     assert ran_through_it(out, sweep)
     jobs = job_dirs(sweep)
     assert [summary_of(d)["status"] for d in jobs] == ["ok", "ok"]
-    assert [summary_of(d)["hidden"] for d in jobs] == [2, 4]
+    assert [setting(summary_of(d), "model.hidden") for d in jobs] == [2, 4]
 
 
 @pytest.mark.slow
 def test_optuna_preset_maximises_the_success_rate_the_jobs_return(tmp_path, cache_dir):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"
-    out = multirun(sweep, "+sweep=optuna", "hydra.sweeper.n_trials=2", "model.hidden=choice(2,4)", cache=cache_dir)
+    out = multirun(sweep, "sweep=optuna", "hydra.sweeper.n_trials=2", "model.hidden=choice(2,4)", cache=cache_dir)
     assert out.returncode == 0, out.stderr[-2000:]
     jobs = job_dirs(sweep)
     assert len(jobs) == 2
@@ -208,4 +214,4 @@ def test_optuna_preset_maximises_the_success_rate_the_jobs_return(tmp_path, cach
     assert set(result["best_params"]) == {"optim.lr", "model.hidden"}
     assert result["best_value"] == max(s["success_rate"] for s in summaries)
     for d, s in zip(jobs, summaries):
-        assert s["lr"] == pytest.approx(float(overrides_of(d)["optim.lr"]))
+        assert setting(s, "optim.lr") == pytest.approx(float(overrides_of(d)["optim.lr"]))

@@ -165,11 +165,17 @@ def _jax_runner(p: Point, cfg: BenchConfig, init, logits, layer, unroll) -> Runn
 
 
 def rnn_jax_runner(p: Point, cfg: BenchConfig, implementation: str) -> Runner:
+    """rnn_jax's rows: in train mode the very step the training driver runs for a char-LM
+    (`rnn_jax.tasks.charlm.model.char_lm`, its `make_loss`, `rnn_jax.training.make_step`), with a
+    one-layer model and Adam; in forward mode the recurrent layer alone."""
     import jax
     import jax.numpy as jnp
+    import optax
 
     import rnn_jax as rj
     from rnn_jax import fused
+    from rnn_jax.tasks.charlm.model import Batch, char_lm, make_loss
+    from rnn_jax.training import init_state, make_step
 
     options = {
         "rnn_jax": dict(),
@@ -179,21 +185,28 @@ def rnn_jax_runner(p: Point, cfg: BenchConfig, implementation: str) -> Runner:
     }[implementation]
     matmul_dtype = jnp.bfloat16 if p.dtype == "bfloat16" else None
     cell = rj.CELLS[p.cell](p.hidden, matmul_dtype=matmul_dtype, **options)
-    embed, readout = rj.dense(p.input, use_bias=False), rj.dense(cfg.vocab)
     unroll = p.unroll or None
     resolved = fused.resolve(options.get("backward", "auto"), unroll, options.get("remat", False))[1]
+    key_p, key_t, key_x = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
+    if p.mode == "forward":
+        params = cell.init(key_p, p.input)
+        xs = jax.random.normal(key_x, (p.seq_len, p.batch, p.input))  # [T, B, I]
+        compiled, seconds = _compiled(lambda params, xs: rj.unroll(cell, params, xs, unroll=unroll)[1], params, xs)
+        return Runner(lambda: jax.block_until_ready(compiled(params, xs)), seconds, resolved)
 
-    def init(key):
-        k_e, k_c, k_r = jax.random.split(key, 3)
-        return {"embed": embed.init(k_e, cfg.vocab).w, "cell": cell.init(k_c, p.input), "readout": readout.init(k_r, p.hidden)}
+    model = char_lm([cell], cfg.vocab, p.input)
+    optimizer = optax.adam(cfg.lr)
+    step = make_step(make_loss(model, unroll), optimizer)
+    inputs, targets = (t.T for t in _tokens(key_t, p, cfg.vocab))  # [B, T], as the char-LM's batches
+    batch = Batch(inputs, targets, model.initial_carry((p.batch,)), None)
+    state = [init_state(model.init(key_p), optimizer)]
+    compiled, seconds = _compiled(step, state[0], batch, donate=(0,))
 
-    def layer(params, xs):
-        return rj.unroll(cell, params["cell"], xs, unroll=unroll)[1]
+    def call():
+        state[0], (value, _) = compiled(state[0], batch)
+        return jax.block_until_ready(value)
 
-    def logits(params, tokens):
-        return readout.apply(params["readout"], layer(params, params["embed"][tokens]))  # [T, B, V]
-
-    return _jax_runner(p, cfg, init, logits, layer, resolved)
+    return Runner(call, seconds, resolved)
 
 
 def flax_runner(p: Point, cfg: BenchConfig, implementation: str) -> Optional[Runner]:

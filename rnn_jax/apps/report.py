@@ -30,6 +30,10 @@ import numpy as np
 import yaml
 
 GROUP_KEYS = ("cell", "bits", "hidden")
+SETTINGS = {  # the report's names for config settings
+    "cell": "model.cell", "bits": "task.bits", "hidden": "model.hidden", "layers": "model.layers",
+    "optimizer": "optim.name", "lr": "optim.lr", "seeds": "train.seeds",
+}  # fmt: skip
 # Overrides that place a job in its (cell, bits, hidden) group rather than distinguish it within one.
 GROUP_OVERRIDES = ("model", "model.cell", "task.bits", "model.hidden")
 SAME_AS = {"optim.name": "optim", "backend.name": "backend"}  # overrides that name the same thing
@@ -61,15 +65,16 @@ class Job:
             return "running"
         return self.summary.get("status", "ok")
 
+    @property
+    def settings(self) -> dict:
+        """The job's config: the one its summary carries, else the one Hydra composed (a job that
+        is running, or failed before it had a summary)."""
+        return (self.summary or {}).get("config") or self.config
+
     def get(self, key: str) -> Any:
-        """`key` from the summary, else from the composed config (for a running or failed job)."""
-        if self.summary is not None and self.summary.get(key) is not None:
-            return self.summary[key]
-        section = {"cell": "model", "hidden": "model", "layers": "model", "bits": "task", "lr": "optim", "optimizer": "optim"}.get(key)
-        if section is None:
-            return None
-        value = (self.config.get(section) or {}).get("name" if key == "optimizer" else key)
-        return value
+        """The setting `key` names in `SETTINGS` (e.g. "cell": model.cell)."""
+        section, name = SETTINGS[key].split(".")
+        return (self.settings.get(section) or {}).get(name)
 
     @property
     def group(self) -> tuple:
@@ -78,7 +83,7 @@ class Job:
     @property
     def task(self) -> Optional[str]:
         """"addition", "charlm", or None when neither the summary nor the config says."""
-        return (self.summary or {}).get("task") or (self.config.get("task") or {}).get("name")
+        return (self.summary or {}).get("task") or (self.settings.get("task") or {}).get("name")
 
 
 @dataclass
@@ -215,7 +220,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "status": job.status,
         **{k: job.get(k) for k in ("cell", "bits", "hidden", "layers", "optimizer", "lr")},
         "backend": s.get("backend"),
-        "seeds": s.get("seeds", (job.config.get("train") or {}).get("seeds")),
+        "seeds": job.get("seeds"),
         "steps": s.get("steps", job.last_step),
         "success_rate": s.get("success_rate"),
         "final_accuracy": s.get("final_accuracy"),
@@ -248,9 +253,9 @@ def pooled_over(groups: list[Group]) -> list[str]:
             continue
         seen: dict[str, set] = {}
         for j in g.jobs:
-            # The composed config where Hydra saved it: a preset changes keys no override names.
-            if j.config:
-                pairs = _flatten(j.config)
+            # The composed config: a preset changes keys no override names.
+            if j.settings:
+                pairs = _flatten(j.settings)
             else:
                 pairs = dict(o.lstrip("+~").split("=", 1) for o in j.overrides if "=" in o)
             pairs = {SAME_AS.get(k, k): v for k, v in pairs.items()}

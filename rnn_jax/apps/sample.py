@@ -20,13 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.build import ModelConfig, dtype_of
 from rnn_jax.driver import checkpoint
-from rnn_jax.build import dtype_of
-from rnn_jax.tasks.charlm.model import CharLM, build_char_lm, generate
 from rnn_jax.driver.checkpoint import CheckpointError
-from rnn_jax.driver.config import ModelConfig
 from rnn_jax.tasks.charlm.corpus import Vocab, VocabularyError, decode, encode, make_vocab
-from rnn_jax.tasks.charlm.task import check_meta
+from rnn_jax.tasks.charlm.model import CharLM, build_char_lm, generate
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,6 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
     run_dir = Path(run).expanduser()
     path = run_dir / "checkpoints" / which
     if not path.is_dir():
-        if (run_dir / "checkpoint").is_dir():
-            raise CheckpointError(f"run={run_dir} is an addition run; sampling needs a charlm run (task=charlm)")
         if (run_dir / "checkpoints" / "last").is_dir():
             raise CheckpointError(f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); use checkpoint={run_dir / 'checkpoints' / 'last'}")
         raise CheckpointError(f"run={run_dir}: no checkpoint at {path} (not a charlm run directory)")
@@ -91,10 +87,12 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
 def load_model(path) -> tuple[CharLM, object, Vocab, dict]:
     """`(model, params, vocab, meta)` from a charlm checkpoint directory; `CheckpointError` if
     it is missing, corrupt or not a charlm checkpoint."""
-    check_meta(path, checkpoint.load_meta(path))
+    meta = checkpoint.load_meta(path)
+    if meta.get("task") != "charlm":
+        raise CheckpointError(f"checkpoint {path} is of task {meta.get('task')!r}; sampling needs a charlm run (task=charlm)")
     state, meta = checkpoint.load(path)
     cfg = meta["config"]
-    vocab = make_vocab(meta["vocab"])
+    vocab = make_vocab(meta["identity"]["vocab"])
     model = build_char_lm(ModelConfig(**cfg["model"]), vocab.size, cfg["task"]["embedding"], 0.0, dtype_of(cfg["train"]["dtype"]))
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))  # the structure, nothing computed
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
@@ -123,7 +121,7 @@ def main(argv=None) -> int:
     try:
         cfg = parse_args(argv)
         model, params, vocab, meta = load_model(checkpoint_path(cfg.run, cfg.checkpoint))
-        prime = cfg.prime or meta.get("first_char", "")
+        prime = cfg.prime or meta["identity"]["first_char"]
         print(sample_text(model, params, vocab, prime, cfg.length, cfg.temperature, cfg.seed))
     except (SampleArgError, CheckpointError, VocabularyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,57 +1,82 @@
 """Entry point: `python -m rnn_jax.train [overrides]` (also the `rnn-jax-train` script).
 
-Hydra composes `conf/` into the typed schema of `rnn_jax.config`; everything after that sees
-only frozen-in-spirit dataclasses. `run(cfg, run_dir)` does the work and is testable without
-Hydra's decorator; `main` adds the run directory, one-line errors and sweep-safe failures.
+Hydra composes `conf/` against the typed schema of `rnn_jax.driver.config`; `to_config` turns
+the result into frozen dataclasses, and `rnn_jax.driver.loop.run` does the work. `main` adds the
+run directory, one-line errors and sweep-safe failures.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import signal
 import sys
 import traceback
 from pathlib import Path
-
-from rnn_jax.apps import CONF_DIR
 from typing import Any
 
 import hydra
-import jax
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rnn_jax.driver.backend import BackendError, select_backend
-from rnn_jax.driver.checkpoint import CheckpointError, atomic_write_json
-from rnn_jax.driver.config import Config, ConfigError, register_configs, validate
-from rnn_jax.tasks.charlm.corpus import CorpusError
+from rnn_jax.apps import CONF_DIR
 from rnn_jax.apps.hydra_callbacks import restore_earlier_run_config
+from rnn_jax.driver.backend import BackendError
+from rnn_jax.driver.checkpoint import CheckpointError, atomic_write_json
+from rnn_jax.driver.config import Config, ConfigError, validate
+from rnn_jax.driver.loop import run
 from rnn_jax.driver.rundir import RunDirectoryError, write_summary
+from rnn_jax.tasks.registry import TASKS
+from rnn_jax.tasks.charlm.corpus import CorpusError
 
 log = logging.getLogger("rnn_jax")
-
-# task name -> module with `run(cfg: Config, run_dir: Path, device: dict) -> dict` (the summary)
-RUNNERS = {"addition": "rnn_jax.tasks.addition.task", "charlm": "rnn_jax.tasks.charlm.task"}
-
-# task name -> the summary figure `main` returns to a sweeper
-OBJECTIVES = {"addition": "success_rate", "charlm": "best_val_bpc"}
-
 
 # Errors a user can cause with a config value, a file or a directory: one line, no traceback.
 USER_ERRORS = (ConfigError, BackendError, CheckpointError, CorpusError, RunDirectoryError, FileNotFoundError)
 
+
+def schema_node(schema) -> DictConfig:
+    """`schema` as a node for Hydra's ConfigStore. The dataclasses are frozen (nothing downstream
+    may write into the config); OmegaConf would mark their nodes read-only, which forbids Hydra's
+    own merging of `conf/` and the overrides, so only the node's flag is lifted."""
+    node = OmegaConf.structured(schema)
+
+    def writable(n: DictConfig):
+        n._set_flag("readonly", None)
+        for key in n.keys():
+            child = n._get_node(key)
+            if isinstance(child, DictConfig):
+                writable(child)
+
+    writable(node)
+    return node
+
+
+def register_configs() -> None:
+    """The schema in Hydra's ConfigStore: `config_schema`, and `<task>_schema` in the task group."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=schema_node(Config))
+    for name, spec in TASKS.items():
+        cs.store(group="task", name=f"{name}_schema", node=schema_node(spec.config))
+
+
+def _conf_choices(group: str) -> str:
+    """The options of a config group, from its folder in conf/ (the help text lists them)."""
+    return ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+
 register_configs()
+if not OmegaConf.has_resolver("rnn_jax_choices"):
+    OmegaConf.register_new_resolver("rnn_jax_choices", _conf_choices)
 
 
 def to_config(dcfg: DictConfig) -> Config:
-    """The composed DictConfig as the typed dataclasses, validated."""
+    """The composed DictConfig as the typed, frozen dataclasses, validated."""
     _reject_unknown_keys(dcfg)
-    cfg = OmegaConf.to_object(dcfg)
-    return validate(cfg)
+    return validate(OmegaConf.to_object(dcfg))
 
 
 def _reject_unknown_keys(node: DictConfig, path: str = "") -> None:
@@ -69,17 +94,6 @@ def _reject_unknown_keys(node: DictConfig, path: str = "") -> None:
             _reject_unknown_keys(child, f"{path}{key}.")
 
 
-def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Trains and evaluates `cfg`, writing everything into `run_dir`; returns the summary."""
-    validate(cfg)
-    # Process-wide, so set for every job: a float32 job after a float64 one in the same sweep
-    # process must not inherit x64.
-    jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
-    device = select_backend(cfg.backend.name, cfg.backend.compilation_cache)
-    runner = importlib.import_module(RUNNERS[cfg.task.name])
-    return runner.run(cfg, Path(run_dir), device)
-
-
 _SIGNALS_RECEIVED: list[int] = []
 
 
@@ -90,23 +104,17 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def failure_summary(dcfg: DictConfig, error: BaseException) -> dict[str, Any]:
-    task = dcfg.get("task", {})
-    model = dcfg.get("model", {})
-    return {
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        "task": task.get("name"),
-        "cell": model.get("cell"),
-        "bits": task.get("bits"),
-        "hidden": model.get("hidden"),
-        "seeds": dcfg.get("train", {}).get("seeds"),
-    }
+    try:
+        config = OmegaConf.to_container(dcfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an unresolvable config is recorded as it was written
+        config = OmegaConf.to_container(dcfg, resolve=False)
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}", "task": dcfg.get("task", {}).get("name"), "config": config}
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> float:
-    """Runs one job; returns its objective for sweepers such as Optuna: the success rate over
-    seeds for addition (maximise), the best validation bits per character for charlm (minimise)."""
+    """Runs one job; returns its objective for sweepers such as Optuna (the task's
+    `TaskSpec.objective`: addition's success rate, charlm's best validation bpc)."""
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "TPU not found" noise
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -135,7 +143,7 @@ def main(dcfg: DictConfig) -> float:
     if summary.get("status") == "failed" and not sweeping:
         print(f"error: the run failed: {summary.get('error')}", file=sys.stderr)
         raise SystemExit(1)
-    objective = summary.get(OBJECTIVES[summary["task"]])
+    objective = summary.get(TASKS[summary["task"]].objective)
     return float("nan") if objective is None else float(objective)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -51,7 +52,21 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    """Strict JSON: NaN and Inf are written as null."""
+    text = json.dumps(finite_or_null(obj), indent=2, default=_json_default, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def finite_or_null(x):
+    """`x` with NaN and Inf as None (null): bare NaN is not JSON, and strict readers (jq,
+    browsers, `json.loads(..., parse_constant=reject)`) refuse it."""
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    return x
 
 
 def _json_default(x):
@@ -133,7 +148,11 @@ def to_target(path, target: Any, state_dict: Any):
 
 def _check_shapes(path, target, state):
     for (where, t), s in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(state)):
-        if np.shape(t) != np.shape(s):
+        if np.shape(t) != np.shape(s) or _dtype(t) != _dtype(s):
             raise CheckpointError(
-                f"checkpoint {path}: {jax.tree_util.keystr(where)} has shape {np.shape(s)}, expected {np.shape(t)}"
+                f"checkpoint {path}: {jax.tree_util.keystr(where)} is {_dtype(s)}{list(np.shape(s))}, expected {_dtype(t)}{list(np.shape(t))}"
             )
+
+
+def _dtype(x):
+    return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from rnn_jax.driver.checkpoint import atomic_write_json
+from rnn_jax.driver.checkpoint import atomic_write_json, finite_or_null
 
 
 @contextlib.contextmanager
@@ -39,17 +39,7 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 class RunDirectoryError(ValueError):
-    """A run directory that cannot take this run (it already holds another)."""
-
-
-def require_fresh(run_dir: Path, *names: str) -> None:
-    """Refuses a run directory that already holds any of `names` from an earlier run, so that
-    two runs never mix their metrics or overwrite each other's results."""
-    found = [n for n in names if (Path(run_dir) / n).exists()]
-    if found:
-        raise RunDirectoryError(
-            f"run directory {run_dir} already holds a run ({', '.join(found)}); choose another hydra.run.dir"
-        )
+    """A run directory that cannot take this run."""
 
 
 class MetricsLog:
@@ -62,18 +52,7 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(_finite_or_null(record), allow_nan=False) + "\n")
-
-
-def _finite_or_null(x):
-    """NaN and Inf as null: bare NaN is not JSON, and strict readers (jq, browsers) reject it."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite_or_null(v) for v in x]
-    return x
+            f.write(json.dumps(finite_or_null(record), allow_nan=False) + "\n")
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from rnn_jax.build import build_cell
 from rnn_jax.cells import Cell, stack
-from rnn_jax.driver.config import ModelConfig
+from rnn_jax.build import ModelConfig
 from rnn_jax.tasks.charlm.corpus import Streams, batch_at, num_batches
 from rnn_jax.model import DenseParams, dense
 from rnn_jax.unroll import unroll as unroll_cell
@@ -110,10 +110,10 @@ def char_lm(
     return CharLM(init, initial_carry, apply, step, vocab_size, cells)
 
 
-def build_char_lm(model: ModelConfig, vocab_size: int, embedding: int, dropout_rate: float = 0.0, dtype=None) -> CharLM:
+def build_char_lm(model: ModelConfig, vocab_size: int, embedding: int, dropout_rate: float = 0.0, dtype=None, platform=None) -> CharLM:
     """`char_lm` with `model.layers` cells of the kind `model` describes."""
     one = dataclasses.replace(model, layers=1)
-    cells = [build_cell(one, dtype) for _ in range(model.layers)]
+    cells = [build_cell(one, dtype, platform) for _ in range(model.layers)]
     return char_lm(
         cells,
         vocab_size,

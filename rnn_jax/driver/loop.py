@@ -1,0 +1,307 @@
+"""The one training driver: every task trains through `train_and_evaluate`.
+
+It builds the task from the config (`rnn_jax.tasks.TASKS`), then runs its compiled `lax.scan`
+chunks up to each log, validation or the end, and between them writes `metrics.jsonl`, the
+checkpoints and the progress bar. Compilation is timed apart from training. SIGINT and SIGTERM
+end the run between chunks (the state, the step count, the checkpoint and the log line move
+together). A run directory that holds `checkpoints/last` is resumed from it, so a rerun takes
+the steps an uninterrupted run would have taken.
+
+    run_dir/metrics.jsonl           one line per chunk: step, the task's fields, elapsed
+    run_dir/summary.json            status ok | failed | interrupted, the task's figures, timing,
+                                    the device, and the whole config under "config"
+    run_dir/checkpoints/last/       every validation, the end, an interrupt
+    run_dir/checkpoints/best/       the lowest value of the task's `best` field
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax.driver import checkpoint
+from rnn_jax.driver.backend import select_backend
+from rnn_jax.driver.checkpoint import CheckpointError, atomic_write_bytes
+from rnn_jax.driver.config import Config, validate
+from rnn_jax.driver.optim import make_optimizer
+from rnn_jax.driver.rundir import MetricsLog, finite_or_null, interrupts_deferred, read_jsonl, write_summary
+from rnn_jax.tasks.registry import TASKS
+from rnn_jax.tasks.base import Task
+
+
+def run(cfg: Config, run_dir) -> dict[str, Any]:
+    """Chooses the backend and precision `cfg` names, then `train_and_evaluate`."""
+    validate(cfg)
+    # Process-wide, so set for every job: a float32 job after a float64 one in the same sweep
+    # process must not inherit x64.
+    jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
+    device = select_backend(cfg.backend.name, cfg.backend.compilation_cache)
+    return train_and_evaluate(cfg, Path(run_dir), device)
+
+
+def train_and_evaluate(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
+    """Trains (or resumes) the task of `cfg` in `run_dir`; returns the summary it writes there.
+
+    An interrupt (Ctrl-C, SIGTERM) ends training between chunks; the run is then checkpointed
+    and summarised with `status: "interrupted"` before the interrupt goes on. One that comes while
+    the run is still compiling leaves a summary with `steps: 0`."""
+    t_start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = cfg.task.name
+    task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), device["backend"])
+    header = {"task": name, **device, "config": dataclasses.asdict(cfg)}
+    timing = Timing()
+    try:
+        with timing.compiling():
+            state = task.init()
+        resumed = resume(cfg, run_dir, task, state)
+    except KeyboardInterrupt:  # still compiling: nothing was trained, so nothing to save
+        write_summary(run_dir, {"status": "interrupted", "steps": 0, **header})
+        raise
+    if resumed.nothing_to_train and (run_dir / "summary.json").exists() and resumed.source == run_dir:
+        print(f"{run_dir} is already at step {resumed.step} (train.steps={cfg.train.steps}): nothing to train, nothing changed", file=sys.stderr)
+        return json.loads((run_dir / "summary.json").read_text())
+    loop = Loop(cfg, task, run_dir, resumed, timing)
+    interrupted = loop.train()
+    with interrupts_deferred():
+        if loop.last_fields is None and task.validate is not None and not interrupted:
+            loop.validate()  # nothing trained in this run: report the checkpoint it resumed
+        fields = task.summarize(loop.state, loop.tally)
+        timing.compile_seconds += fields.pop("compile_seconds", 0.0)
+        if not loop.saved_at_step:
+            loop.save_last()
+        summary = {"status": "ok", "task": name, **fields}
+        if interrupted:
+            summary["status"] = "interrupted"
+        trained = loop.step - resumed.step
+        summary.update(
+            steps=loop.step,
+            steps_this_run=trained,
+            resumed_from=resumed.path,
+            **{f"final_{k}": v for k, v in (loop.last_fields or {}).items()},
+            **({f"best_{task.best}": finite_or_null(loop.best)} if task.best else {}),
+            compile_seconds=round(timing.compile_seconds, 4),
+            train_seconds=round(timing.train_seconds, 4),
+            us_per_step=round(1e6 * timing.train_seconds / trained, 3) if trained else None,
+            elapsed_seconds=round(resumed.elapsed + time.perf_counter() - t_start, 4),
+        )
+        if task.throughput:
+            unit, per_step = task.throughput
+            summary[f"{unit}_per_second"] = trained * per_step / timing.train_seconds if trained else None
+        summary = {**summary, **header}
+        write_summary(run_dir, summary)
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+class Timing:
+    """Seconds spent compiling and in compiled training chunks, kept apart."""
+
+    def __init__(self):
+        self.compile_seconds = self.train_seconds = 0.0
+
+    def compiling(self):
+        return _Adder(self, "compile_seconds")
+
+
+class _Adder:
+    def __init__(self, timing: Timing, attr: str):
+        self.timing, self.attr = timing, attr
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        setattr(self.timing, self.attr, getattr(self.timing, self.attr) + time.perf_counter() - self.t0)
+
+
+@dataclasses.dataclass
+class Resumed:
+    """Where a run starts: the state, its step and tally, the best value so far."""
+
+    state: Any
+    step: int
+    tally: dict
+    best: float = math.inf
+    elapsed: float = 0.0
+    path: Optional[str] = None  # the checkpoint resumed from
+    source: Optional[Path] = None
+    nothing_to_train: bool = False
+
+
+def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
+    """The state to start from: `train.resume`'s last checkpoint, else this directory's own, else
+    `state` (a fresh start, which drops metric lines a run that died before its first checkpoint
+    left). `CheckpointError` when the checkpoint was made for another task or does not fit."""
+    source = Path(cfg.train.resume).expanduser() if cfg.train.resume else run_dir
+    last = source / "checkpoints" / "last"
+    if cfg.train.resume and not last.is_dir():
+        raise CheckpointError(f"train.resume={cfg.train.resume}: no checkpoint at {last}")
+    if not last.is_dir():
+        continue_metrics(run_dir, run_dir, 0)
+        return Resumed(state, 0, task.tally, source=source)
+    state, meta = restore(last, state, cfg, task)
+    step = int(meta["step"])
+    continue_metrics(source, run_dir, step)
+    best = run_dir / "checkpoints" / "best"
+    if source != run_dir and (source / "checkpoints" / "best").is_dir():
+        best_state, best_meta = restore(source / "checkpoints" / "best", state, cfg, task)
+        checkpoint.save(best, best_state, best_meta)
+    done = step >= cfg.train.steps or task.finished(meta["tally"])
+    return Resumed(state, step, meta["tally"], meta.get("best") or math.inf, float(meta.get("elapsed", 0.0)), str(last), source, done)
+
+
+def restore(path: Path, template, cfg: Config, task: Task):
+    """`(state, meta)` of the checkpoint at `path`, shaped like `template`."""
+    meta = checkpoint.load_meta(path)
+    if meta.get("task") != cfg.task.name:
+        raise CheckpointError(f"checkpoint {path} is of task {meta.get('task')!r}; this run is task={cfg.task.name}")
+    for key, value in (task.identity or {}).items():
+        if meta.get("identity", {}).get(key) != value:
+            raise CheckpointError(f"checkpoint {path} was made for another {key}; did task.corpus or the data change?")
+    try:
+        state, meta = checkpoint.load(path, target=template)
+    except CheckpointError as e:
+        differ = config_differences(meta.get("config", {}), dataclasses.asdict(cfg))
+        if not differ:
+            raise
+        raise CheckpointError(f"checkpoint {path} does not fit this run: it was trained with {differ}") from e
+    return jax.device_put(state), meta
+
+
+def config_differences(saved: dict, wanted: dict, prefix: str = "") -> str:
+    """`key=saved (now wanted)` for every setting that differs, but the ones a resume may change."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = config_differences(a, b, f"{prefix}{key}.")
+            out += [sub] if sub else []
+        elif a != b and f"{prefix}{key}" not in ("train.steps", "train.resume", "train.progress", "train.log_every"):
+            out.append(f"{prefix}{key}={a} (now {b})")
+    return ", ".join(out)
+
+
+def continue_metrics(source: Path, run_dir: Path, step: int) -> None:
+    """Keeps the metric lines up to `step` (from `source`) in `run_dir`, so a resumed run appends
+    to its history instead of restarting or repeating it."""
+    old = source / "metrics.jsonl"
+    if not old.exists() and not (run_dir / "metrics.jsonl").exists():
+        return
+    records = [r for r in read_jsonl(old) if r.get("step", math.inf) <= step] if old.exists() else []
+    atomic_write_bytes(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+class Loop:
+    """The host loop's state between chunks, and what it does at each."""
+
+    def __init__(self, cfg: Config, task: Task, run_dir: Path, start: Resumed, timing: Timing):
+        self.cfg, self.task, self.run_dir, self.timing = cfg, task, run_dir, timing
+        self.state, self.step, self.tally, self.best = start.state, start.step, start.tally, start.best
+        self.elapsed0, self.t0 = start.elapsed, time.perf_counter()
+        self.start = start.step
+        self.last_fields: Optional[dict] = None  # the latest validation's fields
+        self.saved_at_step = start.nothing_to_train  # checkpoints/last holds this very step
+        self.metrics = MetricsLog(run_dir)
+        self.chunk = jax.jit(task.chunk, static_argnums=3)
+        self.compiled: dict[int, Any] = {}  # chunk length -> executable (the last chunk may be shorter)
+
+    def next_stop(self) -> int:
+        """The next step at which the host must look: a log, a validation or the end."""
+        t, s = self.cfg.train, self.step
+        ends = [t.steps, (s // t.log_every + 1) * t.log_every]
+        if self.task.eval_every:
+            ends.append((s // self.task.eval_every + 1) * self.task.eval_every)
+        return min(ends)
+
+    def run_chunk(self, k: int):
+        args = (self.state, self.task.consts, jnp.int32(self.step))
+        if k not in self.compiled:
+            with self.timing.compiling():
+                self.compiled[k] = self.chunk.lower(*args, k).compile(compiler_options=self.task.compile_options)
+        t0 = time.perf_counter()
+        state, outputs = self.compiled[k](*args)
+        outputs = jax.device_get(outputs)  # waits for the chunk
+        return state, outputs, time.perf_counter() - t0
+
+    def train(self) -> bool:
+        """Chunks until the end or the task is finished; True when interrupted."""
+        from tqdm.auto import tqdm
+
+        cfg, task = self.cfg, self.task
+        bar = tqdm(total=cfg.train.steps, initial=self.step, unit="step", disable=not cfg.train.progress, leave=False, file=sys.stderr)
+        try:
+            while self.step < cfg.train.steps and not task.finished(self.tally):
+                end = self.next_stop()
+                state, outputs, seconds = self.run_chunk(end - self.step)
+                with interrupts_deferred():  # the state, the step count, the checkpoint and the log line move together
+                    record = self.advance(state, outputs, end, seconds)
+                bar.update(end - bar.n)
+                if task.log_line is not None:
+                    bar.write(task.log_line(record), file=sys.stdout)
+                bar.set_postfix({k: _short(record.get(k)) for k in task.progress})
+        except KeyboardInterrupt:  # the chunk in flight is dropped; the state is the last logged one
+            with interrupts_deferred():
+                self.save_last(interrupted=True)
+            return True
+        finally:
+            bar.close()
+        return False
+
+    def advance(self, state, outputs, end: int, seconds: float) -> dict:
+        cfg, task = self.cfg, self.task
+        k = end - self.step
+        self.state, self.step, self.saved_at_step = state, end, False
+        self.timing.train_seconds += seconds
+        self.tally, fields = task.observe(self.tally, outputs, end)
+        record = {"step": end, **fields}
+        if task.validate is not None and (end % task.eval_every == 0 or end == cfg.train.steps):
+            record.update(self.validate())
+            self.save_last()
+        if task.throughput:
+            unit, per_step = task.throughput
+            record[f"{unit}_per_sec"] = k * per_step / seconds
+        record["elapsed"] = round(self.elapsed0 + time.perf_counter() - self.t0, 4)
+        self.metrics.write(record)
+        return record
+
+    def validate(self) -> dict:
+        fields, files = self.task.validate(self.state, self.step)
+        for rel, text in files.items():
+            atomic_write_bytes(self.run_dir / rel, text.encode("utf-8"))
+        self.last_fields = fields
+        value = fields.get(self.task.best) if self.task.best else None
+        if value is not None and value < self.best:  # NaN never compares lower
+            self.best = value
+            checkpoint.save(self.run_dir / "checkpoints" / "best", self.state, self.meta(**fields))
+        return fields
+
+    def meta(self, **extra) -> dict:
+        return {
+            "task": self.cfg.task.name,
+            "step": self.step,
+            "tally": self.tally,
+            "best": finite_or_null(self.best),
+            "elapsed": self.elapsed0 + time.perf_counter() - self.t0,
+            "identity": self.task.identity or {},
+            "config": dataclasses.asdict(self.cfg),
+            **extra,
+        }
+
+    def save_last(self, **extra) -> None:
+        checkpoint.save(self.run_dir / "checkpoints" / "last", self.state, self.meta(**(self.last_fields or {}), **extra))
+        self.saved_at_step = True
+
+
+def _short(x):
+    return f"{x:.4f}" if isinstance(x, float) else "-" if x is None else x

@@ -1,0 +1,98 @@
+"""What a task gives the training driver, and the checks its config shares with the rest.
+
+A task is a `Task`: a NamedTuple of functions built by the task's `make(cfg, optimizer,
+platform)`, in the manner of purejaxrl's `make_train`. The device side is pure (`chunk` runs `k`
+optimizer steps as one `lax.scan`, jitted by the driver); the host side folds each chunk's
+outputs into a small JSON-able tally and writes nothing but what its hooks are for. The driver
+(`rnn_jax.driver.loop`) owns everything else: compiling and timing, the progress bar, signals,
+`metrics.jsonl`, checkpoints, resume and the summary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+
+class ConfigError(ValueError):
+    """A config value out of range; the message names the key and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(f"{key}={value!r} is not allowed; {allowed}")
+        self.key = key
+
+
+def check_choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(key, value, "allowed: " + ", ".join(map(str, allowed)))
+
+
+def check_at_least(key: str, value, low) -> None:
+    if not value >= low:
+        raise ConfigError(key, value, f"must be >= {low}")
+
+
+def check_positive(key: str, value) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(key, value, "must be a finite number > 0")
+
+
+def check_fraction(key: str, value, *, closed_low: bool = False) -> None:
+    if not ((0 <= value if closed_low else 0 < value) and value < 1):
+        raise ConfigError(key, value, f"must be in {'[' if closed_low else '('}0, 1)")
+
+
+class Task(NamedTuple):
+    """One task, as the driver runs it.
+
+    Attributes:
+      init: `() -> state`, the initial training state on the device (a pytree; checkpointed whole).
+      consts: a device pytree every chunk reads and no step changes (data streams, evaluation
+        sets); passed as an argument, so it is neither a compile-time constant nor checkpointed.
+      chunk: `(state, consts, first_step, k) -> (state, outputs)`, pure: steps
+        `first_step .. first_step + k - 1`; the driver jits it with `k` static.
+      observe: `(tally, outputs, step) -> (tally, fields)`, on the host: folds one chunk's outputs
+        (as NumPy) into the tally and returns the task's fields of the chunk's log line.
+      tally: the tally before the first step (a JSON-able dict, saved in each checkpoint).
+      finished: `tally -> bool`: stop early (every seed solved; every seed diverged).
+      summarize: `(state, tally) -> dict`, the task's fields of `summary.json`; may evaluate
+        (it reports the seconds it spent compiling as `compile_seconds`).
+      validate: `(state, step) -> (fields, files)`, every `eval_every` steps and at the end, on
+        the host: the log line's validation fields, and text files for the run directory
+        (`{relative path: text}`, e.g. samples) that the driver writes; None when the task has none.
+      eval_every: steps between validations (and `checkpoints/last`); None: only at the end.
+      best: the `validate` field whose lowest value `checkpoints/best` keeps; None: no best.
+      identity: what a checkpoint must have been made for, besides the state's shapes (the
+        char-LM's vocabulary): a resume that finds another is refused.
+      progress: the log fields the progress bar shows.
+      throughput: `(unit, per_step)`, e.g. `("chars", 2500)`: logs `<unit>_per_sec` and sums up
+        `<unit>_per_second`; None: steps only.
+      compile_options: XLA options for the chunk program.
+      log_line: `record -> str`: the driver prints each log record as this line (None: nothing).
+    """
+
+    init: Callable[[], Any]
+    consts: Any
+    chunk: Callable[..., tuple]
+    observe: Callable[[dict, Any, int], tuple]
+    tally: dict
+    finished: Callable[[dict], bool]
+    summarize: Callable[[Any, dict], dict]
+    validate: Optional[Callable[[Any, int], tuple]] = None
+    eval_every: Optional[int] = None
+    best: Optional[str] = None
+    identity: Optional[dict] = None
+    progress: tuple = ()
+    throughput: Optional[tuple] = None
+    compile_options: Optional[dict] = None
+    log_line: Optional[Callable[[dict], str]] = None
+
+
+class TaskSpec(NamedTuple):
+    """A registry entry (`rnn_jax.tasks.TASKS`): how to configure, check and build a task."""
+
+    config: type  # the dataclass schema of `conf/task/<name>.yaml`
+    check: Callable[[Any], None]  # (full config) -> None; raises ConfigError
+    make: Callable[..., Task]  # (full config, optimizer, platform) -> Task
+    objective: str  # the summary field a sweeper optimises
+    description: str

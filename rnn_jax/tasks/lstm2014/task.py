@@ -1,0 +1,115 @@
+"""Nico Jimenez's 2014 numpy LSTM replayed by rnn_jax: `python -m rnn_jax.train experiment=lstm2014`.
+
+rnn_jax's LSTM without the tanh on the cell output (`lstm(..., output_tanh=False)`) starts from
+the reference's random weights (`reference2014.stream`, mapped by `to_rnn_jax_layout`) and reads
+its four inputs; the loss is sum_t (h_t[0] - y_t)^2 and the update plain SGD, so every iteration's
+predictions and loss are the reference's (`reference2014.train`). Each log line is printed in the
+original's format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnn_jax.build import build_cell, dtype_of
+from rnn_jax.cells import LSTMParams
+from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice
+from rnn_jax.tasks.lstm2014 import reference2014
+from rnn_jax.training import TrainState, init_state, make_chunk, make_step
+from rnn_jax.unroll import unroll
+
+
+@dataclass(frozen=True)
+class LSTM2014Task:
+    """The toy problem of nicodjimenez/lstm's test.py: 4 random inputs, 4 targets read from cell 0."""
+
+    name: str = "lstm2014"
+    x_dim: int = 50  # input size X
+    init: str = "rand_arr"  # the reference's random stream: rand_arr (the published output) | sequential (the first revision)
+    targets: List[float] = field(default_factory=lambda: list(reference2014.TARGETS))
+
+
+def check(cfg) -> None:
+    check_at_least("task.x_dim", cfg.task.x_dim, 1)
+    check_choice("task.init", cfg.task.init, reference2014.INITS)
+    if not cfg.task.targets:
+        raise ConfigError("task.targets", list(cfg.task.targets), "must name at least one target")
+    if cfg.model.cell != "lstm" or cfg.model.layers != 1 or cfg.model.hidden < 1:
+        raise ConfigError("model.cell", cfg.model.cell, "lstm2014 replays one LSTM layer: needs model.cell=lstm, model.layers=1")
+    if cfg.train.seeds != 1:
+        raise ConfigError("train.seeds", cfg.train.seeds, "lstm2014 replays one network: must be 1")
+
+
+class Problem(NamedTuple):
+    inputs: jax.Array  # [T, X]
+    targets: jax.Array  # [T]
+
+
+def initial_params(cfg, dtype) -> LSTMParams:
+    """The reference's initial weights for `seed`, in rnn_jax's layout."""
+    params, _ = reference2014.stream(cfg.seed, cfg.model.hidden, cfg.task.x_dim, len(cfg.task.targets), cfg.task.init)
+    return LSTMParams(*(jnp.asarray(a, dtype) for a in reference2014.to_rnn_jax_layout(params)))
+
+
+def problem(cfg, dtype) -> Problem:
+    _, xs = reference2014.stream(cfg.seed, cfg.model.hidden, cfg.task.x_dim, len(cfg.task.targets), cfg.task.init)
+    return Problem(jnp.asarray(xs, dtype), jnp.asarray(cfg.task.targets, dtype))
+
+
+def make_loss(cell):
+    """`loss(params, problem) -> (sum_t (h_t[0] - y_t)^2, h[:, 0])` over one unbatched sequence."""
+
+    def loss(params: LSTMParams, p: Problem):
+        _, hs = unroll(cell, params, p.inputs)  # [T, H]
+        predictions = hs[:, 0]
+        return jnp.sum((predictions - p.targets) ** 2), predictions
+
+    return loss
+
+
+def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
+    dtype = dtype_of(cfg.train.dtype)
+    cell = build_cell(cfg.model, dtype, platform)
+    step = make_step(make_loss(cell), optimizer)
+
+    def chunk(state: TrainState, p: Problem, start, k: int):
+        """k updates; outputs each one's loss and predictions `([k], [k, T])`, computed before it."""
+        return make_chunk(lambda s, _: step(s, p), cfg.train.unroll_steps)(state, jnp.arange(k))
+
+    def observe(tally: dict, outputs, step_: int):
+        losses, predictions = (np.asarray(x) for x in outputs)
+        fields = {"loss": float(losses[-1]), "predictions": [float(x) for x in predictions[-1]]}
+        return fields, fields
+
+    def log_line(record: dict) -> str:
+        return reference2014.format_line(record["step"] - 1, record["predictions"], record["loss"])
+
+    def summarize(state: TrainState, tally: dict) -> dict:
+        return {"final_loss": tally.get("loss"), "predictions": tally.get("predictions")}
+
+    return Task(
+        init=lambda: init_state(initial_params(cfg, dtype), optimizer),
+        consts=problem(cfg, dtype),
+        chunk=chunk,
+        observe=observe,
+        tally={},
+        finished=lambda tally: "loss" in tally and not np.isfinite(tally["loss"]),
+        summarize=summarize,
+        progress=("loss",),
+        log_line=log_line,
+    )
+
+
+SPEC = TaskSpec(
+    config=LSTM2014Task,
+    check=check,
+    make=make,
+    objective="final_loss",
+    description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss",
+)
