@@ -62,8 +62,9 @@ class SequenceModel(NamedTuple):
     """A cell and a readout applied at every step.
 
     `init(key, input_size) -> ModelParams`;
-    `apply(params, xs, carry=None, *, lengths=None, unroll=None) -> (final_carry, outputs)` with
-    `xs` `[T, *batch, input_size]` and outputs `[T, *batch, output_size]` after `output_activation`;
+    `apply(params, xs, carry=None, *, lengths=None, mask=None, resets=None, time_major=True,
+    unroll=None) -> (final_carry, outputs)` with `xs` `[T, *batch, input_size]` and outputs
+    `[T, *batch, output_size]` after `output_activation` (the keyword arguments as in `unroll`);
     `logits(...)` is the same before the activation (what a numerically stable loss wants).
     """
 
@@ -97,12 +98,12 @@ def sequence_model(
         k_cell, k_out = jax.random.split(key)
         return ModelParams(cell.init(k_cell, input_size), readout.init(k_out, cell.hidden_size))
 
-    def logits(params: ModelParams, xs, carry=None, *, lengths=None, unroll: Optional[int] = None):
-        carry, hs = unroll_cell(cell, params.cell, xs, carry, lengths=lengths, unroll=unroll)
+    def logits(params: ModelParams, xs, carry=None, **unroll_options):
+        carry, hs = unroll_cell(cell, params.cell, xs, carry, **unroll_options)
         return carry, readout.apply(params.readout, hs)
 
-    def apply(params: ModelParams, xs, carry=None, *, lengths=None, unroll: Optional[int] = None):
-        carry, z = logits(params, xs, carry, lengths=lengths, unroll=unroll)
+    def apply(params: ModelParams, xs, carry=None, **unroll_options):
+        carry, z = logits(params, xs, carry, **unroll_options)
         return carry, out_act(z)
 
     return SequenceModel(init, apply, logits, cell, readout)

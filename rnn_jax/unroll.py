@@ -18,10 +18,14 @@ def _param_dtype(params):
     return leaves[0].dtype if leaves else None
 
 
-def _check_lengths(lengths, batch_shape, steps: int):
+def _layout(time_major: bool, last: str = "input") -> str:
+    return f"[T, *batch, {last}]" if time_major else f"[*batch, T, {last}]"
+
+
+def _check_lengths(lengths, batch_shape, steps: int, time_major: bool):
     if tuple(jnp.shape(lengths)) != tuple(batch_shape):
         raise ValueError(
-            f"lengths must have the batch shape of xs, {tuple(batch_shape)} (xs is [T, *batch, input]), "
+            f"lengths must have the batch shape of xs, {tuple(batch_shape)} (xs is {_layout(time_major)}), "
             f"got shape {tuple(jnp.shape(lengths))}"
         )
     if not jnp.issubdtype(jnp.asarray(lengths).dtype, jnp.integer):
@@ -30,7 +34,24 @@ def _check_lengths(lengths, batch_shape, steps: int):
         values = np.asarray(lengths)
         low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
         if low < 0 or high > steps:
-            raise ValueError(f"lengths must lie in [0, T={steps}] (T is xs.shape[0]), got values from {low} to {high}")
+            where = "xs.shape[0]" if time_major else "xs.shape[-2]"
+            raise ValueError(f"lengths must lie in [0, T={steps}] (T is {where}), got values from {low} to {high}")
+
+
+def _per_step(flags, name: str, xs, time_major: bool):
+    """`flags` (`[T, *batch]`, or `[*batch, T]` batch-major) as time-major booleans; None stays None."""
+    if flags is None:
+        return None
+    flags = jnp.asarray(flags)
+    if not time_major:
+        flags = jnp.moveaxis(flags, -1, 0) if flags.ndim else flags
+    if flags.shape != xs.shape[:-1]:
+        want = xs.shape[:-1] if time_major else (*xs.shape[1:-1], xs.shape[0])
+        layout = "[T, *batch]" if time_major else "[*batch, T]"
+        raise ValueError(f"{name} must be {layout} like xs without its last axis, {tuple(want)}, got shape {tuple(jnp.shape(flags))}")
+    if flags.dtype != jnp.bool_:
+        raise TypeError(f"{name} must be booleans, got dtype {flags.dtype}")
+    return flags
 
 
 def unroll(
@@ -40,48 +61,72 @@ def unroll(
     carry: Any = None,
     *,
     lengths: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
+    resets: Optional[jax.Array] = None,
     reverse: bool = False,
+    time_major: bool = True,
     unroll: Optional[int] = None,
 ):
-    """Runs `cell` over the time-major sequence `xs`.
+    """Runs `cell` over the sequence `xs`.
 
     Args:
       cell: any `Cell` (a `stack` is unrolled layer by layer).
       params: the cell's parameters.
-      xs: `[T, *batch, input_size]`; leading batch dimensions are optional.
+      xs: `[T, *batch, input_size]` (time-major); `[*batch, T, input_size]` with
+        `time_major=False`. Leading batch dimensions are optional.
       carry: the initial carry; zeros when None. Inputs and carry are cast to the parameters'
         dtype (bf16 parameters take float32 data).
       lengths: `[*batch]` integers in [0, T]; steps `t >= length` are padding: they leave the carry
         unchanged and their outputs are zero, so the final carry is the one after `length` steps.
         Values outside [0, T] are an error when `lengths` is concrete (under `jit` they cannot be seen).
+      mask: `[T, *batch]` booleans (`[*batch, T]` batch-major); False marks padding steps anywhere,
+        as `lengths` marks the tail. Both may be given: a step is real where both say so.
+      resets: `[T, *batch]` booleans (`[*batch, T]` batch-major), True at the first step of each
+        segment, for several sequences laid end to end in one row: the carry is set back to the
+        initial carry (`carry`, or zeros) before that step is computed, inside the one scan. Marks
+        on padding steps have no effect.
       reverse: run from the last step to the first (outputs stay in input order). With
         `lengths`, the padded tail is skipped first, so a reverse run starts at step length-1.
+        With `resets`, each segment is run from its last step back to its first: the carry is set
+        back before the last step of each segment, so a reversed run over packed segments equals
+        each segment reversed alone.
+      time_major: whether time is the first axis of `xs`, the outputs, `mask` and `resets`
+        (True), or the axis before the features (False, as PyTorch's `batch_first` and Flax's
+        `time_major=False`).
       unroll: how many steps `lax.scan` unrolls per loop iteration (a speed knob only). None: the
         cell's choice for its platform (Elman, LSTM and GRU: `rnn_jax.fused.BACKEND_DEFAULTS`), else 1.
 
     Returns:
-      `(final_carry, ys)` with `ys` of shape `[T, *batch, hidden_size]`.
+      `(final_carry, ys)` with `ys` of shape `[T, *batch, hidden_size]` (`[*batch, T, hidden_size]`
+      batch-major).
     """
     if xs.ndim < 2:
-        raise ValueError(f"xs must be [T, *batch, input_size] (time-major), got shape {tuple(xs.shape)}")
+        raise ValueError(f"xs must be {_layout(time_major, 'input_size')}, got shape {tuple(xs.shape)}")
+    if not time_major:
+        xs = jnp.moveaxis(xs, -2, 0)  # [T, *batch, input]
+    mask = _per_step(mask, "mask", xs, time_major)
+    resets = _per_step(resets, "resets", xs, time_major)
     batch_shape = xs.shape[1:-1]
     if carry is None:
         carry = cell.initial_carry(batch_shape, _param_dtype(params))
     if lengths is not None:
-        _check_lengths(lengths, batch_shape, xs.shape[0])
-    mask = sequence_mask(lengths, xs.shape[0], len(batch_shape))  # [T, *batch] or None
+        _check_lengths(lengths, batch_shape, xs.shape[0], time_major)
+        by_length = sequence_mask(lengths, xs.shape[0], len(batch_shape))  # [T, *batch]
+        mask = by_length if mask is None else mask & by_length
 
     if cell.layers:
         carries = []
         for layer, p, c in zip(cell.layers, params, carry):
-            c, xs = unroll_layer(layer, p, xs, c, mask, reverse, unroll)
+            c, xs = unroll_layer(layer, p, xs, c, mask, resets, reverse, unroll)
             carries.append(c)
-        return tuple(carries), xs
-    return unroll_layer(cell, params, xs, carry, mask, reverse, unroll)
+        carry, ys = tuple(carries), xs
+    else:
+        carry, ys = unroll_layer(cell, params, xs, carry, mask, resets, reverse, unroll)
+    return carry, (ys if time_major else jnp.moveaxis(ys, 0, -2))
 
 
-def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: Optional[int]):
-    """One layer over the sequence.
+def unroll_layer(cell: Cell, params, xs, carry, mask, resets, reverse: bool, unroll: Optional[int]):
+    """One layer over the time-major sequence `xs`; `mask` and `resets` are `[T, *batch]` or None.
 
     A cell whose `equations` have a fused whole-sequence path (Elman, LSTM, GRU) runs through it
     when its `options` resolve to the fused backward on their platform; otherwise `lax.scan` of
@@ -100,10 +145,10 @@ def unroll_layer(cell: Cell, params, xs, carry, mask, reverse: bool, unroll: Opt
         backward = opts.backward if sequence is not None else "autodiff"
         plan = fused.resolve(backward, unroll, opts.remat, opts.platform)
         if plan.backward == "fused":
-            return sequence(cell, params, xs, carry, mask, reverse, plan)
+            return sequence(cell, params, xs, carry, mask, resets, reverse, plan)
         unroll, remat, hoist = plan.unroll, opts.remat, plan.hoist
     if cell.project is not None and hoist:
         xs, step = cell.project(params, xs), cell.step  # [T, *batch, G]
     else:
         step = cell.apply
-    return masked_scan(step, params, xs, carry, mask, reverse=reverse, unroll=unroll, remat=remat)
+    return masked_scan(step, params, xs, carry, mask, resets=resets, reverse=reverse, unroll=unroll, remat=remat)
