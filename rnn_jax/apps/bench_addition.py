@@ -27,36 +27,36 @@ def replication_config(steps: int):
     """The `experiment=seed_replication` config, composed from conf/ exactly as the app does."""
     from hydra import compose, initialize_config_dir
 
-    from rnn_jax.train import to_config
+    from rnn_jax.apps import CONF_DIR
+    from rnn_jax.apps.train import to_config
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = to_config(compose("config", overrides=["+experiment=seed_replication", f"train.steps={steps}"]))
-    return cfg
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return to_config(compose("config", overrides=["experiment=seed_replication", f"train.steps={steps}"]))
 
 
 def bench(steps: int = 10_000, repeats: int = 5) -> dict:
-    from rnn_jax.tasks.addition.task import compile_options, init_replicas, make_chunk_runner, make_trainer
+    from rnn_jax.driver.optim import make_optimizer
+    from rnn_jax.tasks.addition.task import make
 
     cfg = replication_config(steps)
-    jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")  # as rnn_jax.train.run does
-    trainer = make_trainer(cfg)
-    runner = make_chunk_runner(cfg, trainer)
-    replicas = init_replicas(cfg, trainer, [cfg.seed])  # not donated: every repeat starts from it
-    jax.block_until_ready(replicas)
+    jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")  # as the driver does
+    task = make(cfg, make_optimizer(cfg.optim, steps), jax.default_backend())
+    consts = task.consts._replace(eval=None)  # training only, no evaluation
+    state = task.init()  # not donated: every repeat starts from it
+    jax.block_until_ready(state)
     t0 = time.perf_counter()
-    # Compiled as the app compiles it; training only, no evaluation.
-    compiled = runner.lower(replicas.state, replicas.data, np.int32(0), None, steps).compile(compiler_options=compile_options())
+    # The chunk the driver compiles, with the same options, over all the steps at once.
+    compiled = jax.jit(task.chunk, static_argnums=3).lower(state, consts, np.int32(0), steps).compile(compiler_options=task.compile_options)
     compile_seconds = time.perf_counter() - t0
 
     jax_times, numpy_times = [], []
     final = None
     for _ in range(repeats):  # interleaved, so both see the same machine load
         t0 = time.perf_counter()
-        state, losses, _ = compiled(replicas.state, replicas.data, np.int32(0), None)
-        jax.block_until_ready((state, losses))
+        out = compiled(state, consts, np.int32(0))
+        jax.block_until_ready(out)
         jax_times.append(time.perf_counter() - t0)
-        final = state
+        final = out[0].train
         ref_weights, seconds = reference2015.train(cfg.seed, steps, cfg.task.bits, cfg.model.hidden, cfg.optim.lr)
         numpy_times.append(seconds)
 

@@ -88,7 +88,7 @@ class AdditionState(NamedTuple):
 
 
 class AdditionConsts(NamedTuple):
-    eval: EvalSet  # the fixed evaluation set, in pieces
+    eval: Optional[EvalSet]  # the fixed evaluation set, in pieces; None: train only (the benchmark)
     replay: Optional[addition.Batch]  # numpy2015: every training example, [S, steps, T, 2]; else None
 
 
@@ -146,7 +146,7 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
 
     def one(train, xs, eval_pieces):
         train, losses = train_chunk(train, xs)
-        return train, losses, exact_fraction(model, train.params, eval_pieces, unroll)
+        return train, losses, None if eval_pieces is None else exact_fraction(model, train.params, eval_pieces, unroll)
 
     def chunk(state: AdditionState, consts: AdditionConsts, start, k: int):
         """Steps start..start+k-1 of every replica, then each replica's exact accuracy: outputs
@@ -158,7 +158,7 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
             xs = jax.lax.map(lambda key: draw(key, start, k), state.data_key)
         if len(seeds) == 1:
             train, losses, acc = one(*jax.tree.map(lambda a: a[0], (state.train, xs)), consts.eval)
-            train, losses, acc = jax.tree.map(lambda a: a[None], (train, losses, acc))
+            train, losses, acc = jax.tree.map(lambda a: a[None], (train, losses, acc))  # None stays None
         else:
             train, losses, acc = jax.vmap(one, in_axes=(0, 0, None))(state.train, xs, consts.eval)
         return AdditionState(train, state.data_key), (losses, acc)
@@ -246,10 +246,4 @@ def _mean_finite(x) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
-SPEC = TaskSpec(
-    config=AdditionTask,
-    check=check,
-    make=make,
-    objective="success_rate",
-    description="binary addition: exact-sum accuracy over seeds, length generalisation",
-)
+SPEC = TaskSpec(AdditionTask, check, make, objective="success_rate", description="binary addition: exact-sum accuracy over seeds, length generalisation")

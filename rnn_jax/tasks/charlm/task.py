@@ -182,10 +182,4 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
     )
 
 
-SPEC = TaskSpec(
-    config=CharLMTask,
-    check=check,
-    make=make,
-    objective="best_val_bpc",
-    description="character-level language model (char-rnn): validation bits per character",
-)
+SPEC = TaskSpec(CharLMTask, check, make, objective="best_val_bpc", description="character-level language model (char-rnn): validation bits per character")

@@ -106,10 +106,4 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
     )
 
 
-SPEC = TaskSpec(
-    config=LSTM2014Task,
-    check=check,
-    make=make,
-    objective="final_loss",
-    description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss",
-)
+SPEC = TaskSpec(LSTM2014Task, check, make, objective="final_loss", description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss")
