@@ -41,9 +41,7 @@ def test_bench_runs_end_to_end_and_writes_every_field(tmp_path):
                 assert ((impl, mode, dtype) in measured) == expected, (impl, mode, dtype)
     for r in records:
         assert set(r) == RECORD_FIELDS
-        assert r["steps"] == cfg.steps
-        assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
-        assert r["tokens_per_s"] == pytest.approx(r["batch"] * r["seq_len"] / (r["median_ms"] / 1e3))
+        assert r["steps"] == cfg.steps and r["median_ms"] > 0
         assert r["backend"] == "cpu" and r["versions"]["jax"]
         assert (r["compile_s"] is None) == (r["implementation"] == "torch")
     # The defaults resolve per backend: rnn_jax's row says which unroll it ran with.
@@ -54,6 +52,17 @@ def test_bench_runs_end_to_end_and_writes_every_field(tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert table.count("\n| gru |") == len(records)
     assert "Skipped flax_optimized" in table
+
+
+def test_a_record_summarises_the_measured_times():
+    """Ten calls of 1..10 ms: median 5.5 ms, 10th and 90th percentiles 1.9 and 9.1 ms (linear
+    interpolation between order statistics), 32 x 128 tokens per 5.5 ms."""
+    p = bench.Point("lstm", "train", 32, 128, 8, 4, "float32", 0)
+    env = {"device_kind": "cpu", "backend": "cpu", "versions": {"jax": "x"}}
+    r = bench.record(p, "rnn_jax", bench.Runner(None, 0.5, 1), [k / 1000 for k in (3, 1, 2, 10, 4, 5, 9, 6, 8, 7)], env)
+    assert r["median_ms"] == pytest.approx(5.5) and r["p10_ms"] == pytest.approx(1.9) and r["p90_ms"] == pytest.approx(9.1)
+    assert r["tokens_per_s"] == pytest.approx(4096 / 0.0055) and r["steps"] == 10
+    assert (r["unroll"], r["unroll_requested"], r["compile_s"]) == (1, 0, 0.5)
 
 
 def test_ratios_compare_against_the_baselines_at_the_same_point():
