@@ -52,3 +52,24 @@ def assert_trees_close(a, b, tol=None, **kw):
         kw = dict(rtol=tol, atol=tol, **kw)
     assert jax.tree.structure(a) == jax.tree.structure(b), (jax.tree.structure(a), jax.tree.structure(b))
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **kw), a, b)
+
+
+def to_flax_lstm(p, H):
+    """`LSTMParams` as the parameters of Flax's `LSTMCell(H)` (gates i, f, g, o; biases on the `h*` side)."""
+    out = {}
+    for k, g in enumerate("ifgo"):
+        sl = slice(k * H, (k + 1) * H)
+        out["i" + g] = {"kernel": p.w_x[:, sl]}
+        out["h" + g] = {"kernel": p.w_h[:, sl], "bias": p.b[sl]}
+    return out
+
+
+def to_flax_gru(p, H):
+    """`GRUParams` as the parameters of Flax's `GRUCell(H)` (gates r, z, n; `b_hn` is `hn`'s bias)."""
+    out = {}
+    for k, g in enumerate("rzn"):
+        sl = slice(k * H, (k + 1) * H)
+        out["i" + g] = {"kernel": p.w_x[:, sl], "bias": p.b_x[sl]}
+        out["h" + g] = {"kernel": p.w_h[:, sl]}
+    out["hn"]["bias"] = p.b_hn
+    return out
