@@ -1,5 +1,6 @@
 """rnn_jax: recurrent networks as pure JAX functions, and the experiments built on them."""
 
+from rnn_jax.bidirectional import Bidirectional, BidirectionalCarry, BidirectionalParams, bidirectional
 from rnn_jax.cells import (
     CELLS,
     Cell,
@@ -24,8 +25,27 @@ from rnn_jax.unroll import unroll
 
 __version__ = "0.1.0"
 
+_FLAX_ADAPTER = ("RNNCellModule", "RNNModule")  # imported on first use: `import rnn_jax` stays free of Flax
+
+
+def __getattr__(name):
+    if name in _FLAX_ADAPTER:
+        from rnn_jax import flax_adapter
+
+        return getattr(flax_adapter, name)
+    raise AttributeError(f"module 'rnn_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_FLAX_ADAPTER])
+
+
 __all__ = [
     "BACKEND_DEFAULTS",
+    "Bidirectional",
+    "BidirectionalCarry",
+    "BidirectionalParams",
+    "bidirectional",
     "gru_sequence",
     "elman_sequence",
     "lstm_sequence",
@@ -44,6 +64,8 @@ __all__ = [
     "LSTMEquations",
     "LSTMParams",
     "ModelParams",
+    "RNNCellModule",
+    "RNNModule",
     "SequenceModel",
     "SpeedOptions",
     "dense",
