@@ -23,6 +23,7 @@ from rnn_jax.cells import Cell, stack
 from rnn_jax.build import ModelConfig
 from rnn_jax.tasks.charlm.corpus import Streams, batch_at, num_batches
 from rnn_jax.model import DenseParams, dense
+from rnn_jax.softmax import softmax_cross_entropy
 from rnn_jax.unroll import unroll as unroll_cell
 
 
@@ -41,6 +42,9 @@ class CharLM(NamedTuple):
       apply: `(params, ids [T, *batch], carry=None, *, dropout_key=None, unroll=None)
         -> (carry, logits [T, *batch, V])`; dropout only when `dropout_key` is given.
       step: `(params, carry, ids [*batch]) -> (carry, logits [*batch, V])`, one character.
+      features: `apply` without the readout: `-> (carry, h [T, *batch, H])`, the (dropped-out)
+        last layer's outputs, what the readout multiplies; for losses that fuse the readout
+        with the softmax (`rnn_jax.softmax`).
     """
 
     init: Callable[..., CharLMParams]
@@ -49,6 +53,7 @@ class CharLM(NamedTuple):
     step: Callable[..., Any]
     vocab_size: int
     cells: tuple
+    features: Callable[..., Any]
 
 
 class Batch(NamedTuple):
@@ -91,7 +96,7 @@ def char_lm(
 
     initial_carry = layers.initial_carry
 
-    def apply(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None):
+    def features(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None):
         xs = params.embed[ids]  # [T, *batch, E]
         if carry is None:
             carry = initial_carry(ids.shape[1:], params.embed.dtype)
@@ -101,13 +106,17 @@ def char_lm(
             c, xs = unroll_cell(cell, p, xs, c, unroll=unroll)  # [T, *batch, H]
             xs = dropout(xs, dropout_rate, k)
             new_carry.append(c)
-        return tuple(new_carry), readout.apply(params.readout, xs)
+        return tuple(new_carry), xs
+
+    def apply(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None):
+        carry, h = features(params, ids, carry, dropout_key=dropout_key, unroll=unroll)
+        return carry, readout.apply(params.readout, h)
 
     def step(params: CharLMParams, carry, ids):
         carry, h = layers.apply(params.layers, carry, params.embed[ids])  # x: [*batch, E]
         return carry, readout.apply(params.readout, h)
 
-    return CharLM(init, initial_carry, apply, step, vocab_size, cells)
+    return CharLM(init, initial_carry, apply, step, vocab_size, cells, features)
 
 
 def build_char_lm(model: ModelConfig, vocab_size: int, embedding: int, dropout_rate: float = 0.0, dtype=None, platform=None) -> CharLM:
@@ -131,13 +140,59 @@ def cross_entropy(logits, targets):
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
 
 
-def make_loss(model: CharLM, unroll: Optional[int] = None) -> Callable:
+READOUTS = ("auto", "plain", "fused")
+
+# `readout="auto"` fuses the readout with the loss from this many characters on. Measured on the
+# 2-core CPU with benchmarks/profile_charlm_step.py (the default recipe, whole training steps):
+# fused and plain are equal within the noise at 99 characters (where "auto" keeps the program
+# of the plain path), fused is faster from a few hundred on (about 2x at 6,041).
+FUSED_READOUT_MIN_VOCAB = 256
+
+
+def resolve_readout(readout: str, vocab_size: int) -> str:
+    """"plain" or "fused": what `readout` ("auto", "plain" or "fused") means at `vocab_size`."""
+    if readout not in READOUTS:
+        raise ValueError(f"readout={readout!r} is not allowed; allowed: {', '.join(READOUTS)}")
+    if readout == "auto":
+        return "fused" if vocab_size >= FUSED_READOUT_MIN_VOCAB else "plain"
+    return readout
+
+
+def make_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
+    """`nll(params, inputs [T, *batch], targets [T, *batch], carry, dropout_key=None) -> (nats, carry)`:
+    the mean loss of a batch, and the carry at its end.
+
+    Args:
+      readout: how the readout's loss is computed. "plain": the model's logits `[T, *batch, V]`,
+        then `cross_entropy`. "fused": `rnn_jax.softmax.softmax_cross_entropy` of the last
+        layer's outputs, which forms the logits `chunk_size` rows at a time and computes the
+        readout's gradients with the loss. "auto": fused from `FUSED_READOUT_MIN_VOCAB`
+        characters on. Both give the same loss and gradients, to rounding.
+      chunk_size, matmul_dtype: options of the fused readout (`softmax_cross_entropy`);
+        the plain readout ignores them.
+    """
+    fused = resolve_readout(readout, model.vocab_size) == "fused"
+
+    def nll(params, inputs, targets, carry, dropout_key=None):
+        if not fused:
+            carry, logits = model.apply(params, inputs, carry, dropout_key=dropout_key, unroll=unroll)
+            return cross_entropy(logits, targets), carry  # logits [T, B, V]
+        carry, h = model.features(params, inputs, carry, dropout_key=dropout_key, unroll=unroll)  # [T, B, H]
+        w, b = params.readout
+        loss = softmax_cross_entropy(h.reshape(-1, h.shape[-1]), w, b, targets.reshape(-1), chunk_size=chunk_size, matmul_dtype=matmul_dtype)
+        return loss, carry
+
+    return nll
+
+
+def make_loss(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
     """`loss_fn(params, batch) -> (loss, carry)`, the form `rnn_jax.training.make_step` takes;
-    the carry at the end of the batch is the aux output, to start the next batch from."""
+    the carry at the end of the batch is the aux output, to start the next batch from.
+    `readout`, `chunk_size`, `matmul_dtype`: as `make_nll`."""
+    nll = make_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
 
     def loss_fn(params, batch: Batch):
-        carry, logits = model.apply(params, batch.inputs.T, batch.carry, dropout_key=batch.dropout_key, unroll=unroll)
-        return cross_entropy(logits, batch.targets.T), carry  # logits [T, B, V]
+        return nll(params, batch.inputs.T, batch.targets.T, batch.carry, batch.dropout_key)
 
     return loss_fn
 
@@ -147,9 +202,13 @@ def reset_at_epoch_start(k, carry, zero_carry):
     return jax.tree.map(lambda z, c: jnp.where(k == 0, z, c), zero_carry, carry)
 
 
-def make_evaluate(model: CharLM, seq_len: int, unroll: Optional[int] = None) -> Callable:
+def make_evaluate(
+    model: CharLM, seq_len: int, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None
+) -> Callable:
     """`evaluate(params, streams) -> nats`: mean loss over all batches of `streams`, in order,
-    the state carried from batch to batch as in training, no dropout."""
+    the state carried from batch to batch as in training, no dropout. `readout`, `chunk_size`,
+    `matmul_dtype`: as `make_nll` (the fused readout's loss alone never forms the whole logits)."""
+    nll = make_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
 
     def evaluate(params, streams: Streams):
         B = streams.inputs.shape[0]
@@ -157,8 +216,8 @@ def make_evaluate(model: CharLM, seq_len: int, unroll: Optional[int] = None) -> 
 
         def body(carry, k):
             inputs, targets = batch_at(streams, k, seq_len)
-            carry, logits = model.apply(params, inputs.T, carry, unroll=unroll)
-            return carry, cross_entropy(logits, targets.T)
+            loss, carry = nll(params, inputs.T, targets.T, carry)
+            return carry, loss
 
         _, losses = jax.lax.scan(body, carry0, jnp.arange(num_batches(streams, seq_len)))
         return jnp.mean(losses)
