@@ -19,7 +19,7 @@ from rnn_jax.apps.sample import main as sample_main
 from rnn_jax.apps.train import to_config
 from rnn_jax.build import ModelConfig
 from rnn_jax.driver import checkpoint, loop
-from rnn_jax.driver.checkpoint import CheckpointError
+from rnn_jax.driver.checkpoint import CheckpointError, steps_in
 from rnn_jax.driver.config import ConfigError
 from rnn_jax.driver.loop import run as train_run
 from rnn_jax.driver.rundir import read_jsonl
@@ -66,6 +66,13 @@ def text_file(tmp_path_factory):
     words = ["alpha", "beta", "gamma", "delta", "月光", "故乡", "\n"]
     path.write_text(" ".join(rng.choice(words, 600)), encoding="utf-8")
     return path
+
+
+def damage(step_dir: Path) -> None:
+    """Overwrites the data files of a checkpoint step's arrays, as a crash or a bad disk might."""
+    for p in (step_dir / "state").rglob("*"):
+        if p.is_file() and p.parent.name == "d":
+            p.write_bytes(b"\0 damaged")
 
 
 def params_of(run_dir, which="last"):
@@ -275,8 +282,9 @@ def test_run_writes_metrics_summary_samples_and_checkpoints(straight_run):
     # rerunning into the same directory continues from its last checkpoint: nothing left to do,
     # and nothing in the directory changes
     files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    again = train_run(tiny(summary["corpus"], "task.dropout=0.2"), run_dir)
-    assert again == summary
+    with pytest.raises(loop.NothingToTrain) as done:
+        train_run(tiny(summary["corpus"], "task.dropout=0.2"), run_dir)
+    assert done.value.summary == summary
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
 
 
@@ -294,7 +302,7 @@ def test_interrupt_saves_and_resume_matches_an_uninterrupted_run(straight_run, t
     first = tmp_path / "first"
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, first)
-    assert params_of(first)[1]["step"] == 6 and params_of(first)[1]["interrupted"]
+    assert params_of(first)[1]["step"] == 6
     interrupted = json.loads((first / "summary.json").read_text())
     assert interrupted["status"] == "interrupted" and interrupted["steps"] == 6
     monkeypatch.undo()
@@ -314,19 +322,26 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
     shutil.copytree(straight_run[0], run_dir)
     cfg = tiny(text_file, "task.dropout=0.2")
 
-    (run_dir / "checkpoints" / "last" / "state.msgpack").write_bytes(b"\x00 not msgpack")
-    with pytest.raises(CheckpointError, match="corrupt"):
-        train_run(cfg, run_dir)
-    with pytest.raises(CheckpointError, match="corrupt"):
-        load_model(run_dir / "checkpoints" / "last")
+    # The newest step damaged: the run resumes from the one before and ends where it would have.
+    damage(run_dir / "checkpoints" / "last" / "12")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_model(run_dir / "checkpoints" / "last" / "12")
+    (run_dir / "summary.json").unlink()
+    summary = train_run(cfg, run_dir)
+    assert summary["resumed_from"].endswith("last/6") and summary["steps"] == 12
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), params_of(run_dir)[0], params_of(straight_run[0])[0])
+    for step in steps_in(run_dir / "checkpoints" / "last"):
+        damage(run_dir / "checkpoints" / "last" / str(step))
+    with pytest.raises(CheckpointError, match="no step reads back"):
+        train_run(tiny(text_file, "task.dropout=0.2", "train.steps=18"), run_dir)
 
-    meta_path = run_dir / "checkpoints" / "best" / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "task": "addition"}))
-    with pytest.raises(CheckpointError, match="sampling needs a charlm run"):
-        load_model(run_dir / "checkpoints" / "best")
     addition_run = tmp_path / "addition_run"
-    shutil.copytree(run_dir / "checkpoints" / "best", addition_run / "checkpoints" / "last")
+    shutil.copytree(straight_run[0] / "checkpoints" / "best", addition_run / "checkpoints" / "last")
+    step_dir = addition_run / "checkpoints" / "last" / str(steps_in(addition_run / "checkpoints" / "last")[0])
+    meta_file = next(p for p in (step_dir / "meta").iterdir() if p.suffix in ("", ".json") and p.is_file() and "metadata" in p.name)
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "task": "addition"}))
+    with pytest.raises(CheckpointError, match="sampling needs a charlm run"):
+        load_model(addition_run / "checkpoints" / "last")
     with pytest.raises(CheckpointError, match="is of task 'addition'; this run is task=charlm"):
         train_run(tiny(text_file, f"train.resume='{addition_run}'"), tmp_path / "x3")
 

@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import rnn_jax.apps.train  # noqa: F401 - registers the schema
+from rnn_jax.driver.checkpoint import steps_in
 from rnn_jax.driver.config import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -155,13 +156,17 @@ def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, ca
     # float32's range, so every seed's loss turns NaN: failed seeds, not an average of them.
     sweep = tmp_path / "sweep"
     out = multirun(sweep, "model.hidden=0,2", "optim.lr=1e39", cache=cache_dir)
-    assert out.returncode == 0, out.stderr[-2000:]
+    # Every job ran; the sweep then names the failed ones and exits 1, so a script can tell.
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "2 of 2 jobs did not end ok" in out.stderr and "job 0: failed: ConfigError: model.hidden=0" in out.stderr
     bad, nan = job_dirs(sweep)
     s = summary_of(bad)
     assert s["status"] == "failed" and "model.hidden" in s["error"]
     assert sorted(p.name for p in bad.iterdir()) == [".hydra", "summary.json", "train.log"]  # nothing else written
+    assert "model.hidden=0 is not allowed" in (bad / "train.log").read_text()
     s = summary_of(nan)
-    assert s["status"] == "failed" and "NaN" in s["error"]
+    assert s["status"] == "failed" and "NaN" in s["error"] and "NaN" in (nan / "train.log").read_text()
+    assert not (nan / "checkpoints" / "last").exists() or not steps_in(nan / "checkpoints" / "last")  # nothing diverged was saved
     assert s["failed_seeds"] == s["seed_values"] and s["success_rate"] == 0.0 and s["final_accuracy"] == 0.0
     assert setting(s, "model.hidden") == 2 and all(a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs)
 

@@ -200,7 +200,7 @@ def test_help_lists_exactly_the_apps_config_groups():
         group, options = line.split(":", 1)
         listed[group.lstrip("+")] = set(options.split("(")[0].replace(" ", "").split(","))
     conf = Path(ROOT) / "conf"
-    on_disk = {g: {p.stem for p in (conf / g).glob("*.yaml")} for g in ("task", "model", "optim", "backend", "experiment", "sweep", "hydra/launcher")}
+    on_disk = {g: {p.stem for p in (conf / g).glob("*.yaml")} for g in ("task", "model", "optim", "backend", "logger", "experiment", "sweep", "hydra/launcher")}
     assert listed == on_disk
 
 

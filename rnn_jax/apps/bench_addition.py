@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
     print(f"rnn_jax replication  : {r['rnn_jax_seconds']:.4f} s  ({r['rnn_jax_us_per_update']:.2f} us/update), compile {r['rnn_jax_compile_seconds']:.2f} s")
     print(f"speed-up             : {r['speedup']:.1f}x  (same weights after {r['steps']} updates, max |dw| {r['max_weight_difference']:.1e}; {r['device_kind']}, jax {r['jax_version']})")
     if args.out:
-        from rnn_jax.driver.checkpoint import atomic_write_json
+        from rnn_jax.driver.rundir import atomic_write_json
 
         atomic_write_json(args.out, r)
     return r

@@ -87,7 +87,7 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
 def load_model(path) -> tuple[CharLM, object, Vocab, dict]:
     """`(model, params, vocab, meta)` from a charlm checkpoint directory; `CheckpointError` if
     it is missing, corrupt or not a charlm checkpoint."""
-    meta = checkpoint.load_meta(path)
+    meta = checkpoint.read_meta(path)
     if meta.get("task") != "charlm":
         raise CheckpointError(f"checkpoint {path} is of task {meta.get('task')!r}; sampling needs a charlm run (task=charlm)")
     state, meta = checkpoint.load(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -25,17 +26,17 @@ from omegaconf import DictConfig, OmegaConf
 from rnn_jax.apps import CONF_DIR
 from rnn_jax.apps.hydra_callbacks import restore_earlier_run_config
 from rnn_jax.driver.backend import BackendError
-from rnn_jax.driver.checkpoint import CheckpointError, atomic_write_json
+from rnn_jax.driver.checkpoint import CheckpointError
 from rnn_jax.driver.config import Config, ConfigError, validate
-from rnn_jax.driver.loop import run
-from rnn_jax.driver.rundir import RunDirectoryError, write_summary
+from rnn_jax.driver.loop import NothingToTrain, run
+from rnn_jax.driver.rundir import RunDirectoryError, atomic_write_json, write_summary
 from rnn_jax.tasks.registry import TASKS
 from rnn_jax.tasks.charlm.corpus import CorpusError
 
 log = logging.getLogger("rnn_jax")
 
 # Errors a user can cause with a config value, a file or a directory: one line, no traceback.
-USER_ERRORS = (ConfigError, BackendError, CheckpointError, CorpusError, RunDirectoryError, FileNotFoundError)
+USER_ERRORS = (ConfigError, BackendError, CheckpointError, CorpusError, RunDirectoryError, OSError)
 
 
 def schema_node(schema) -> DictConfig:
@@ -71,6 +72,7 @@ def _conf_choices(group: str) -> str:
 register_configs()
 if not OmegaConf.has_resolver("rnn_jax_choices"):
     OmegaConf.register_new_resolver("rnn_jax_choices", _conf_choices)
+    OmegaConf.register_new_resolver("rnn_jax_pid", lambda: os.getpid())  # run directories unique per process
 
 
 def to_config(dcfg: DictConfig) -> Config:
@@ -111,8 +113,47 @@ def failure_summary(dcfg: DictConfig, error: BaseException) -> dict[str, Any]:
     return {"status": "failed", "error": f"{type(error).__name__}: {error}", "task": dcfg.get("task", {}).get("name"), "config": config}
 
 
+def one_line(error: BaseException) -> str:
+    """An error as the one line the app prints: a filesystem error names its path and cause."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    return str(error)
+
+
+def filesystem_cause(error: BaseException):
+    """The OSError behind `error` (Hydra wraps some, e.g. "Unable to configure handler 'file'"), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def main() -> None:
+    """`python -m rnn_jax.train`: Hydra's app, whose own start-up failures (a run directory that
+    cannot be made or written, a typo in an override) end in one message, not a traceback."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises; the message is printed here
+    try:
+        job()
+    except Exception as e:  # noqa: BLE001 - anything the job itself did not handle
+        cause = filesystem_cause(e)
+        if cause is not None:
+            print(f"error: {one_line(cause)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        messages = []  # Hydra's message and the causes it wraps (the key, the type), as Hydra shows them
+        while e is not None and len(messages) < 5:
+            if str(e) and str(e) not in messages:
+                messages.append(str(e))
+            e = e.__cause__
+        print("error: " + "\n".join(messages), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
-def main(dcfg: DictConfig) -> float:
+def job(dcfg: DictConfig) -> float:
     """Runs one job; returns its objective for sweepers such as Optuna (the task's
     `TaskSpec.objective`: addition's success rate, charlm's best validation bpc)."""
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "TPU not found" noise
@@ -121,26 +162,41 @@ def main(dcfg: DictConfig) -> float:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        summary = run(to_config(dcfg), run_dir)
+        summary = run(to_config(dcfg), run_dir, group=str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None)
+    except NothingToTrain as done:
+        restore_earlier_run_config()  # the rerun changed nothing, its .hydra/ record included
+        print(f"{done}", file=sys.stderr)
+        summary = done.summary
     except KeyboardInterrupt:
         print(f"interrupted; what was written is in {run_dir}", file=sys.stderr)
-        raise SystemExit(128 + (_SIGNALS_RECEIVED[-1] if _SIGNALS_RECEIVED else signal.SIGINT))  # 130 or 143
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # At once: a chunk still running on the device would otherwise hold the exit until it ends.
+        os._exit(128 + (_SIGNALS_RECEIVED[-1] if _SIGNALS_RECEIVED else signal.SIGINT))  # 130 or 143
     except Exception as e:  # noqa: BLE001 - every failure is recorded in the job's own directory
-        if isinstance(e, USER_ERRORS) and not sweeping:
+        user_error = isinstance(e, USER_ERRORS)
+        if user_error and not sweeping:
             restore_earlier_run_config()  # refused: the directory's earlier run keeps its record
-        record = record_failure(run_dir, failure_summary(dcfg, e))
-        if not isinstance(e, USER_ERRORS):
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+        try:
+            record = record_failure(run_dir, failure_summary(dcfg, e))
+            if not user_error:
+                (run_dir / "error.txt").write_text(traceback.format_exc())
+        except OSError as write_error:  # the directory itself is the problem: say the first error
+            record = f"nothing written: {one_line(write_error)}"
         if sweeping:
-            log.error("job failed: %s: %s (see %s)", type(e).__name__, e, record)
+            log.error("job failed: %s: %s (%s)", type(e).__name__, one_line(e), record)
             return float("nan")
-        if isinstance(e, USER_ERRORS):
-            print(f"error: {e}", file=sys.stderr)
+        if user_error:
+            print(f"error: {one_line(e)}", file=sys.stderr)
             raise SystemExit(2)
         raise
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1))
     print(f"results in {run_dir}")
-    if summary.get("status") == "failed" and not sweeping:
+    if summary.get("status") == "failed":
+        if sweeping:
+            log.error("job failed: %s", summary.get("error"))
+            return float("nan")
         print(f"error: the run failed: {summary.get('error')}", file=sys.stderr)
         raise SystemExit(1)
     objective = summary.get(TASKS[summary["task"]].objective)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from typing import Optional
 
 import jax
@@ -25,8 +27,7 @@ def select_backend(name: str, compilation_cache: Optional[str] = None) -> dict:
     """
     if name not in BACKENDS:
         raise BackendError(f"backend.name={name!r} is not allowed; allowed: {', '.join(BACKENDS)}")
-    if compilation_cache:
-        os.makedirs(compilation_cache, exist_ok=True)
+    if compilation_cache and writable_directory(compilation_cache, "backend.compilation_cache"):
         jax.config.update("jax_compilation_cache_dir", str(compilation_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -42,13 +43,17 @@ def select_backend(name: str, compilation_cache: Optional[str] = None) -> dict:
     return device_info(device)
 
 
-def current_platform() -> str:
-    """The platform computations run on: the default device's (set by `select_backend`), else
-    JAX's default backend."""
-    device = jax.config.jax_default_device
-    if device is None:
-        return jax.default_backend()
-    return device if isinstance(device, str) else device.platform
+def writable_directory(path: str, key: str) -> bool:
+    """Whether `path` is (or can be made) a directory this process can write; if not, says so in
+    one line naming `key`: a cache that cannot be written is a warning, not a failed run."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        return True
+    except OSError as e:
+        print(f"warning: {key}={path}: {e.strerror}; running without it", file=sys.stderr)
+        return False
 
 
 def device_info(device=None) -> dict:

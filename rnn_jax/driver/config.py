@@ -15,6 +15,7 @@ from typing import Any, Optional
 from rnn_jax.build import DTYPES, ModelConfig
 from rnn_jax.cells import ACTIVATIONS, CELLS
 from rnn_jax.driver.backend import BACKENDS
+from rnn_jax.driver.loggers import LoggerConfig
 from rnn_jax.driver.optim import OPTIMIZERS, SCHEDULES, OptimConfig
 from rnn_jax.initializers import INITIALIZERS
 from rnn_jax.tasks.registry import TASKS
@@ -49,6 +50,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
 
 

@@ -1,16 +1,19 @@
 """The one training driver: every task trains through `train_and_evaluate`.
 
-It builds the task from the config (`rnn_jax.tasks.TASKS`), then runs its compiled `lax.scan`
-chunks up to each log, validation or the end, and between them writes `metrics.jsonl`, the
-checkpoints and the progress bar. Compilation is timed apart from training. SIGINT and SIGTERM
-end the run between chunks (the state, the step count, the checkpoint and the log line move
-together). A run directory that holds `checkpoints/last` is resumed from it, so a rerun takes
-the steps an uninterrupted run would have taken.
+It builds the task from the config (`rnn_jax.tasks.registry.TASKS`), then runs its compiled
+`lax.scan` chunks up to each log, validation or the end, and between them writes
+`metrics.jsonl`, the checkpoints and the progress bar. Compilation is timed apart from training.
+SIGINT and SIGTERM are acted on at once, even in the middle of a long chunk: the run saves the
+state of the last logged step and ends (the state, the step count, the checkpoint and the log
+line always move together). A run directory that holds a checkpoint is resumed from it, so a
+rerun takes the steps an uninterrupted run would have taken; one that has nothing left to train
+changes nothing. A run whose loss turns NaN or Inf stops there, `failed`, and never saves the
+diverged state over a good checkpoint.
 
     run_dir/metrics.jsonl           one line per chunk: step, the task's fields, elapsed
     run_dir/summary.json            status ok | failed | interrupted, the task's figures, timing,
                                     the device, and the whole config under "config"
-    run_dir/checkpoints/last/       every validation, the end, an interrupt
+    run_dir/checkpoints/last/       Orbax steps: every validation, the end, an interrupt
     run_dir/checkpoints/best/       the lowest value of the task's `best` field
 """
 
@@ -22,40 +25,59 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rnn_jax.driver import checkpoint
 from rnn_jax.driver.backend import select_backend
-from rnn_jax.driver.checkpoint import CheckpointError, atomic_write_bytes
+from rnn_jax.driver.checkpoint import Checkpoints, CheckpointError
 from rnn_jax.driver.config import Config, validate
+from rnn_jax.driver.loggers import make_loggers
+from rnn_jax.driver.memory import check_memory
 from rnn_jax.driver.optim import make_optimizer
-from rnn_jax.driver.rundir import MetricsLog, finite_or_null, interrupts_deferred, read_jsonl, write_summary
-from rnn_jax.tasks.registry import TASKS
+from rnn_jax.driver.rundir import MetricsLog, atomic_write_bytes, finite_or_null, interrupts_deferred, read_jsonl, run_lock, write_summary
 from rnn_jax.tasks.base import Task
+from rnn_jax.tasks.registry import TASKS
+
+POLL_SECONDS = 0.05  # how often the host looks whether a chunk has ended (and lets signals in)
 
 
-def run(cfg: Config, run_dir) -> dict[str, Any]:
-    """Chooses the backend and precision `cfg` names, then `train_and_evaluate`."""
+class NothingToTrain(Exception):
+    """The run directory is already at `train.steps` (or its task finished): nothing was run and
+    nothing in the directory changed. `summary` is the one it holds."""
+
+    def __init__(self, run_dir: Path, step: int, summary: dict):
+        super().__init__(f"{run_dir} is already at step {step}: nothing to train, nothing changed")
+        self.summary = summary
+
+
+def run(cfg: Config, run_dir, group: Optional[str] = None) -> dict[str, Any]:
+    """Chooses the backend and precision `cfg` names, then `train_and_evaluate`, feeding the
+    trackers `cfg.logger` names (`group`: the sweep the run belongs to, if any)."""
     validate(cfg)
     # Process-wide, so set for every job: a float32 job after a float64 one in the same sweep
     # process must not inherit x64.
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
     device = select_backend(cfg.backend.name, cfg.backend.compilation_cache)
-    return train_and_evaluate(cfg, Path(run_dir), device)
+    check_memory(cfg, TASKS[cfg.task.name].memory(cfg))
+    return train_and_evaluate(cfg, Path(run_dir), device, make_loggers(cfg.logger, Path(run_dir), group))
 
 
-def train_and_evaluate(cfg: Config, run_dir: Path, device: dict) -> dict[str, Any]:
+def train_and_evaluate(cfg: Config, run_dir: Path, device: dict, loggers: Sequence = ()) -> dict[str, Any]:
     """Trains (or resumes) the task of `cfg` in `run_dir`; returns the summary it writes there.
 
-    An interrupt (Ctrl-C, SIGTERM) ends training between chunks; the run is then checkpointed
-    and summarised with `status: "interrupted"` before the interrupt goes on. One that comes while
-    the run is still compiling leaves a summary with `steps: 0`."""
-    t_start = time.perf_counter()
+    An interrupt (Ctrl-C, SIGTERM) ends training at once; the run is then checkpointed at its
+    last logged step and summarised with `status: "interrupted"` before the interrupt goes on.
+    One that comes while the run is still compiling leaves a summary with `steps: 0`. Raises
+    `NothingToTrain` when the directory's run is already complete."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _train_and_evaluate(cfg, run_dir, device, loggers)
+
+
+def _train_and_evaluate(cfg: Config, run_dir: Path, device: dict, loggers: Sequence) -> dict[str, Any]:
+    t_start = time.perf_counter()
     name = cfg.task.name
     task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), device["backend"])
     header = {"task": name, **device, "config": dataclasses.asdict(cfg)}
@@ -65,21 +87,35 @@ def train_and_evaluate(cfg: Config, run_dir: Path, device: dict) -> dict[str, An
             state = task.init()
         resumed = resume(cfg, run_dir, task, state)
     except KeyboardInterrupt:  # still compiling: nothing was trained, so nothing to save
-        write_summary(run_dir, {"status": "interrupted", "steps": 0, **header})
+        if not (run_dir / "summary.json").exists():
+            write_summary(run_dir, {"status": "interrupted", "steps": 0, **header})
         raise
-    if resumed.nothing_to_train and (run_dir / "summary.json").exists() and resumed.source == run_dir:
-        print(f"{run_dir} is already at step {resumed.step} (train.steps={cfg.train.steps}): nothing to train, nothing changed", file=sys.stderr)
-        return json.loads((run_dir / "summary.json").read_text())
-    loop = Loop(cfg, task, run_dir, resumed, timing)
+    if resumed.nothing_to_train and resumed.source == run_dir and (run_dir / "summary.json").exists():
+        raise NothingToTrain(run_dir, resumed.step, json.loads((run_dir / "summary.json").read_text()))
+    continue_metrics(resumed.source, run_dir, resumed.step)
+    for logger in loggers:
+        logger.start(header["config"])
+    loop = Loop(cfg, task, run_dir, resumed, timing, loggers)
+    try:
+        return _finish(loop, resumed, header, loggers, t_start)
+    finally:
+        loop.checkpoints.close()
+
+
+def _finish(loop: "Loop", resumed: "Resumed", header: dict, loggers: Sequence, t_start: float) -> dict[str, Any]:
+    """Trains, then saves and summarises: `status` ok, failed (diverged) or interrupted."""
+    task, run_dir, timing, name = loop.task, loop.run_dir, loop.timing, loop.cfg.task.name
     interrupted = loop.train()
     with interrupts_deferred():
-        if loop.last_fields is None and task.validate is not None and not interrupted:
+        if loop.last_fields is None and task.validate is not None and not (interrupted or loop.diverged):
             loop.validate()  # nothing trained in this run: report the checkpoint it resumed
         fields = task.summarize(loop.state, loop.tally)
         timing.compile_seconds += fields.pop("compile_seconds", 0.0)
-        if not loop.saved_at_step:
+        if not (loop.saved_at_step or loop.diverged):
             loop.save_last()
         summary = {"status": "ok", "task": name, **fields}
+        if loop.diverged:
+            summary.update(status="failed", error=f"loss became NaN or Inf at step {loop.step}", last_finite=loop.last_finite)
         if interrupted:
             summary["status"] = "interrupted"
         trained = loop.step - resumed.step
@@ -99,6 +135,8 @@ def train_and_evaluate(cfg: Config, run_dir: Path, device: dict) -> dict[str, An
             summary[f"{unit}_per_second"] = trained * per_step / timing.train_seconds if trained else None
         summary = {**summary, **header}
         write_summary(run_dir, summary)
+        for logger in loggers:
+            logger.finish(summary)
     if interrupted:
         raise KeyboardInterrupt
     return summary
@@ -140,43 +178,35 @@ class Resumed:
 
 
 def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
-    """The state to start from: `train.resume`'s last checkpoint, else this directory's own, else
-    `state` (a fresh start, which drops metric lines a run that died before its first checkpoint
-    left). `CheckpointError` when the checkpoint was made for another task or does not fit."""
+    """The state to start from: `train.resume`'s newest checkpoint, else this directory's own,
+    else `state` (a fresh start). `CheckpointError` when the checkpoint was made for another
+    task or data, or does not fit the run."""
     source = Path(cfg.train.resume).expanduser() if cfg.train.resume else run_dir
-    last = source / "checkpoints" / "last"
-    if cfg.train.resume and not last.is_dir():
-        raise CheckpointError(f"train.resume={cfg.train.resume}: no checkpoint at {last}")
-    if not last.is_dir():
-        continue_metrics(run_dir, run_dir, 0)
+    checkpoints = Checkpoints(source)
+    if cfg.train.resume and not checkpoints.exists("last"):
+        raise CheckpointError(f"train.resume={cfg.train.resume}: no checkpoint at {source / 'checkpoints' / 'last'}")
+    if not checkpoints.exists("last"):
         return Resumed(state, 0, task.tally, source=source)
-    state, meta = restore(last, state, cfg, task)
+
+    def check(meta: dict, problem: Optional[str]) -> None:
+        path = source / "checkpoints"
+        if meta.get("task") != cfg.task.name:
+            raise CheckpointError(f"checkpoint {path} is of task {meta.get('task')!r}; this run is task={cfg.task.name}")
+        for key, value in (task.identity or {}).items():
+            if meta.get("identity", {}).get(key) != value:
+                raise CheckpointError(f"checkpoint {path} was made for another {key}; did task.corpus or the data change?")
+        if problem is not None:
+            differ = config_differences(meta.get("config", {}), dataclasses.asdict(cfg))
+            raise CheckpointError(f"checkpoint {path} does not fit this run: " + (f"it was trained with {differ}" if differ else problem))
+
+    state, meta = checkpoints.restore("last", state, check)
     step = int(meta["step"])
-    continue_metrics(source, run_dir, step)
-    best = run_dir / "checkpoints" / "best"
-    if source != run_dir and (source / "checkpoints" / "best").is_dir():
-        best_state, best_meta = restore(source / "checkpoints" / "best", state, cfg, task)
-        checkpoint.save(best, best_state, best_meta)
-    done = step >= cfg.train.steps or task.finished(meta["tally"])
+    if source != run_dir and checkpoints.exists("best"):
+        best_state, best_meta = checkpoints.restore("best", state, check)
+        Checkpoints(run_dir).save("best", int(best_meta["step"]), best_state, best_meta)
+    done = step >= cfg.train.steps or task.finished(meta["tally"]) or task.diverged(meta["tally"])
+    last = source / "checkpoints" / "last" / str(step)
     return Resumed(state, step, meta["tally"], meta.get("best") or math.inf, float(meta.get("elapsed", 0.0)), str(last), source, done)
-
-
-def restore(path: Path, template, cfg: Config, task: Task):
-    """`(state, meta)` of the checkpoint at `path`, shaped like `template`."""
-    meta = checkpoint.load_meta(path)
-    if meta.get("task") != cfg.task.name:
-        raise CheckpointError(f"checkpoint {path} is of task {meta.get('task')!r}; this run is task={cfg.task.name}")
-    for key, value in (task.identity or {}).items():
-        if meta.get("identity", {}).get(key) != value:
-            raise CheckpointError(f"checkpoint {path} was made for another {key}; did task.corpus or the data change?")
-    try:
-        state, meta = checkpoint.load(path, target=template)
-    except CheckpointError as e:
-        differ = config_differences(meta.get("config", {}), dataclasses.asdict(cfg))
-        if not differ:
-            raise
-        raise CheckpointError(f"checkpoint {path} does not fit this run: it was trained with {differ}") from e
-    return jax.device_put(state), meta
 
 
 def config_differences(saved: dict, wanted: dict, prefix: str = "") -> str:
@@ -194,7 +224,8 @@ def config_differences(saved: dict, wanted: dict, prefix: str = "") -> str:
 
 def continue_metrics(source: Path, run_dir: Path, step: int) -> None:
     """Keeps the metric lines up to `step` (from `source`) in `run_dir`, so a resumed run appends
-    to its history instead of restarting or repeating it."""
+    to its history instead of restarting or repeating it (a fresh start keeps none: lines a run
+    that died before its first checkpoint left are void)."""
     old = source / "metrics.jsonl"
     if not old.exists() and not (run_dir / "metrics.jsonl").exists():
         return
@@ -202,16 +233,22 @@ def continue_metrics(source: Path, run_dir: Path, step: int) -> None:
     atomic_write_bytes(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
+def _finite(fields: dict) -> bool:
+    return all(math.isfinite(v) for v in fields.values() if isinstance(v, float))
+
+
 class Loop:
     """The host loop's state between chunks, and what it does at each."""
 
-    def __init__(self, cfg: Config, task: Task, run_dir: Path, start: Resumed, timing: Timing):
-        self.cfg, self.task, self.run_dir, self.timing = cfg, task, run_dir, timing
+    def __init__(self, cfg: Config, task: Task, run_dir: Path, start: Resumed, timing: Timing, loggers: Sequence = ()):
+        self.cfg, self.task, self.run_dir, self.timing, self.loggers = cfg, task, run_dir, timing, loggers
         self.state, self.step, self.tally, self.best = start.state, start.step, start.tally, start.best
         self.elapsed0, self.t0 = start.elapsed, time.perf_counter()
-        self.start = start.step
         self.last_fields: Optional[dict] = None  # the latest validation's fields
+        self.last_finite: Optional[dict] = None  # the latest log record whose figures were all finite
+        self.diverged = False
         self.saved_at_step = start.nothing_to_train  # checkpoints/last holds this very step
+        self.checkpoints = Checkpoints(run_dir)
         self.metrics = MetricsLog(run_dir)
         self.chunk = jax.jit(task.chunk, static_argnums=3)
         self.compiled: dict[int, Any] = {}  # chunk length -> executable (the last chunk may be shorter)
@@ -231,28 +268,31 @@ class Loop:
                 self.compiled[k] = self.chunk.lower(*args, k).compile(compiler_options=self.task.compile_options)
         t0 = time.perf_counter()
         state, outputs = self.compiled[k](*args)
-        outputs = jax.device_get(outputs)  # waits for the chunk
-        return state, outputs, time.perf_counter() - t0
+        # Wait by polling, not by blocking in XLA: a signal must not wait for a long chunk's end.
+        while not all(x.is_ready() for x in jax.tree.leaves(outputs)):
+            time.sleep(POLL_SECONDS)
+        return state, jax.device_get(outputs), time.perf_counter() - t0
 
     def train(self) -> bool:
-        """Chunks until the end or the task is finished; True when interrupted."""
+        """Chunks until the end, the task is finished or the loss diverged; True when interrupted."""
         from tqdm.auto import tqdm
 
         cfg, task = self.cfg, self.task
         bar = tqdm(total=cfg.train.steps, initial=self.step, unit="step", disable=not cfg.train.progress, leave=False, file=sys.stderr)
         try:
-            while self.step < cfg.train.steps and not task.finished(self.tally):
+            while self.step < cfg.train.steps and not (task.finished(self.tally) or self.diverged):
                 end = self.next_stop()
                 state, outputs, seconds = self.run_chunk(end - self.step)
                 with interrupts_deferred():  # the state, the step count, the checkpoint and the log line move together
                     record = self.advance(state, outputs, end, seconds)
                 bar.update(end - bar.n)
+                bar.set_postfix({k: _short(record.get(k)) for k in task.progress})
                 if task.log_line is not None:
                     bar.write(task.log_line(record), file=sys.stdout)
-                bar.set_postfix({k: _short(record.get(k)) for k in task.progress})
         except KeyboardInterrupt:  # the chunk in flight is dropped; the state is the last logged one
             with interrupts_deferred():
-                self.save_last(interrupted=True)
+                if not (self.saved_at_step or self.diverged):
+                    self.save_last(interrupted=True)
             return True
         finally:
             bar.close()
@@ -265,25 +305,34 @@ class Loop:
         self.timing.train_seconds += seconds
         self.tally, fields = task.observe(self.tally, outputs, end)
         record = {"step": end, **fields}
-        if task.validate is not None and (end % task.eval_every == 0 or end == cfg.train.steps):
+        self.diverged = task.diverged(self.tally)
+        if not self.diverged and task.validate is not None and (end % task.eval_every == 0 or end == cfg.train.steps):
             record.update(self.validate())
-            self.save_last()
+            self.diverged = not _finite(self.last_fields)
+            if not self.diverged:
+                self.save_last()
         if task.throughput:
             unit, per_step = task.throughput
             record[f"{unit}_per_sec"] = k * per_step / seconds
         record["elapsed"] = round(self.elapsed0 + time.perf_counter() - self.t0, 4)
+        if not self.diverged:
+            self.last_finite = record
         self.metrics.write(record)
+        for logger in self.loggers:
+            logger.log(record)
         return record
 
     def validate(self) -> dict:
         fields, files = self.task.validate(self.state, self.step)
         for rel, text in files.items():
             atomic_write_bytes(self.run_dir / rel, text.encode("utf-8"))
+        for logger in self.loggers:
+            logger.files([self.run_dir / rel for rel in files])
         self.last_fields = fields
         value = fields.get(self.task.best) if self.task.best else None
         if value is not None and value < self.best:  # NaN never compares lower
             self.best = value
-            checkpoint.save(self.run_dir / "checkpoints" / "best", self.state, self.meta(**fields))
+            self.checkpoints.save("best", self.step, self.state, self.meta(**fields))
         return fields
 
     def meta(self, **extra) -> dict:
@@ -299,7 +348,7 @@ class Loop:
         }
 
     def save_last(self, **extra) -> None:
-        checkpoint.save(self.run_dir / "checkpoints" / "last", self.state, self.meta(**(self.last_fields or {}), **extra))
+        self.checkpoints.save("last", self.step, self.state, self.meta(**(self.last_fields or {}), **extra))
         self.saved_at_step = True
 
 

@@ -54,7 +54,9 @@ class Task(NamedTuple):
       observe: `(tally, outputs, step) -> (tally, fields)`, on the host: folds one chunk's outputs
         (as NumPy) into the tally and returns the task's fields of the chunk's log line.
       tally: the tally before the first step (a JSON-able dict, saved in each checkpoint).
-      finished: `tally -> bool`: stop early (every seed solved; every seed diverged).
+      finished: `tally -> bool`: stop early, having succeeded (every seed solved).
+      diverged: `tally -> bool`: the loss turned NaN or Inf (in every seed): the run stops,
+        `failed`, and the diverged state is never checkpointed.
       summarize: `(state, tally) -> dict`, the task's fields of `summary.json`; may evaluate
         (it reports the seconds it spent compiling as `compile_seconds`).
       validate: `(state, step) -> (fields, files)`, every `eval_every` steps and at the end, on
@@ -77,6 +79,7 @@ class Task(NamedTuple):
     observe: Callable[[dict, Any, int], tuple]
     tally: dict
     finished: Callable[[dict], bool]
+    diverged: Callable[[dict], bool]
     summarize: Callable[[Any, dict], dict]
     validate: Optional[Callable[[Any, int], tuple]] = None
     eval_every: Optional[int] = None
@@ -94,5 +97,6 @@ class TaskSpec(NamedTuple):
     config: type  # the dataclass schema of `conf/task/<name>.yaml`
     check: Callable[[Any], None]  # (full config) -> None; raises ConfigError
     make: Callable[..., Task]  # (full config, optimizer, platform) -> Task
+    memory: Callable[[Any], dict]  # (full config) -> {what: bytes} at the peak, estimated before anything is built
     objective: str  # the summary field a sweeper optimises
     description: str

@@ -23,7 +23,7 @@ from rnn_jax.cells import ElmanParams
 from rnn_jax.model import DenseParams, ModelParams
 from rnn_jax.tasks.addition import data as addition
 from rnn_jax.tasks.addition import reference2015
-from rnn_jax.tasks.addition.evaluate import EvalSet, eval_set, exact_fraction, generalization_pairs, packed_exact
+from rnn_jax.tasks.addition.evaluate import EVAL_PIECE_FLOATS, EvalSet, eval_set, exact_fraction, generalization_pairs, packed_exact
 from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
@@ -176,8 +176,11 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         return tally, fields
 
     def finished(tally: dict) -> bool:
-        """Every seed diverged, or (train.stop_when_solved) every seed exact at the last evaluation."""
-        return not any(tally["finite"]) or (cfg.train.stop_when_solved and all(a == 1.0 for a in tally["accuracy"]))
+        """With train.stop_when_solved: every seed exact at the last evaluation."""
+        return cfg.train.stop_when_solved and all(a == 1.0 for a in tally["accuracy"])
+
+    def diverged(tally: dict) -> bool:
+        return not any(tally["finite"])
 
     def summarize(state: AdditionState, tally: dict) -> dict:
         widths, packed = generalization_pairs(task.generalization_bits, task.generalization_samples, task.full_range, width)
@@ -221,6 +224,7 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         observe=observe,
         tally={"finite": [True] * S, "accuracy": [0.0] * S, "steps_to_solve": [None] * S},
         finished=finished,
+        diverged=diverged,
         summarize=summarize,
         progress=("loss", "accuracy"),
         compile_options=compile_options(platform),
@@ -246,4 +250,27 @@ def _mean_finite(x) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
-SPEC = TaskSpec(AdditionTask, check, make, objective="success_rate", description="binary addition: exact-sum accuracy over seeds, length generalisation")
+def memory(cfg) -> dict:
+    """The peak's largest parts in bytes (see `rnn_jax.driver.memory`), from the config alone."""
+    task, t, m = cfg.task, cfg.train, cfg.model
+    T = addition.sequence_length(task.bits, task.full_range)
+    pairs = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
+    size = 8 if t.dtype == "float64" else 4
+    S, B, K = t.seeds, t.batch_size, min(t.log_every, t.steps)
+    shapes = jax.eval_shape(lambda key: addition_model(cfg).init(key, 2), jax.random.key(0))
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+    first = shapes.cell if hasattr(shapes.cell, "w_h") else shapes.cell[0]  # a cell's params, or a stack's
+    gates = first.w_h.shape[1] // m.hidden  # Elman 1, GRU 3, LSTM 4
+    per_step = m.layers * m.hidden * (gates + 2)  # gate values and state a step keeps for the backward pass
+    widths = sum(n + task.full_range for n in set(task.generalization_bits))
+    return {
+        ("the evaluation set", "task.eval_samples"): 2 * pairs * T * 3,  # uint8 bits, in pieces on the host and on the device
+        ("the generalisation pairs", "task.generalization_samples"): 3 * 8 * task.generalization_samples * widths,
+        ("a chunk's batches", "train.log_every"): S * K * B * T * 3 * size,
+        ("the backward pass", "train.batch_size"): 2 * S * B * T * per_step * size,
+        ("an evaluation piece", "task.eval_samples"): min(pairs * T * m.hidden * m.layers * S, EVAL_PIECE_FLOATS) * (gates + 2) * size,
+        ("parameters and optimizer state", "model.hidden"): 4 * S * params * size,
+    }
+
+
+SPEC = TaskSpec(AdditionTask, check, make, memory, objective="success_rate", description="binary addition: exact-sum accuracy over seeds, length generalisation")

@@ -171,7 +171,8 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         chunk=make_train_chunk(model, optimizer, cfg, jax.random.fold_in(key, 1)),
         observe=observe,
         tally={"train_bpc": None},
-        finished=diverged,
+        finished=lambda tally: False,
+        diverged=diverged,
         summarize=summarize,
         validate=validate,
         eval_every=task.eval_every,
@@ -182,4 +183,24 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
     )
 
 
-SPEC = TaskSpec(CharLMTask, check, make, objective="best_val_bpc", description="character-level language model (char-rnn): validation bits per character")
+def memory(cfg) -> dict:
+    """The peak's largest parts in bytes (see `rnn_jax.driver.memory`): the corpus as text, ids
+    and streams; parameters, gradients and optimizer state; a step's logits and their gradient
+    (`[batch x seq_len, vocabulary]`, what a large vocabulary makes large) and what the
+    backward pass keeps."""
+    task, t, m = cfg.task, cfg.train, cfg.model
+    text = read_corpus(task.corpus)
+    V, N = len(set(text)), len(text)
+    size = 8 if t.dtype == "float64" else 4
+    gates = {"elman": 1, "gru": 3, "lstm": 4}.get(m.cell, 4)
+    params = V * task.embedding + m.layers * 4 * gates * m.hidden * (m.hidden + max(task.embedding, m.hidden)) + (m.hidden + 1) * V
+    rows = t.batch_size * task.seq_len
+    return {
+        ("the corpus", "task.corpus"): 4 * N + 28 * N,  # the text, its ids, the split and the laid-out streams, on the host and the device
+        ("parameters, gradients and optimizer state", "model.hidden"): 4 * params * size,
+        ("a step's logits and their gradient", "train.batch_size"): 3 * rows * V * size,
+        ("the backward pass", "train.batch_size"): 2 * rows * m.layers * m.hidden * (gates + 2) * size,
+    }
+
+
+SPEC = TaskSpec(CharLMTask, check, make, memory, objective="best_val_bpc", description="character-level language model (char-rnn): validation bits per character")

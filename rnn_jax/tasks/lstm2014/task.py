@@ -99,11 +99,18 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         chunk=chunk,
         observe=observe,
         tally={},
-        finished=lambda tally: "loss" in tally and not np.isfinite(tally["loss"]),
+        finished=lambda tally: False,
+        diverged=lambda tally: "loss" in tally and not np.isfinite(tally["loss"]),
         summarize=summarize,
         progress=("loss",),
         log_line=log_line,
     )
 
 
-SPEC = TaskSpec(LSTM2014Task, check, make, objective="final_loss", description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss")
+def memory(cfg) -> dict:
+    """A few megabytes at most: one layer over four steps."""
+    H, X, size = cfg.model.hidden, cfg.task.x_dim, 8 if cfg.train.dtype == "float64" else 4
+    return {("parameters and optimizer state", "model.hidden"): 4 * 4 * H * (X + H + 1) * size}
+
+
+SPEC = TaskSpec(LSTM2014Task, check, make, memory, objective="final_loss", description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss")
