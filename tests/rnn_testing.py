@@ -3,7 +3,8 @@
 The tests check semantics, not speed, so every program is compiled with XLA:CPU's cheapest
 settings (no backend optimisation, the older fusion emitters): compiles take a third of the time
 and the results agree to rounding. Compiled programs are shared between tests by making the
-cell a static argument of one module-level jitted function.
+cell a static argument of one module-level jitted function. Test data come from a seeded NumPy
+generator (`normal`), because each eager `jax.random` call compiles a program per shape.
 """
 
 from __future__ import annotations
@@ -26,6 +27,22 @@ def jit(fun=None, **kwargs):
     return jax.jit(fun, compiler_options=options, **kwargs)
 
 
+def normal(seed: int, shape, dtype=None):
+    """Standard normal test data, `[*shape]`, in `dtype` (None: JAX's default float)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype or jnp.result_type(float))
+
+
+@functools.lru_cache(maxsize=None)
+def _init_program(cell, input_size: int, seed: int):
+    return jit(lambda: cell.init(jax.random.PRNGKey(seed), input_size))
+
+
+def init(cell, input_size: int, seed: int = 0):
+    """`cell.init(PRNGKey(seed), input_size)` as one compiled program per cell (eagerly, each
+    random draw would compile its own)."""
+    return _init_program(cell, input_size, seed)()  # jit retraces when float64 is switched on
+
+
 @contextlib.contextmanager
 def x64():
     """Float64 inside the block."""
@@ -44,6 +61,13 @@ def python_loop(cell, params, xs, carry=None):
         carry, y = cell.apply(params, carry, x)
         ys.append(y)
     return carry, jnp.stack(ys)
+
+
+def scan_apply(cell, params, xs, carry=None):
+    """The plain reference recurrence: `lax.scan` of `cell.apply` over time-major `xs`, no masks or
+    fast paths (compiles one step, where `python_loop` compiles one per time step)."""
+    carry = cell.initial_carry(xs.shape[1:-1], xs.dtype) if carry is None else carry
+    return jax.lax.scan(lambda c, x: cell.apply(params, c, x), carry, xs)
 
 
 def assert_trees_close(a, b, tol=None, **kw):

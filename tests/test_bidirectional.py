@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from rnn_testing import assert_trees_close, jit, to_flax_gru, to_flax_lstm
+from rnn_testing import assert_trees_close, init, jit, normal, to_flax_gru, to_flax_lstm
 
 import rnn_jax as rj
 
@@ -48,10 +48,10 @@ def padded_and_alone(layer, params, xs, w):
 def test_bidirectional_equals_two_unrolls_on_each_unpadded_sequence(merge):
     layer = LAYERS[merge]
     assert layer.output_size == {"concat": 2 * H + 1, "sum": H}[merge]
-    params = layer.init(jax.random.PRNGKey(0), I)
+    params = init(layer, I)
     assert isinstance(params, rj.BidirectionalParams)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
-    w = jax.random.normal(jax.random.PRNGKey(2), (T, B, layer.output_size))
+    xs = normal(1, (T, B, I))
+    w = normal(2, (T, B, layer.output_size))
     got, want = padded_and_alone(layer, params, xs, w)
     (_, (carry, ys)), _ = got
     assert ys.shape == (T, B, layer.output_size)
@@ -67,11 +67,11 @@ def flax_bidirectional(return_carry):
 def test_bidirectional_matches_flax_with_seq_lengths():
     """Batch-major, as Flax's default: `time_major=False` on our side."""
     layer = rj.bidirectional(rj.lstm(H), rj.gru(H))
-    params = layer.init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, I))  # [B, T, I]
+    params = init(layer, I)
+    xs = normal(1, (B, T, I))  # [B, T, I]
     lengths = jnp.array(LENGTHS)
     flax_layer = flax_bidirectional(return_carry=True)
-    variables = flax_layer.init(jax.random.PRNGKey(2), xs, seq_lengths=lengths)
+    variables = jax.eval_shape(lambda: flax_layer.init(jax.random.PRNGKey(2), xs, seq_lengths=lengths))
     mapped = {"forward_rnn": {"cell": to_flax_lstm(params.fw, H)}, "backward_rnn": {"cell": to_flax_gru(params.bw, H)}}
     assert jax.tree.structure(mapped) == jax.tree.structure(variables["params"])
 

@@ -1,9 +1,12 @@
 """Cells against NumPy implementations written from their equations, and against Flax's cells."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rnn_testing import init, jit, normal, to_flax_gru, to_flax_lstm
 
 import rnn_jax as rj
 
@@ -71,27 +74,28 @@ def x64():
     jax.config.update("jax_enable_x64", False)
 
 
-CASES = {
-    "elman-tanh": (lambda: rj.elman(H, "tanh"), lambda p, xs: np_elman(p, xs, "tanh")),
-    "elman-sigmoid-nobias": (
-        lambda: rj.elman(H, "sigmoid", use_bias=False, init="uniform"),
-        lambda p, xs: np_elman(p, xs, "sigmoid"),
-    ),
-    "lstm": (lambda: rj.lstm(H), np_lstm),
-    "lstm-no-output-tanh": (lambda: rj.lstm(H, output_tanh=False), lambda p, xs: np_lstm(p, xs, output_tanh=False)),
-    "gru": (lambda: rj.gru(H), np_gru),
+CASES = {  # each cell built once, so its compiled programs are shared by both precisions' tests
+    "elman-tanh": (rj.elman(H, "tanh"), lambda p, xs: np_elman(p, xs, "tanh")),
+    "elman-sigmoid-nobias": (rj.elman(H, "sigmoid", use_bias=False, init="uniform"), lambda p, xs: np_elman(p, xs, "sigmoid")),
+    "lstm": (rj.lstm(H), np_lstm),
+    "lstm-no-output-tanh": (rj.lstm(H, output_tanh=False), lambda p, xs: np_lstm(p, xs, output_tanh=False)),
+    "gru": (rj.gru(H), np_gru),
 }
+
+
+@functools.partial(jit, static_argnums=0)
+def unrolled(cell, params, xs):
+    return rj.unroll(cell, params, xs)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_cell_matches_numpy_over_a_sequence(name, precision):
     dtype, rtol = precision
-    make, reference = CASES[name]
-    cell = make()
-    params = cell.init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I), dtype)
+    cell, reference = CASES[name]
+    params = init(cell, I)
+    xs = normal(1, (T, B, I), dtype)
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(params))
-    carry, ys = rj.unroll(cell, params, xs)
+    carry, ys = unrolled(cell, params, xs)
     ref_carry, ref_ys = reference(to_np(params), np.asarray(xs, np.float64))
     assert ys.dtype == dtype
     np.testing.assert_allclose(ys, ref_ys, rtol=rtol, atol=rtol)
@@ -102,50 +106,54 @@ def test_cell_matches_numpy_over_a_sequence(name, precision):
 def test_lstm_output_tanh_every_way_it_runs_matches_numpy_in_float64(output_tanh, x64):
     """`h' = sigmoid(o) * c'` (or `* tanh(c')`) through the step, both backwards of `unroll`, with
     lengths and in reverse, each sequence against a NumPy loop of the equations."""
-    params = rj.lstm(H).init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    cells = {b: rj.lstm(H, output_tanh=output_tanh, backward=b) for b in ["fused", "autodiff"]}
+    params = init(cells["fused"], I)
+    xs = normal(1, (T, B, I))
     lengths = np.array([T, 5, 1])
     p, x = to_np(params), np.asarray(xs)
-    for backward in ["fused", "autodiff"]:
-        cell = rj.lstm(H, output_tanh=output_tanh, backward=backward)
-        for reverse in [False, True]:
-            carry, ys = jax.jit(lambda p, xs: rj.unroll(cell, p, xs, lengths=jnp.asarray(lengths), reverse=reverse))(params, xs)
-            for b, n in enumerate(lengths):
-                seq = x[:n, b : b + 1][::-1] if reverse else x[:n, b : b + 1]
-                (h, c), want = np_lstm(p, seq, output_tanh)
-                want = want[::-1] if reverse else want
-                np.testing.assert_allclose(ys[:n, b], want[:, 0], rtol=1e-12, atol=1e-12)
-                np.testing.assert_allclose(carry.h[b], h[0], rtol=1e-12, atol=1e-12)
-                np.testing.assert_allclose(carry.c[b], c[0], rtol=1e-12, atol=1e-12)
-    carry, y = jax.jit(cell.apply)(params, cell.initial_carry((B,), jnp.float64), xs[0])  # one plain step
+
+    @jit
+    def every_way(params, xs):
+        runs = {(b, r): rj.unroll(c, params, xs, lengths=jnp.asarray(lengths), reverse=r) for b, c in cells.items() for r in (False, True)}
+        return runs, cells["fused"].apply(params, cells["fused"].initial_carry((B,), jnp.float64), xs[0])  # one plain step
+
+    runs, (carry, y) = every_way(params, xs)
+    for (backward, reverse), (carry, ys) in runs.items():
+        for b, n in enumerate(lengths):
+            seq = x[:n, b : b + 1][::-1] if reverse else x[:n, b : b + 1]
+            (h, c), want = np_lstm(p, seq, output_tanh)
+            want = want[::-1] if reverse else want
+            np.testing.assert_allclose(ys[:n, b], want[:, 0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(carry.h[b], h[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(carry.c[b], c[0], rtol=1e-12, atol=1e-12)
+    carry, y = every_way(params, xs)[1]
     (h, c), _ = np_lstm(p, x[:1], output_tanh)
     np.testing.assert_allclose(y, h, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(carry.c, c, rtol=1e-12, atol=1e-12)
+
+
+def flax_loop(fcell, fparams, carry, xs):
+    ys = []
+    for x in xs:
+        carry, y = fcell.apply({"params": fparams}, carry, x)
+        ys.append(y)
+    return carry, jnp.stack(ys)
 
 
 def test_lstm_matches_flax_lstmcell():
     from flax import linen as nn
 
     cell = rj.lstm(H)
-    params = cell.init(jax.random.PRNGKey(0), I)
+    params = init(cell, I)
     fcell = nn.LSTMCell(H)
     x0 = jnp.zeros((B, I))
-    fparams = fcell.init(jax.random.PRNGKey(2), fcell.initialize_carry(jax.random.PRNGKey(3), x0.shape), x0)
-    gates = "ifgo"
-    p = {}
-    for k, g in enumerate(gates):
-        sl = slice(k * H, (k + 1) * H)
-        p["i" + g] = {"kernel": params.w_x[:, sl]}
-        p["h" + g] = {"kernel": params.w_h[:, sl], "bias": params.b[sl]}
+    fparams = jax.eval_shape(lambda: fcell.init(jax.random.PRNGKey(2), fcell.initialize_carry(jax.random.PRNGKey(3), x0.shape), x0))
+    p = to_flax_lstm(params, H)
     assert jax.tree.structure(p) == jax.tree.structure(fparams["params"])
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
-    fc = fcell.initialize_carry(jax.random.PRNGKey(3), x0.shape)
-    fys = []
-    for x in xs:
-        fc, y = fcell.apply({"params": p}, fc, x)
-        fys.append(y)
-    carry, ys = rj.unroll(cell, params, xs)
-    np.testing.assert_allclose(ys, jnp.stack(fys), rtol=1e-5, atol=1e-6)
+    xs = normal(1, (T, B, I))
+    fc0 = (jnp.zeros((B, H)), jnp.zeros((B, H)))  # what initialize_carry gives: zeros (c, h)
+    (carry, ys), (fc, fys) = jit(lambda p, params, xs: (rj.unroll(cell, params, xs), flax_loop(fcell, p, fc0, xs)))(p, params, xs)
+    np.testing.assert_allclose(ys, fys, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(carry.c, fc[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(carry.h, fc[1], rtol=1e-5, atol=1e-6)
 
@@ -154,36 +162,27 @@ def test_gru_matches_flax_grucell():
     from flax import linen as nn
 
     cell = rj.gru(H)
-    params = cell.init(jax.random.PRNGKey(0), I)
+    params = init(cell, I)
     fcell = nn.GRUCell(H)
-    p = {}
-    for k, g in enumerate("rzn"):
-        sl = slice(k * H, (k + 1) * H)
-        p["i" + g] = {"kernel": params.w_x[:, sl], "bias": params.b_x[sl]}
-        p["h" + g] = {"kernel": params.w_h[:, sl]}
-    p["hn"]["bias"] = params.b_hn
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
-    fparams = fcell.init(jax.random.PRNGKey(2), jnp.zeros((B, H)), xs[0])
+    p = to_flax_gru(params, H)
+    xs = normal(1, (T, B, I))
+    fparams = jax.eval_shape(lambda x: fcell.init(jax.random.PRNGKey(2), jnp.zeros((B, H)), x), xs[0])
     assert jax.tree.structure(p) == jax.tree.structure(fparams["params"])
     fh = jnp.zeros((B, H))
-    fys = []
-    for x in xs:
-        fh, y = fcell.apply({"params": p}, fh, x)
-        fys.append(y)
-    carry, ys = rj.unroll(cell, params, xs)
-    np.testing.assert_allclose(ys, jnp.stack(fys), rtol=1e-5, atol=1e-6)
+    (carry, ys), (fh, fys) = jit(lambda p, params, xs: (rj.unroll(cell, params, xs), flax_loop(fcell, p, fh, xs)))(p, params, xs)
+    np.testing.assert_allclose(ys, fys, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(carry, fh, rtol=1e-5, atol=1e-6)
 
 
 def test_initializers():
-    key = jax.random.PRNGKey(0)
-    p = rj.elman(64, init="uniform").init(key, 32)
+    p = init(rj.elman(64, init="uniform"), 32)
     assert float(p.w_x.min()) >= -1 and float(p.w_x.max()) < 1 and float(p.w_x.max()) > 0.9
-    p = rj.gru(64, init="pytorch").init(key, 32)
-    assert float(jnp.abs(p.w_h).max()) <= 1 / 8 and float(jnp.abs(p.w_h).max()) > 0.12
-    p = rj.lstm(8, recurrent_init="orthogonal", forget_bias=1.0, init="zeros").init(key, 3)
+    p = init(rj.gru(64, init="pytorch"), 32)
+    assert float(np.abs(p.w_h).max()) <= 1 / 8 and float(np.abs(p.w_h).max()) > 0.12
+    p = init(rj.lstm(8, recurrent_init="orthogonal", forget_bias=1.0, init="zeros"), 3)
+    w_h = np.asarray(p.w_h)
     for k in range(4):
-        block = p.w_h[:, k * 8 : (k + 1) * 8]
+        block = w_h[:, k * 8 : (k + 1) * 8]
         np.testing.assert_allclose(block.T @ block, np.eye(8), atol=1e-5)
     np.testing.assert_array_equal(p.b, np.r_[np.zeros(8), np.ones(8), np.zeros(16)])
 
@@ -211,13 +210,14 @@ def test_bad_arguments_name_the_argument(call, exc, words):
 
 def test_wrong_input_width_is_a_clear_error():
     cell = rj.gru(H)
-    params = cell.init(jax.random.PRNGKey(0), I)
+    params = init(cell, I)
     with pytest.raises(ValueError, match=f"last dimension {I}"):
         rj.unroll(cell, params, jnp.zeros((T, B, I + 1)))
     with pytest.raises(ValueError, match="lengths"):
         rj.unroll(cell, params, jnp.zeros((T, B, I)), lengths=jnp.array([1, 2]))
     for bad in (T + 1, -1):
-        lengths = jnp.full((B,), 1).at[0].set(bad)
+        lengths = np.full((B,), 1)
+        lengths[0] = bad
         with pytest.raises(ValueError, match=rf"lengths must lie in \[0, T={T}\].* {bad}"):
             rj.unroll(cell, params, jnp.zeros((T, B, I)), lengths=lengths)
 
@@ -230,11 +230,11 @@ def test_sequence_model_expresses_the_2015_network():
         readout_init="uniform",
         output_activation="sigmoid",
     )
-    params = model.init(jax.random.PRNGKey(0), 2)
+    params = init(model, 2)
     shapes = jax.tree.map(jnp.shape, params)
     assert shapes == rj.ModelParams(rj.ElmanParams((2, 16), (16, 16), None), rj.DenseParams((16, 1), None))
-    xs = jax.random.bernoulli(jax.random.PRNGKey(1), 0.5, (8, 2)).astype(jnp.float32)
-    _, out = model.apply(params, xs)
+    xs = jnp.asarray(np.random.default_rng(1).random((8, 2)) < 0.5, jnp.float32)
+    _, out = jit(model.apply)(params, xs)
     # The same network written out by hand.
     p = to_np(params)
     h = np.zeros(16)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from rnn_testing import assert_trees_close, jit, to_flax_lstm
+from rnn_testing import assert_trees_close, jit, normal, to_flax_lstm
 
 import rnn_jax as rj
 
@@ -16,8 +16,8 @@ LENGTHS = jnp.array([T, 5, 1])
 def test_cell_module_in_flax_rnn_matches_flax_lstmcell():
     cell = rj.lstm(H)
     ours, theirs = nn.RNN(rj.RNNCellModule(cell), return_carry=True), nn.RNN(nn.LSTMCell(H), return_carry=True)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, I))
-    variables = ours.init(jax.random.PRNGKey(0), xs)
+    xs = normal(1, (B, T, I))
+    variables = jit(lambda xs: ours.init(jax.random.PRNGKey(0), xs))(xs)
     params = variables["params"]["cell"]["cell"]
     assert isinstance(params, rj.LSTMParams)  # the cell's own pytree, usable with cell.apply
 
@@ -46,9 +46,9 @@ def test_sequence_module_in_a_model_matches_flax_outputs_and_gradients():
     """`RNNModule` (through `rnn_jax.unroll`, the fused backward) in a Flax model against the same
     model with `nn.RNN(nn.LSTMCell)`: loss and every gradient, mapped to Flax's layout."""
     ours, theirs = Tagger(rj.RNNModule(rj.lstm(H, backward="fused"))), Tagger(nn.RNN(nn.LSTMCell(H)))
-    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, I))
-    targets = jax.random.normal(jax.random.PRNGKey(2), (B, T, 2))
-    variables = ours.init(jax.random.PRNGKey(0), xs, LENGTHS)
+    xs = normal(1, (B, T, I))
+    targets = normal(2, (B, T, 2))
+    variables = jit(lambda xs: ours.init(jax.random.PRNGKey(0), xs, LENGTHS))(xs)
     valid = (jnp.arange(T)[None, :] < LENGTHS[:, None])[..., None]  # [B, T, 1]
 
     def loss(model, params):

@@ -1,6 +1,6 @@
-"""`unroll`'s resets, mask and time_major: packed segments against each segment run alone (outputs,
-final carry and gradients, both backwards, forward and reverse), a mask against the steps left
-out, batch-major against transposing."""
+"""`unroll`'s resets, mask and time_major: packed segments against each segment run alone as its
+own row (outputs, final carry and gradients, both backwards, forward and reverse), a mask against
+a Python loop over the steps left in, batch-major against transposing."""
 
 import functools
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from rnn_testing import assert_trees_close, jit, python_loop, x64
+from rnn_testing import assert_trees_close, init, jit, normal, python_loop, x64
 
 import rnn_jax as rj
 from rnn_jax.scan import restarts
@@ -54,41 +54,38 @@ def packed_run(cell, params, xs, carry, w):
     return [grad(params, xs, carry, reverse) for reverse in (False, True)]
 
 
+PIECES = tuple((b, sum(segments[:k]), n) for b, segments in enumerate(SEGMENTS) for k, n in enumerate(segments))  # (row, start, length)
+
+
 @functools.partial(jit, static_argnums=0)
 def alone_run(cell, params, xs, carry, w):
-    """The same as `packed_run`, each segment run alone from its row's initial carry by a Python
-    loop over `cell.apply` (reversed segments for reverse), padding outputs zero. The final carry
-    is the last segment's, or in reverse the first segment's (the one a reverse run ends with)."""
+    """The same as `packed_run` with each segment alone: every segment is its own row of a batch
+    (padded at its end, from its row's initial carry), with no resets, forward or reverse; the
+    outputs are laid back end to end, and the final carry is each row's last segment's, or in
+    reverse its first segment's (the one a reverse run ends with)."""
 
     def loss(params, xs, carry, reverse):
-        total, finals, rows = 0.0, [], []
-        for b, segments in enumerate(SEGMENTS):
-            start, ys_row, ends = 0, [], []
-            c0 = jax.tree.map(lambda c: c[b], carry)
-            for n in segments:
-                seg = xs[start : start + n, b]
-                end, ys = python_loop(cell, params, seg[::-1] if reverse else seg, c0)
-                ys_row.append(ys[::-1] if reverse else ys)
-                ends.append(end)
-                start += n
-            final = ends[0] if reverse else ends[-1]
-            ys_row = jnp.concatenate(ys_row + [jnp.zeros((T - start, ys.shape[-1]), ys.dtype)])
-            total += jnp.sum(w[:, b] * jnp.sin(ys_row))
-            finals.append(final)
-            rows.append(ys_row)
-        final = jax.tree.map(lambda *cs: jnp.stack(cs), *finals)
-        total += sum(jnp.sum(c**2) for c in jax.tree.leaves(final))
-        return total, (final, jnp.stack(rows, axis=1))
+        pieces = jnp.stack([jnp.pad(xs[t : t + n, b], ((0, T - n), (0, 0))) for b, t, n in PIECES], axis=1)  # [T, S, I]
+        starts = jax.tree.map(lambda c: jnp.stack([c[b] for b, _, _ in PIECES]), carry)
+        ends, ys = rj.unroll(cell, params, pieces, starts, lengths=jnp.array([n for _, _, n in PIECES]), reverse=reverse)
+        rows, finals = [], []
+        for b in range(B):
+            mine = [s for s, piece in enumerate(PIECES) if piece[0] == b]
+            row = jnp.concatenate([ys[: PIECES[s][2], s] for s in mine])
+            rows.append(jnp.concatenate([row, jnp.zeros((T - row.shape[0], ys.shape[-1]), ys.dtype)]))
+            finals.append(jax.tree.map(lambda e: e[mine[0] if reverse else mine[-1]], ends))
+        final, ys = jax.tree.map(lambda *cs: jnp.stack(cs), *finals), jnp.stack(rows, axis=1)
+        return loss_terms(final, ys, w), (final, ys)
 
     grad = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
     return [grad(params, xs, carry, reverse) for reverse in (False, True)]
 
 
 def data(cell):
-    params = cell.init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
+    params = init(cell, I)
+    xs = normal(1, (T, B, I))
     carry = jax.tree.map(lambda c: c + 0.3, cell.initial_carry((B,), jnp.float64))  # restarts go back to it, not to zeros
-    w = jax.random.normal(jax.random.PRNGKey(2), (T, B, cell.hidden_size))
+    w = normal(2, (T, B, cell.hidden_size))
     return params, xs, carry, w
 
 
@@ -148,39 +145,56 @@ def masked_and_batch_major(cell, params, xs, mask, resets):
 @pytest.mark.parametrize("name", ["lstm", "stack"])
 def test_batch_major_equals_time_major_transposed(name):
     cell = CELLS[name, "fused"]
-    params = cell.init(jax.random.PRNGKey(0), I)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
-    mask = jax.random.bernoulli(jax.random.PRNGKey(2), 0.7, (T, B))
-    resets = jax.random.bernoulli(jax.random.PRNGKey(3), 0.3, (T, B))
+    params = init(cell, I)
+    xs = normal(1, (T, B, I))
+    rng = np.random.default_rng(2)
+    mask, resets = jnp.asarray(rng.random((T, B)) < 0.7), jnp.asarray(rng.random((T, B)) < 0.3)
     tm, bm, g_tm, g_bm = masked_and_batch_major(cell, params, xs, mask, resets)
     assert_trees_close(bm, tm, 1e-6)
     assert_trees_close(g_bm, g_tm, 1e-6)
+
+
+MASK = jnp.array([[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1]], bool)
+MASK_LENGTHS = (T, 5, 7)
+
+
+@functools.partial(jit, static_argnums=0)
+def masked_runs(name, params, xs):
+    """Both backwards, forward and reverse, with `MASK` and lengths; and the Python loop over each
+    row's kept steps, forward and flipped."""
+    kept = np.asarray(MASK) & (np.arange(T)[:, None] < np.array(MASK_LENGTHS))
+    runs = {
+        (b, r): rj.unroll(CELLS[name, b], params, xs, mask=MASK, lengths=jnp.array(MASK_LENGTHS), reverse=r)
+        for b in ["fused", "autodiff"]
+        for r in [False, True]
+    }
+    cell = CELLS[name, "autodiff"]
+    loops = {
+        r: [python_loop(cell, params, xs[np.flatnonzero(kept[:, b])[:: -1 if r else 1], b]) for b in range(B)]
+        for r in [False, True]
+    }
+    return runs, loops
 
 
 @pytest.mark.parametrize("name", ["gru", "stack"])
 def test_a_mask_leaves_steps_out(name):
     """Masked steps (anywhere, with lengths on top) output zeros and leave the carry as it was:
     each row equals a Python loop over its kept steps, forward and reverse."""
-    mask = jnp.array([[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1]], bool)
-    lengths = jnp.array([T, 5, 7])
-    kept = np.asarray(mask) & (np.arange(T)[:, None] < np.asarray(lengths))
-    for backward in ["fused", "autodiff"]:
-        cell = CELLS[name, backward]
-        params = cell.init(jax.random.PRNGKey(0), I)
-        xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I))
-        for reverse in [False, True]:
-            final, ys = jit(lambda p, xs: rj.unroll(cell, p, xs, mask=mask, lengths=lengths, reverse=reverse))(params, xs)
-            for b in range(B):
-                steps = np.flatnonzero(kept[:, b])
-                ref_final, ref_ys = python_loop(cell, params, xs[steps[::-1] if reverse else steps, b])
-                assert_trees_close(jax.tree.map(lambda c: c[b], final), ref_final, 1e-5)
-                np.testing.assert_allclose(ys[steps, b], ref_ys[::-1] if reverse else ref_ys, rtol=1e-5, atol=1e-5)
-                np.testing.assert_array_equal(ys[~kept[:, b], b], 0.0)
+    kept = np.asarray(MASK) & (np.arange(T)[:, None] < np.array(MASK_LENGTHS))
+    params = init(CELLS[name, "fused"], I)
+    runs, loops = masked_runs(name, params, normal(1, (T, B, I)))
+    for (backward, reverse), (final, ys) in runs.items():
+        for b in range(B):
+            steps = np.flatnonzero(kept[:, b])
+            ref_final, ref_ys = loops[reverse][b]
+            assert_trees_close(jax.tree.map(lambda c: c[b], final), ref_final, 1e-5)
+            np.testing.assert_allclose(ys[steps, b], ref_ys[::-1] if reverse else ref_ys, rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(ys[~kept[:, b], b], 0.0)
 
 
 def test_bad_mask_or_resets_name_the_argument():
     cell = CELLS["lstm", "fused"]
-    params = cell.init(jax.random.PRNGKey(0), I)
+    params = init(cell, I)
     xs = jnp.zeros((T, B, I))
     with pytest.raises(ValueError, match=r"resets must be \[T, \*batch\]"):
         rj.unroll(cell, params, xs, resets=jnp.zeros((B, T), bool))
