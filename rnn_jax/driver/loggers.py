@@ -170,9 +170,11 @@ def status_of(summary: dict) -> str:
 
 
 def resuming(run_dir: Path) -> bool:
-    """Whether the run continues an earlier attempt in `run_dir`: the driver resumes from the
-    directory's own `checkpoints/last`, which a fresh run writes only after its loggers start."""
-    return (Path(run_dir) / "checkpoints" / "last").exists()
+    """Whether the run continues a history in `run_dir`: before the loggers start, the driver
+    keeps the `metrics.jsonl` lines up to the checkpoint it resumes from, and none on a fresh
+    start."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return path.exists() and path.stat().st_size > 0
 
 
 # -- TensorBoard -----------------------------------------------------------------------------------
@@ -262,8 +264,8 @@ class MLflowLogger:
     The default store is SQLite in `<dir>/mlflow/mlflow.db` with artifacts in
     `<dir>/mlflow/artifacts`, `<dir>` being the sweep directory in a sweep (every job's run in one
     experiment named after the sweep) and the run directory otherwise. Each MLflow run carries
-    the tag `rnn_jax.run_dir`; a run resumed from its directory's checkpoint continues the MLflow
-    run of that directory (params already logged are kept: MLflow forbids changing one)."""
+    the tag `rnn_jax.run_dir`; a run that continues its directory's history (`resuming`) continues
+    the MLflow run of that directory (params already logged are kept: MLflow forbids changing one)."""
 
     def __init__(self, cfg: MLflowConfig, run_dir: Path, group: Optional[str]):
         require("logger.mlflow", "mlflow", "mlflow")
@@ -280,14 +282,17 @@ class MLflowLogger:
         from mlflow.tracking import MlflowClient
 
         default_store = self.cfg.tracking_uri is None
+        uri = f"sqlite:///{self.store / 'mlflow.db'}" if default_store else self.cfg.tracking_uri
+        # a SQLite store keeps artifacts beside it (MLflow's default is ./mlruns of the working directory)
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri() if uri.startswith("sqlite:///") else None
         name = self.cfg.experiment or (self.group if self.group else "rnn_jax")
         run_dir = str(self.run_dir.resolve())
         with _locked(self.store / "lock" if default_store else None):  # parallel jobs: one creates the store
-            self.client = client = MlflowClient(tracking_uri=f"sqlite:///{self.store / 'mlflow.db'}" if default_store else self.cfg.tracking_uri)
+            self.client = client = MlflowClient(tracking_uri=uri)
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 try:
-                    experiment_id = client.create_experiment(name, artifact_location=(self.store / "artifacts").as_uri() if default_store else None)
+                    experiment_id = client.create_experiment(name, artifact_location=artifacts)
                 except MlflowException:  # created meanwhile by another job of the sweep
                     experiment_id = client.get_experiment_by_name(name).experiment_id
             else:
@@ -360,8 +365,8 @@ def _locked(path: Optional[Path]) -> Iterator[None]:
 
 class WandbLogger:
     """A W&B run, offline unless `mode=online`: everything lands in `<dir>/wandb/offline-run-*/`,
-    which `wandb sync <that dir>` uploads later. A run resumed from its directory's checkpoint
-    continues the W&B run of its `wandb/latest-run` (offline, each attempt is its own folder with
+    which `wandb sync <that dir>` uploads later. A run that continues its directory's history
+    (`resuming`) continues the W&B run of its `wandb/latest-run` (offline, each attempt is its own folder with
     the same run id, and `wandb sync` joins them). Its config is the nested config (W&B shows
     `model.hidden`)."""
 
