@@ -224,14 +224,15 @@ def test_sample_arguments():
         (b"", "empty"),
         (b"abc\xff\xfedef", "not UTF-8"),
         ("short text".encode(), "too short"),  # fewer than one batch of 4 x 8 + 1
-        (b"x" * 34, "fewer than one sequence"),  # training fits, validation does not
+        (b"x" * 34 + b"y", "fewer than one sequence"),  # training fits, validation does not
+        (b"x" * 400, "at least 2"),  # one distinct character: nothing to predict
     ],
 )
 def test_bad_corpus_gives_one_clear_error(tmp_path, content, problem):
     path = tmp_path / "bad.txt"
     if content is not None:
         path.write_bytes(content)
-    task = CharLMTask(corpus=str(path), seq_len=8, val_fraction=0.05 if content != b"x" * 34 else 0.01)
+    task = CharLMTask(corpus=str(path), seq_len=8, val_fraction=0.05 if content != b"x" * 34 + b"y" else 0.01)
     with pytest.raises(CorpusError, match=problem) as info:
         rc.load_data(task, batch_size=4)
     assert str(path) in str(info.value) and "\n" not in str(info.value)

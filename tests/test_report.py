@@ -188,3 +188,15 @@ def test_steps_heatmap_panels_share_one_colour_scale(tmp_path, monkeypatch):
     groups = report.group_jobs(report.load_jobs(tmp_path))
     report.heatmap(tmp_path / "steps.png", groups, lambda g: g.median_steps, "median steps", "magma_r")
     assert scales == [(150.0, 800.0), (150.0, 800.0)]
+
+
+def test_a_sweep_that_ran_no_job_lists_the_jobs_it_planned(tmp_path):
+    multirun = {
+        "hydra": {
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+            "overrides": {"task": ["model.hidden=1,abc", "model.cell=lstm"]},
+        }
+    }
+    (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))  # JSON is YAML
+    with pytest.raises(report.ReportError, match=r"ran no job .*multirun\.yaml planned 2: 0: model\.hidden=1 model\.cell=lstm; 1: model\.hidden=abc model\.cell=lstm"):
+        report.load_jobs(tmp_path)

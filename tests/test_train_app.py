@@ -76,6 +76,7 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
     "override, key",
     [
         ("task.bits=0", "task.bits"),
+        ("task.bits=1", "task.bits"),  # one operand pair, 0 + 0: nothing to learn
         ("model.hidden=0", "model.hidden"),
         ("model.cell=rnn", "model.cell"),
         ("model.layers=0", "model.layers"),
@@ -212,9 +213,14 @@ def test_unknown_key_added_with_plus_is_refused():
 
 
 def test_rerun_that_does_not_fit_the_directorys_checkpoint_is_refused_and_keeps_the_first_run(tmp_path):
-    """A rerun into a run directory resumes from its checkpoint; one with another model cannot,
-    and is refused with one line, leaving the first run's files as they were."""
+    """A rerun into a run directory resumes from its checkpoint: one with nothing left to train
+    changes nothing, one with another model cannot resume and is refused with one line; either
+    way the first run's files stay as they were."""
     assert app(*TINY, f"hydra.run.dir={tmp_path}").returncode == 0
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    out = app(*TINY, f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0 and "nothing to train, nothing changed" in out.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
     first = (tmp_path / "summary.json").read_text()
     metrics = (tmp_path / "metrics.jsonl").read_text()
     hydra_record = {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()}

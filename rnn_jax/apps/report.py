@@ -163,9 +163,10 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
 
 
-def grid_size(sweep_dir: Path) -> Optional[int]:
-    """How many jobs the sweep launches, from Hydra's `multirun.yaml` as its basic sweeper counts
-    them (its `params` and the command line's swept values); None for another sweeper or no file."""
+def planned_jobs(sweep_dir: Path) -> Optional[list[list[str]]]:
+    """The overrides of every job the sweep launches, from Hydra's `multirun.yaml` as its basic
+    sweeper splits them (its `params` and the command line's swept values); None for another
+    sweeper or no file."""
     cfg = _read_yaml(Path(sweep_dir) / "multirun.yaml") or {}
     hydra_cfg = cfg.get("hydra") or {}
     sweeper = hydra_cfg.get("sweeper") or {}
@@ -178,9 +179,15 @@ def grid_size(sweep_dir: Path) -> Optional[int]:
         arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
         arguments += list((hydra_cfg.get("overrides") or {}).get("task") or [])
         (batches,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
-        return len(batches)
-    except Exception:  # noqa: BLE001 - a grid it cannot read is reported without its size
+        return [list(b) for b in batches]
+    except Exception:  # noqa: BLE001 - a grid it cannot read is reported without its jobs
         return None
+
+
+def grid_size(sweep_dir: Path) -> Optional[int]:
+    """How many jobs the sweep launches (see `planned_jobs`); None when unknown."""
+    planned = planned_jobs(sweep_dir)
+    return None if planned is None else len(planned)
 
 
 def load_jobs(sweep_dir) -> list[Job]:
@@ -195,6 +202,10 @@ def load_jobs(sweep_dir) -> list[Job]:
     if not dirs and (sweep_dir / "summary.json").is_file():
         dirs = [sweep_dir]  # a single run's directory
     if not dirs:
+        planned = planned_jobs(sweep_dir)
+        if planned:
+            listed = "; ".join(f"{i}: {' '.join(job)}" for i, job in enumerate(planned[:20])) + ("; ..." if len(planned) > 20 else "")
+            raise ReportError(f"{sweep_dir} ran no job (did the sweep stop at start? see its log); multirun.yaml planned {len(planned)}: {listed}")
         raise ReportError(f"{sweep_dir} holds no jobs (no sub-directory with .hydra/ or summary.json)")
     jobs = []
     for d in dirs:
@@ -486,6 +497,9 @@ def main(argv=None) -> int:
         print(write_report(args.sweep_dir))
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full sweep directory
+        print(f"error: {e.filename or args.sweep_dir}: {e.strerror}", file=sys.stderr)
         return 2
     return 0
 

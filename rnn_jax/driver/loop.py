@@ -245,7 +245,8 @@ class Loop:
         self.state, self.step, self.tally, self.best = start.state, start.step, start.tally, start.best
         self.elapsed0, self.t0 = start.elapsed, time.perf_counter()
         self.last_fields: Optional[dict] = None  # the latest validation's fields
-        self.last_finite: Optional[dict] = None  # the latest log record whose figures were all finite
+        logged = list(read_jsonl(run_dir / "metrics.jsonl")) if (run_dir / "metrics.jsonl").exists() else []
+        self.last_finite: Optional[dict] = logged[-1] if logged else None  # the latest record before any divergence
         self.diverged = False
         self.saved_at_step = start.nothing_to_train  # checkpoints/last holds this very step
         self.checkpoints = Checkpoints(run_dir)

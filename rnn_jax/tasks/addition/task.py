@@ -47,7 +47,7 @@ class AdditionTask:
 
 def check(cfg) -> None:
     task, m, t = cfg.task, cfg.model, cfg.train
-    check_at_least("task.bits", task.bits, 1)
+    check_at_least("task.bits", task.bits, 2)  # 1 bit has one operand pair, 0 + 0: nothing to learn
     check_choice("task.loss", task.loss, LOSSES)
     check_choice("task.data", task.data, DATA)
     check_at_least("task.eval_samples", task.eval_samples, 1)

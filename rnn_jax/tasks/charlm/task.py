@@ -75,6 +75,8 @@ def load_data(task: CharLMTask, batch_size: int) -> CharLMData:
     text = read_corpus(task.corpus)
     name = f"corpus {task.corpus}" if task.corpus is not None else "default corpus"
     vocab = make_vocab(text)
+    if vocab.size < 2:
+        raise CorpusError(f"{name}: has {vocab.size} distinct character ({text[:1]!r}); a language model needs at least 2")
     ids = encode(vocab, text)
     train_ids, val_ids = split(ids, task.val_fraction)
     T = task.seq_len
