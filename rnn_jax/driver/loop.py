@@ -98,6 +98,10 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: dict, loggers: Seque
     loop = Loop(cfg, task, run_dir, resumed, timing, loggers)
     try:
         return _finish(loop, resumed, header, loggers, t_start)
+    except Exception as e:  # the trackers' runs end failed too, not left running
+        for logger in loggers:  # each logger swallows its own errors at finish
+            logger.finish({"status": "failed", "error": f"{type(e).__name__}: {e}", "steps": loop.step, **header})
+        raise
     finally:
         loop.checkpoints.close()
 
