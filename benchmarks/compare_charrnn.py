@@ -10,7 +10,8 @@ same corpus: rnn_jax trains as its app does, `--steps-per-call` steps per compil
 call with the state donated; PyTorch (benchmarks/charrnn_torch.py) a step at a time, as it
 does. After a warm-up call each, the implementations take turns, `--rounds` times, each turn
 `--steps-per-call` steps ended by `block_until_ready` (PyTorch: `loss.item()`), so a busy machine
-slows all alike. Prints the median chars/s of each, its ratio to the first implementation, and
+slows all alike. Prints the median chars/s of each, its ratio to the first implementation (of
+the medians, and the median of the ratios within each round), and
 for a check that all learn alike, training bpc along the way and validation bpc at the end.
 """
 
@@ -120,10 +121,12 @@ def main(argv=None):
     chars = a.steps_per_call * B * T
     base = impls[0]
     cps = {name: chars / statistics.median(s) for name, s in seconds.items()}
-    print(f"\n{'implementation':<14} {'chars/s (median)':>17} {'min..max':>17} {'/ ' + base:>10}")
+    # The ratio within each round (calls seconds apart) is steadier than the ratio of medians.
+    per_round = {name: statistics.median(b / t for b, t in zip(seconds[base], s)) for name, s in seconds.items()}
+    print(f"\n{'implementation':<14} {'chars/s (median)':>17} {'min..max':>17} {'/ ' + base:>10} {'per round':>10}")
     for name, s in seconds.items():
         lo, hi = chars / max(s), chars / min(s)
-        print(f"{name:<14} {cps[name]:17.0f} {lo:8.0f}..{hi:<8.0f} {cps[name] / cps[base]:10.2f}")
+        print(f"{name:<14} {cps[name]:17.0f} {lo:8.0f}..{hi:<8.0f} {cps[name] / cps[base]:10.2f} {per_round[name]:10.2f}")
     total = len(next(iter(curves.values())))
     marks = sorted({0, 9, total // 2 - 1, total - 1})
     print(f"\ntraining bpc at steps {[m + 1 for m in marks]} (uniform: {math.log2(data.vocab_size):.3f}); validation bpc at 0 and {total}:")
