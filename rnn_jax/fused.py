@@ -1,8 +1,8 @@
 """Whole-sequence LSTM, GRU and Elman recurrences with a hand-written backward pass (`jax.custom_vjp`).
 
-This is the fast path: it builds on the plain cells (`rnn_jax.cells`) and computes the same
-equations, and `unroll` hands a whole sequence to it when a cell's `equations` are one of
-`SEQUENCES`' and its options ask for the fused backward.
+This is the fast path. It builds on the plain cells (`rnn_jax.cells`) and computes the same
+equations: `unroll` hands a whole sequence to `SEQUENCES[type(cell.equations)]` when the cell's
+`options` resolve to the fused backward on its platform (`resolve`, `BACKEND_DEFAULTS`).
 
 Autodiff of a `lax.scan` keeps every intermediate of every step and, in the backward scan, forms
 the recurrent weight gradient one `[H, B] x [B, G]` outer product per step. Here, as in cuDNN:
@@ -19,10 +19,11 @@ before the loop in one matmul), or the raw input `x` (`[T, *batch, I]`) with `pr
 b)`, projected inside each step of the forward scan (faster on XLA:CPU, which otherwise re-reads
 each step's slice of the hoisted `xp` in several fusions); the backward then forms `dw_x`, `db` and
 `dx` from the saved `dz` with whole-sequence matmuls. `mask` and `resets` (`[T, *batch]`, or
-None) and `reverse` have `unroll`'s meaning (`rnn_jax.scan`): a restarted step's input carry is the
-initial one, so the backward adds the gradient reaching it to the initial carry's. `matmul_dtype` (e.g. `jnp.bfloat16`) is the operand dtype
-of every matmul; accumulation and the state stay in the state's dtype. Reverse-mode only: these
-functions support `jax.grad`/`vjp` (also of higher order), not `jax.jvp`.
+None) and `reverse` have `unroll`'s meaning (`rnn_jax.scan`): a restarted step's input carry is
+the initial one, so the backward adds the gradient reaching it to the initial carry's.
+`matmul_dtype` (e.g. `jnp.bfloat16`) is the operand dtype of every matmul; accumulation and the
+state stay in the state's dtype. Reverse-mode only: these functions support `jax.grad`/`vjp`
+(also of higher order), not `jax.jvp`.
 """
 
 from __future__ import annotations

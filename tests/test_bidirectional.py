@@ -87,3 +87,19 @@ def test_bidirectional_matches_flax_with_seq_lengths():
         np.testing.assert_array_equal(ys[b, n:], 0.0)
     c, h = f_fw  # Flax's LSTM carry is (c, h)
     assert_trees_close((carry.fw.h, carry.fw.c, carry.bw), (h, c, f_bw), 1e-5)
+
+
+def test_bidirectional_with_resets_equals_each_segment_alone():
+    """Segments laid end to end with `resets`: each direction restarts at segment bounds, so the
+    packed row equals each segment run through the layer on its own."""
+    layer = LAYERS["concat"]
+    params = init(layer, I)
+    xs = normal(3, (T, 1, I))
+    resets = jnp.zeros((T, 1), bool).at[jnp.array([0, 3])].set(True)  # segments [0, 3) and [3, 8)
+
+    @jit
+    def packed_and_alone(params, xs):
+        return layer.apply(params, xs, resets=resets)[1], [layer.apply(params, xs[a:b])[1] for a, b in [(0, 3), (3, T)]]
+
+    packed, alone = packed_and_alone(params, xs)
+    np.testing.assert_allclose(packed, jnp.concatenate(alone), rtol=1e-5, atol=1e-6)
