@@ -8,6 +8,7 @@ import pytest
 
 import rnn_jax as rj
 from rnn_jax.driver import checkpoint
+from rnn_jax.driver.backend import one_device
 from rnn_jax.driver.config import Config, ModelConfig, OptimConfig, TrainConfig
 from rnn_jax.driver.loop import run
 from rnn_jax.driver.optim import make_optimizer
@@ -180,7 +181,7 @@ def test_a_seed_left_with_non_finite_weights_is_a_failed_seed():
     """Its losses were finite up to its last update, which left NaN weights: the summary lists it
     under failed_seeds with accuracy 0, and the other seed keeps its figures."""
     cfg = Config(task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16), model=ModelConfig(cell="lstm", hidden=4), train=TrainConfig(seeds=2))
-    task = make(cfg, make_optimizer(cfg.optim, cfg.train.steps), "cpu")
+    task = make(cfg, make_optimizer(cfg.optim, cfg.train.steps), one_device())
     state = task.init()
     params = state.train.params
     w_h = params.cell.w_h.at[1, 0, 0].set(jnp.nan)

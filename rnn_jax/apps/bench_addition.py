@@ -35,12 +35,13 @@ def replication_config(steps: int):
 
 
 def bench(steps: int = 10_000, repeats: int = 5) -> dict:
+    from rnn_jax.driver.backend import one_device
     from rnn_jax.driver.optim import make_optimizer
     from rnn_jax.tasks.addition.task import make
 
     cfg = replication_config(steps)
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")  # as the driver does
-    task = make(cfg, make_optimizer(cfg.optim, steps), jax.default_backend())
+    task = make(cfg, make_optimizer(cfg.optim, steps), one_device())
     consts = task.consts._replace(eval=None)  # training only, no evaluation
     state = task.init()  # not donated: every repeat starts from it
     jax.block_until_ready(state)

@@ -162,7 +162,11 @@ def job(dcfg: DictConfig) -> float:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        summary = run(to_config(dcfg), run_dir, group=str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None)
+        # Local worker processes (hydra/launcher=parallel) run one job per device: job k gets the
+        # device k modulo how many there are, so 8 workers on an 8-GPU node use 8 GPUs.
+        worker = hydra_cfg.job.num if sweeping and "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower() else None
+        group = str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None
+        summary = run(to_config(dcfg), run_dir, group=group, worker=worker)
     except NothingToTrain as done:
         restore_earlier_run_config()  # the rerun changed nothing, its .hydra/ record included
         print(f"{done}", file=sys.stderr)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
+import numpy as np
+from jax.sharding import Mesh
 
 BACKENDS = ("auto", "cpu", "gpu", "tpu")
 
@@ -16,31 +18,58 @@ class BackendError(RuntimeError):
     pass
 
 
-def select_backend(name: str, compilation_cache: Optional[str] = None) -> dict:
-    """Makes the first device of backend `name` ("auto", "cpu", "gpu", "tpu") JAX's default
-    device; returns what is used.
+class Devices(NamedTuple):
+    """The devices a run computes on: a one-axis mesh (axis "data") over them."""
 
-    The choice is made through `jax_default_device`, not by restricting JAX's platforms, so
-    that one process (a sweep's jobs under Hydra's basic launcher) can run a CPU job and then
-    a GPU job. Asking for an accelerator that is not there raises `BackendError` instead of
-    silently falling back to the CPU.
-    """
+    platform: str  # "cpu", "gpu", "tpu": whose measured defaults the fast paths take
+    mesh: Mesh  # every device of the run, in all processes; its axis "data" splits seeds or batches
+
+    @property
+    def count(self) -> int:
+        return self.mesh.devices.size
+
+
+def select_backend(name: str, compilation_cache: Optional[str] = None, devices: str = "all", worker: Optional[int] = None) -> tuple[Devices, dict]:
+    """The devices of backend `name` ("auto", "cpu", "gpu", "tpu") a run uses, and a description.
+
+    `devices` is "all" (every device of the platform, in every process) or a count of them;
+    `worker` (a sweep worker's number, with one job per device) picks one local device, the
+    worker's number modulo how many there are. The first device is also made JAX's default
+    device, through `jax_default_device` rather than by restricting JAX's platforms, so that one
+    process (a sweep's jobs under Hydra's basic launcher) can run a CPU job and then a GPU job.
+    Asking for an accelerator or more devices than there are raises `BackendError` instead of
+    silently running on something else."""
     if name not in BACKENDS:
         raise BackendError(f"backend.name={name!r} is not allowed; allowed: {', '.join(BACKENDS)}")
     if compilation_cache and writable_directory(compilation_cache, "backend.compilation_cache"):
         jax.config.update("jax_compilation_cache_dir", str(compilation_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    if name == "auto":
-        device = jax.devices()[0]
+    try:
+        found = jax.devices() if name == "auto" else jax.devices(name)
+    except RuntimeError:
+        platforms = ", ".join(sorted({d.platform for d in jax.devices()}))
+        raise BackendError(f"backend.name={name}: JAX finds no {name.upper()} here (it finds: {platforms}); allowed: {', '.join(BACKENDS)}") from None
+    if worker is not None:
+        local = [d for d in found if d.process_index == jax.process_index()]
+        chosen = [local[worker % len(local)]]
+    elif devices == "all":
+        chosen = found
     else:
-        try:
-            device = jax.devices(name)[0]
-        except RuntimeError:
-            found = ", ".join(sorted({d.platform for d in jax.devices()}))
-            raise BackendError(f"backend.name={name}: JAX finds no {name.upper()} here (it finds: {found}); allowed: {', '.join(BACKENDS)}") from None
-    jax.config.update("jax_default_device", device)
-    return device_info(device)
+        count = int(devices)
+        if count > len(found):
+            raise BackendError(f"backend.devices={count}: only {len(found)} {found[0].platform} device(s) here; allowed: all, or 1 to {len(found)}")
+        chosen = found[:count]
+    default = next((d for d in chosen if d.process_index == jax.process_index()), chosen[0])
+    jax.config.update("jax_default_device", default)
+    run = Devices(default.platform, Mesh(np.array(chosen), ("data",)))
+    return run, {**device_info(default), "devices": run.count, "processes": jax.process_count()}
+
+
+def one_device(device=None) -> Devices:
+    """`Devices` of one device (JAX's first by default): for using a task outside the driver."""
+    device = device or jax.devices()[0]
+    return Devices(device.platform, Mesh(np.array([device]), ("data",)))
 
 
 def writable_directory(path: str, key: str) -> bool:

@@ -30,14 +30,16 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.driver.backend import select_backend
+from rnn_jax.driver.backend import Devices, select_backend
 from rnn_jax.driver.checkpoint import Checkpoints, CheckpointError
 from rnn_jax.driver.config import Config, validate
+from rnn_jax.driver.distributed import initialize as initialize_distributed
+from rnn_jax.driver.distributed import is_writer
 from rnn_jax.driver.loggers import make_loggers
 from rnn_jax.driver.memory import check_memory
 from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.driver.rundir import MetricsLog, atomic_write_bytes, finite_or_null, interrupts_deferred, read_jsonl, run_lock, write_summary
-from rnn_jax.tasks.base import Task
+from rnn_jax.tasks.base import Task, place, to_host
 from rnn_jax.tasks.registry import TASKS
 
 POLL_SECONDS = 0.05  # how often the host looks whether a chunk has ended (and lets signals in)
@@ -52,19 +54,24 @@ class NothingToTrain(Exception):
         self.summary = summary
 
 
-def run(cfg: Config, run_dir, group: Optional[str] = None) -> dict[str, Any]:
-    """Chooses the backend and precision `cfg` names, then `train_and_evaluate`, feeding the
-    trackers `cfg.logger` names (`group`: the sweep the run belongs to, if any)."""
+def run(cfg: Config, run_dir, group: Optional[str] = None, worker: Optional[int] = None) -> dict[str, Any]:
+    """Starts `jax.distributed` when the config or the cluster asks for it, chooses the devices and
+    the precision `cfg` names, then `train_and_evaluate`, feeding the trackers `cfg.logger` names.
+
+    `group`: the sweep the run belongs to, if any; `worker`: the number of a sweep worker that
+    runs one job per device (it gets one device, its number modulo how many there are)."""
     validate(cfg)
+    initialize_distributed(cfg.backend.distributed)
     # Process-wide, so set for every job: a float32 job after a float64 one in the same sweep
     # process must not inherit x64.
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
-    device = select_backend(cfg.backend.name, cfg.backend.compilation_cache)
+    devices, device = select_backend(cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker)
     check_memory(cfg, TASKS[cfg.task.name].memory(cfg))
-    return train_and_evaluate(cfg, Path(run_dir), device, make_loggers(cfg.logger, Path(run_dir), group))
+    loggers = make_loggers(cfg.logger, Path(run_dir), group) if is_writer() else []
+    return train_and_evaluate(cfg, Path(run_dir), devices, device, loggers)
 
 
-def train_and_evaluate(cfg: Config, run_dir: Path, device: dict, loggers: Sequence = ()) -> dict[str, Any]:
+def train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence = ()) -> dict[str, Any]:
     """Trains (or resumes) the task of `cfg` in `run_dir`; returns the summary it writes there.
 
     An interrupt (Ctrl-C, SIGTERM) ends training at once; the run is then checkpointed at its
@@ -72,27 +79,30 @@ def train_and_evaluate(cfg: Config, run_dir: Path, device: dict, loggers: Sequen
     One that comes while the run is still compiling leaves a summary with `steps: 0`. Raises
     `NothingToTrain` when the directory's run is already complete."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        return _train_and_evaluate(cfg, run_dir, device, loggers)
+    with run_lock(run_dir, ".lock" if is_writer() else f".lock.process{jax.process_index()}"):
+        return _train_and_evaluate(cfg, run_dir, devices, device, loggers)
 
 
-def _train_and_evaluate(cfg: Config, run_dir: Path, device: dict, loggers: Sequence) -> dict[str, Any]:
+def _train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence) -> dict[str, Any]:
     t_start = time.perf_counter()
     name = cfg.task.name
-    task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), device["backend"])
+    task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), devices)
+    state_spec, consts_spec = task.partition or (None, None)
+    task = task._replace(consts=place(task.consts, devices.mesh, consts_spec))
     header = {"task": name, **device, "config": dataclasses.asdict(cfg)}
     timing = Timing()
     try:
         with timing.compiling():
-            state = task.init()
+            state = place(task.init(), devices.mesh, state_spec)
         resumed = resume(cfg, run_dir, task, state)
     except KeyboardInterrupt:  # still compiling: nothing was trained, so nothing to save
-        if not (run_dir / "summary.json").exists():
+        if is_writer() and not (run_dir / "summary.json").exists():
             write_summary(run_dir, {"status": "interrupted", "steps": 0, **header})
         raise
     if resumed.nothing_to_train and resumed.source == run_dir and (run_dir / "summary.json").exists():
         raise NothingToTrain(run_dir, resumed.step, json.loads((run_dir / "summary.json").read_text()))
-    continue_metrics(resumed.source, run_dir, resumed.step)
+    if is_writer():
+        continue_metrics(resumed.source, run_dir, resumed.step)
     for logger in loggers:
         logger.start(header["config"])
     loop = Loop(cfg, task, run_dir, resumed, timing, loggers)
@@ -138,7 +148,8 @@ def _finish(loop: "Loop", resumed: "Resumed", header: dict, loggers: Sequence, t
             unit, per_step = task.throughput
             summary[f"{unit}_per_second"] = trained * per_step / timing.train_seconds if trained else None
         summary = {**summary, **header}
-        write_summary(run_dir, summary)
+        if is_writer():
+            write_summary(run_dir, summary)
         for logger in loggers:
             logger.finish(summary)
     if interrupted:
@@ -276,14 +287,14 @@ class Loop:
         # Wait by polling, not by blocking in XLA: a signal must not wait for a long chunk's end.
         while not all(x.is_ready() for x in jax.tree.leaves(outputs)):
             time.sleep(POLL_SECONDS)
-        return state, jax.device_get(outputs), time.perf_counter() - t0
+        return state, to_host(outputs), time.perf_counter() - t0
 
     def train(self) -> bool:
         """Chunks until the end, the task is finished or the loss diverged; True when interrupted."""
         from tqdm.auto import tqdm
 
         cfg, task = self.cfg, self.task
-        bar = tqdm(total=cfg.train.steps, initial=self.step, unit="step", disable=not cfg.train.progress, leave=False, file=sys.stderr)
+        bar = tqdm(total=cfg.train.steps, initial=self.step, unit="step", disable=not (cfg.train.progress and is_writer()), leave=False, file=sys.stderr)
         try:
             while self.step < cfg.train.steps and not (task.finished(self.tally) or self.diverged):
                 end = self.next_stop()
@@ -292,7 +303,7 @@ class Loop:
                     record = self.advance(state, outputs, end, seconds)
                 bar.update(end - bar.n)
                 bar.set_postfix({k: _short(record.get(k)) for k in task.progress})
-                if task.log_line is not None:
+                if task.log_line is not None and is_writer():
                     bar.write(task.log_line(record), file=sys.stdout)
         except KeyboardInterrupt:  # the chunk in flight is dropped; the state is the last logged one
             with interrupts_deferred():
@@ -322,14 +333,15 @@ class Loop:
         record["elapsed"] = round(self.elapsed0 + time.perf_counter() - self.t0, 4)
         if not self.diverged:
             self.last_finite = record
-        self.metrics.write(record)
+        if is_writer():
+            self.metrics.write(record)
         for logger in self.loggers:
             logger.log(record)
         return record
 
     def validate(self) -> dict:
         fields, files = self.task.validate(self.state, self.step)
-        for rel, text in files.items():
+        for rel, text in files.items() if is_writer() else ():
             atomic_write_bytes(self.run_dir / rel, text.encode("utf-8"))
         for logger in self.loggers:
             logger.files([self.run_dir / rel for rel in files])

@@ -98,11 +98,12 @@ class RunDirectoryError(ValueError):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Holds `run_dir/.lock` for the block: a second process that wants the same directory is
+def run_lock(run_dir: Path, name: str = ".lock") -> Iterator[None]:
+    """Holds `run_dir/name` for the block: a second process that wants the same directory is
     refused at once with `RunDirectoryError` naming the holder. The lock is the operating
-    system's (`flock`), so a process that dies, even by SIGKILL, releases it."""
-    path = Path(run_dir) / ".lock"
+    system's (`flock`), so a process that dies, even by SIGKILL, releases it. (The processes of
+    one multi-process run hold one name each.)"""
+    path = Path(run_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:

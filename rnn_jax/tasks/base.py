@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
+import jax
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A config value out of range; the message names the key and what is allowed."""
@@ -70,6 +73,9 @@ class Task(NamedTuple):
       throughput: `(unit, per_step)`, e.g. `("chars", 2500)`: logs `<unit>_per_sec` and sums up
         `<unit>_per_second`; None: steps only.
       compile_options: XLA options for the chunk program.
+      partition: `(state_spec, consts_spec)`, how the state and the constants are split over the
+        run's devices (PartitionSpecs over the mesh axis "data", prefixes of the trees); None:
+        whole on every device.
       log_line: `record -> str`: the driver prints each log record as this line (None: nothing).
     """
 
@@ -88,6 +94,7 @@ class Task(NamedTuple):
     progress: tuple = ()
     throughput: Optional[tuple] = None
     compile_options: Optional[dict] = None
+    partition: Optional[tuple] = None
     log_line: Optional[Callable[[dict], str]] = None
 
 
@@ -96,7 +103,33 @@ class TaskSpec(NamedTuple):
 
     config: type  # the dataclass schema of `conf/task/<name>.yaml`
     check: Callable[[Any], None]  # (full config) -> None; raises ConfigError
-    make: Callable[..., Task]  # (full config, optimizer, platform) -> Task
+    make: Callable[..., Task]  # (full config, optimizer, devices: rnn_jax.driver.backend.Devices) -> Task
     memory: Callable[[Any], dict]  # (full config) -> {what: bytes} at the peak, estimated before anything is built
     objective: str  # the summary field a sweeper optimises
     description: str
+
+
+def place(tree: Any, mesh, spec: Any = None) -> Any:
+    """`tree` as global arrays on `mesh`, each leaf split as `spec` says (a `PartitionSpec`, or a
+    pytree of them that is a prefix of `tree`; None: every leaf whole on every device). Every
+    process passes the same values and each places only its own devices' part, so this serves
+    one process or many."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    def put(leaf, s):
+        sharding = NamedSharding(mesh, s if s is not None else PartitionSpec())
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    if spec is None or isinstance(spec, PartitionSpec):
+        return jax.tree.map(lambda leaf: put(leaf, spec or PartitionSpec()), tree)
+    return jax.tree.map(lambda s, sub: jax.tree.map(lambda leaf: put(leaf, s), sub), spec, tree, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
+
+
+def to_host(tree: Any) -> Any:
+    """`tree`'s arrays as NumPy, gathered from every process when the run spans several."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)

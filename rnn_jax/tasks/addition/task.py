@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from rnn_jax.build import build_model, dtype_of
 from rnn_jax.cells import ElmanParams
@@ -24,7 +25,7 @@ from rnn_jax.model import DenseParams, ModelParams
 from rnn_jax.tasks.addition import data as addition
 from rnn_jax.tasks.addition import reference2015
 from rnn_jax.tasks.addition.evaluate import EVAL_PIECE_FLOATS, EvalSet, eval_set, exact_fraction, generalization_pairs, packed_exact
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice
+from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, to_host
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 LOSSES = ("bce", "mse")
@@ -103,9 +104,12 @@ def addition_model(cfg, platform: Optional[str] = None):
     return build_model(cfg.model, 1, output_activation="sigmoid", dtype=dtype_of(cfg.train.dtype), platform=platform)
 
 
-def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
+def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
+    """The task; with several devices, each trains `train.seeds / devices` of the replicas."""
     task: AdditionTask = cfg.task
-    dtype = dtype_of(cfg.train.dtype)
+    dtype, platform, mesh = dtype_of(cfg.train.dtype), devices.platform, devices.mesh
+    if cfg.train.seeds % devices.count:
+        raise ConfigError("train.seeds", cfg.train.seeds, f"must be a multiple of the {devices.count} devices (backend.devices), each training as many replicas")
     model = addition_model(cfg, platform)
     seeds = [cfg.seed + i for i in range(cfg.train.seeds)]
     B, unroll, replay = cfg.train.batch_size, cfg.model.unroll, task.data == "numpy2015"
@@ -148,20 +152,28 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         train, losses = train_chunk(train, xs)
         return train, losses, None if eval_pieces is None else exact_fraction(model, train.params, eval_pieces, unroll)
 
-    def chunk(state: AdditionState, consts: AdditionConsts, start, k: int):
-        """Steps start..start+k-1 of every replica, then each replica's exact accuracy: outputs
-        `(losses [S, k], accuracy [S])`. Batches are drawn by `lax.map` over replicas, not vmap
-        (see `init`)."""
+    def local_chunk(state: AdditionState, consts: AdditionConsts, start, k: int):
+        """Steps start..start+k-1 of the replicas in `state`, then each one's exact accuracy:
+        outputs `(losses [S, k], accuracy [S])`. Batches are drawn by `lax.map` over replicas,
+        not vmap (see `init`)."""
         if replay:
             xs = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), consts.replay)  # [S, k, ...]
         else:
             xs = jax.lax.map(lambda key: draw(key, start, k), state.data_key)
-        if len(seeds) == 1:
+        if jax.tree.leaves(state.train)[0].shape[0] == 1:
             train, losses, acc = one(*jax.tree.map(lambda a: a[0], (state.train, xs)), consts.eval)
             train, losses, acc = jax.tree.map(lambda a: a[None], (train, losses, acc))  # None stays None
         else:
             train, losses, acc = jax.vmap(one, in_axes=(0, 0, None))(state.train, xs, consts.eval)
         return AdditionState(train, state.data_key), (losses, acc)
+
+    def chunk(state: AdditionState, consts: AdditionConsts, start, k: int):
+        if devices.count == 1:
+            return local_chunk(state, consts, start, k)
+        # Each device runs the replicas it holds, exactly as one device runs them all.
+        specs = (P("data"), AdditionConsts(P(), P("data") if replay else None), P())
+        run = jax.shard_map(lambda s, c, i: local_chunk(s, c, i, k), mesh=mesh, in_specs=specs, out_specs=(P("data"), P("data")), check_vma=False)
+        return run(state, consts, start)
 
     def observe(tally: dict, outputs, step: int):
         losses, accuracy = (np.asarray(x) for x in outputs)  # [S, k], [S]
@@ -193,7 +205,7 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         t0 = time.perf_counter()
         evaluate = jax.jit(jax.vmap(exact_and_finite, in_axes=(0, None))).lower(state.train.params, packed).compile(compiler_options=compile_options(platform))
         compile_seconds = time.perf_counter() - t0
-        per_pair, params_finite = evaluate(state.train.params, packed)
+        per_pair, params_finite = to_host(evaluate(state.train.params, packed))
         finite = np.asarray(tally["finite"]) & np.asarray(params_finite)
         accuracy = np.where(finite, tally["accuracy"], 0.0)
         per_width = np.asarray(per_pair).reshape(len(seeds), len(widths), task.generalization_samples).mean(axis=2)
@@ -228,6 +240,7 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         summarize=summarize,
         progress=("loss", "accuracy"),
         compile_options=compile_options(platform),
+        partition=(P("data"), AdditionConsts(P(), P("data") if replay else None)),
     )
 
 

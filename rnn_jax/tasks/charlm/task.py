@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from rnn_jax.build import dtype_of
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_fraction
+from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_fraction, to_host
 from rnn_jax.tasks.charlm.corpus import CorpusError, Streams, Vocab, batch_at, bits, decode, encode, layout, make_vocab, num_batches, read_corpus, split, unigram_bpc
 from rnn_jax.tasks.charlm.model import Batch, CharLM, build_char_lm, generate, make_evaluate, make_loss, reset_at_epoch_start
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
@@ -120,11 +121,15 @@ def make_train_chunk(model: CharLM, optimizer, cfg, dropout_key) -> Any:
     return chunk
 
 
-def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
+def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
+    """The task; with several devices, the batch is split over them (data parallel: XLA reduces
+    the gradients, as the shardings of the parameters and the batch say)."""
     task: CharLMTask = cfg.task
+    if cfg.train.batch_size % devices.count:
+        raise ConfigError("train.batch_size", cfg.train.batch_size, f"must be a multiple of the {devices.count} devices (backend.devices), each taking as many sequences")
     data = load_data(task, cfg.train.batch_size)
     dtype = dtype_of(cfg.train.dtype)
-    model = build_char_lm(cfg.model, data.vocab.size, task.embedding, task.dropout, dtype, platform)
+    model = build_char_lm(cfg.model, data.vocab.size, task.embedding, task.dropout, dtype, devices.platform)
     key = jax.random.PRNGKey(cfg.seed)
     chars_per_step = cfg.train.batch_size * task.seq_len
 
@@ -135,8 +140,8 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
 
     evaluate = jax.jit(make_evaluate(model, task.seq_len, cfg.model.unroll))
     sample = jax.jit(partial(generate, model, length=task.sample_length, unroll=cfg.model.unroll))
-    prime = jnp.asarray(encode(data.vocab, data.first_char))
-    val_streams = jax.device_put(data.val)
+    prime = encode(data.vocab, data.first_char)  # host arrays: jit places them beside the parameters
+    val_streams = data.val
 
     def observe(tally: dict, losses, step: int):
         train_loss = float(np.mean(losses))
@@ -144,10 +149,10 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
 
     def validate(state: CharLMState, step: int):
         """Validation bpc, and a sample for `samples/step_NNNNNN.txt`."""
-        fields = {"val_bpc": bits(float(evaluate(state.train.params, val_streams)))}
+        fields = {"val_bpc": bits(float(to_host(evaluate(state.train.params, val_streams))))}
         if task.sample_length == 0:
             return fields, {}
-        ids = sample(state.train.params, prime, jax.random.fold_in(key, 2 + step), task.sample_temperature)
+        ids = to_host(sample(state.train.params, prime, jax.random.fold_in(key, 2 + step), task.sample_temperature))
         return fields, {f"samples/step_{step:06d}.txt": data.first_char + decode(data.vocab, ids)}
 
     def diverged(tally: dict) -> bool:
@@ -182,6 +187,7 @@ def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
         identity={"vocab": "".join(data.vocab.chars), "first_char": data.first_char},
         progress=("train_bpc", "val_bpc"),
         throughput=("chars", chars_per_step),
+        partition=(CharLMState(train=P(), carry=P("data")), P("data")),  # rows of the batch over the devices
     )
 
 

@@ -73,9 +73,9 @@ def make_loss(cell):
     return loss
 
 
-def make(cfg, optimizer: optax.GradientTransformation, platform: str) -> Task:
+def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     dtype = dtype_of(cfg.train.dtype)
-    cell = build_cell(cfg.model, dtype, platform)
+    cell = build_cell(cfg.model, dtype, devices.platform)
     step = make_step(make_loss(cell), optimizer)
 
     def chunk(state: TrainState, p: Problem, start, k: int):
