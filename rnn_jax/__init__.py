@@ -21,6 +21,7 @@ from rnn_jax.fused import BACKEND_DEFAULTS, elman_sequence, gru_sequence, lstm_s
 from rnn_jax.initializers import INITIALIZERS, get_initializer
 from rnn_jax.model import Dense, DenseParams, ModelParams, SequenceModel, dense, sequence_model
 from rnn_jax.scan import masked_scan, sequence_mask
+from rnn_jax.softmax import softmax_cross_entropy
 from rnn_jax.unroll import unroll
 
 __version__ = "0.1.0"
@@ -74,6 +75,7 @@ __all__ = [
     "gru",
     "lstm",
     "sequence_model",
+    "softmax_cross_entropy",
     "stack",
     "unroll",
 ]

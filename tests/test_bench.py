@@ -27,7 +27,7 @@ def compose_cfg(*overrides) -> bench.BenchConfig:
 
 @pytest.mark.slow
 def test_bench_runs_end_to_end_and_writes_every_field(tmp_path):
-    cfg = compose_cfg("preset=tiny", "cells=[gru]", "dtype=[float32,bfloat16]", "implementations=[rnn_jax,rnn_jax_remat,flax,flax_optimized,torch]")
+    cfg = compose_cfg("preset=tiny", "cells=[gru]", "dtype=[float32]", "implementations=[rnn_jax,flax,flax_optimized,torch]")
     assert isinstance(cfg, bench.BenchConfig)
     bench.run(cfg, tmp_path)
     result = json.loads((tmp_path / "bench.json").read_text())

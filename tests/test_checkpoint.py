@@ -111,6 +111,8 @@ def test_a_save_killed_at_any_moment_leaves_a_good_checkpoint(tmp_path):
         for i, delay in enumerate((0.0, 0.011, 0.023, 0.037, 0.052, 0.071, 0.089, 0.13)):
             time.sleep(delay)
             os.kill(proc.pid, signal.SIGSTOP)
+            while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":  # stopped for certain
+                time.sleep(0.001)
             snapshots.append(tmp_path / f"kill{i}")
             shutil.copytree(out, snapshots[-1])
             os.kill(proc.pid, signal.SIGCONT)

@@ -150,14 +150,15 @@ def test_median_steps_ignores_unsolved_seeds():
     assert math.isnan(report.median_solved([None, None]))
 
 
-def test_bad_input_is_one_line_without_traceback(tmp_path):
+def test_bad_input_is_one_line_without_traceback(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")
-    for path in (tmp_path / "missing", tmp_path / "file.txt", tmp_path / "empty"):
-        out = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(path)], capture_output=True, text=True)
-        assert out.returncode == 2
-        assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and str(path) in out.stderr
-        assert "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(tmp_path / "missing")], capture_output=True, text=True)  # the real command
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    for path in (tmp_path / "file.txt", tmp_path / "empty"):
+        assert report.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err
 
 
 def test_jobs_the_sweep_has_not_started_are_counted(tmp_path):
