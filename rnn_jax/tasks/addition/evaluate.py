@@ -104,19 +104,11 @@ def packed_exact(model: SequenceModel, params: ModelParams, pieces: PackedPairs,
     """Per pair `[pairs]`: 1.0 if every bit of its sum is right, from packed pairs in pieces
     (`in_pieces`, `[n, T, rows, ...]`, run one after another). The carry restarts at each pair's
     first step, so each pair sees exactly what `model.logits` would show it alone."""
-    cell = model.cell
     dtype = jax.tree.leaves(params.cell)[0].dtype
 
     def wrong_in(piece: PackedPairs):  # -> [pairs + 1]: 1 where a pair has a wrong bit; the last is padding
-        zero = cell.initial_carry((piece.inputs.shape[1],), dtype)
-
-        def step(carry, x_start):
-            x, start = x_start
-            carry = jax.tree.map(lambda c0, c: jnp.where(start[:, None], c0, c), zero, carry)
-            return cell.apply(params.cell, carry, x.astype(dtype))  # bits may come as uint8
-
-        _, hs = jax.lax.scan(step, zero, (piece.inputs, piece.starts))
-        logits = model.readout.apply(params.readout, hs)
+        # `resets`: the carry restarts at each pair's first step, inside the one scan.
+        _, logits = model.logits(params, piece.inputs.astype(dtype), resets=piece.starts)  # bits may come as uint8
         wrong = (logits[..., 0] > 0) != (piece.targets[..., 0] > 0.5)
         ids = jnp.where(piece.pair < 0, pairs, piece.pair)
         return jax.ops.segment_max(wrong.ravel().astype(jnp.int32), ids.ravel(), num_segments=pairs + 1)
