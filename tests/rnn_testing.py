@@ -97,3 +97,29 @@ def to_flax_gru(p, H):
         out["h" + g] = {"kernel": p.w_h[:, sl]}
     out["hn"]["bias"] = p.b_hn
     return out
+
+
+# A run of the app in a second or two: 3-bit operands, 4 hidden units, 2 chunks of 20 steps.
+TINY = [
+    "task.bits=4",
+    "model.hidden=4",
+    "train.steps=40",
+    "train.log_every=20",
+    "train.batch_size=8",
+    "train.stop_when_solved=false",
+    "train.progress=false",
+    "task.generalization_bits=[6]",
+    "task.generalization_samples=16",
+]
+
+
+def compose(*overrides):
+    """conf/ composed with `overrides` as the app composes it: the typed, validated config."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from rnn_jax.apps import CONF_DIR
+    from rnn_jax.apps.train import to_config
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return to_config(hydra_compose("config", overrides=list(overrides)))

@@ -12,21 +12,17 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from rnn_jax.apps import CONF_DIR
-from rnn_jax.apps.train import to_config
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.loop import run
+from rnn_testing import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ["task.bits=4", "model.hidden=4", "train.seeds=8", "train.steps=60", "train.log_every=20", "train.batch_size=8",
          "train.stop_when_solved=false", "train.progress=false", "task.generalization_bits=[6]", "task.generalization_samples=16"]  # fmt: skip
 
 
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return to_config(compose("config", overrides=list(overrides)))
+config = compose
 
 
 def app(*args, devices=1, extra_env=None, wait=True):

@@ -5,7 +5,6 @@ filesystem problems reported in one line."""
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from rnn_jax.apps import CONF_DIR
-from rnn_jax.apps.train import to_config
 from rnn_jax.driver import checkpoint as checkpoint_module
 from rnn_jax.driver.checkpoint import steps_in
 from rnn_jax.driver.config import ConfigError
@@ -24,15 +20,10 @@ from rnn_jax.driver.loop import run
 from rnn_jax.driver.memory import check_memory, estimate
 from rnn_jax.driver.rundir import RunDirectoryError, run_lock
 from rnn_jax.tasks.registry import TASKS
+from rnn_testing import TINY, compose
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["task.bits=4", "model.hidden=4", "train.steps=40", "train.log_every=20", "train.batch_size=8", "train.stop_when_solved=false",
-        "train.progress=false", "task.generalization_bits=[6]", "task.generalization_samples=16"]  # fmt: skip
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return to_config(compose("config", overrides=list(overrides)))
+config = compose
 
 
 def app(*args, cwd=ROOT, timeout=120, wait=True):

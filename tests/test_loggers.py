@@ -15,10 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from rnn_jax.apps import CONF_DIR
-from rnn_jax.apps.train import to_config
 from rnn_jax.driver.loggers import (
     LoggerConfig,
     MLflowConfig,
@@ -33,6 +30,8 @@ from rnn_jax.driver.loggers import (
 from rnn_jax.driver.loop import run
 from rnn_jax.driver.rundir import read_jsonl
 from rnn_jax.tasks.base import ConfigError
+from rnn_testing import TINY as BASE
+from rnn_testing import compose
 
 # MLflow's SQL store, on this SQLAlchemy, warns of a loader strategy it still uses
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
@@ -52,23 +51,11 @@ def importable(module: str) -> bool:
 
 INSTALLED = [name for name, module in IMPORTED.items() if importable(module)]
 # 4-bit sums, 2 seeds (so per_seed lists), 2 log lines; compiles and trains in about a second.
-TINY = [
-    "task.bits=4",
-    "model.hidden=4",
-    "train.seeds=2",
-    "train.steps=40",
-    "train.log_every=20",
-    "train.batch_size=8",
-    "train.stop_when_solved=false",
-    "train.progress=false",
-    "task.generalization_bits=[6]",
-    "task.generalization_samples=16",
-]
+TINY = [*BASE, "train.seeds=2"]
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return to_config(compose("config", overrides=[*TINY, *overrides]))
+    return compose(*TINY, *overrides)
 
 
 def needs(tool):

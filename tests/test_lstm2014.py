@@ -5,10 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from rnn_jax.apps import CONF_DIR
-from rnn_jax.apps.train import to_config
 from rnn_jax.build import build_cell
 from rnn_jax.cells import LSTMParams
 from rnn_jax.driver import checkpoint
@@ -16,11 +13,11 @@ from rnn_jax.driver.loop import run
 from rnn_jax.driver.rundir import read_jsonl
 from rnn_jax.tasks.lstm2014 import reference2014 as ref
 from rnn_jax.tasks.lstm2014.task import initial_params, make_loss, problem
+from rnn_testing import compose
 
 
 def preset(*overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return to_config(compose("config", overrides=["experiment=lstm2014", *overrides]))
+    return compose("experiment=lstm2014", *overrides)
 
 
 @pytest.fixture

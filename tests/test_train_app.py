@@ -18,21 +18,9 @@ from rnn_jax.driver import checkpoint
 from rnn_jax.driver.config import ConfigError
 from rnn_jax.driver.loop import run
 from rnn_jax.tasks.registry import TASKS
+from rnn_testing import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "task.bits=4",
-    "model.hidden=4",
-    "train.steps=40",
-    "train.log_every=20",
-    "train.batch_size=8",
-    "train.stop_when_solved=false",
-    "train.progress=false",
-    "task.generalization_bits=[6]",
-    "task.generalization_samples=16",
-]
-
-
 def compose_config(overrides=()):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         return compose("config", overrides=list(overrides))

@@ -159,7 +159,6 @@ def _array_problem(template: Any, metadata: Any) -> Optional[str]:
 
 def restore_newest(directory: Path, template: Any, check=None):
     """`(state, meta)` from the newest step in `directory` that reads back; see `Checkpoints.restore`."""
-    ocp = _ocp()
     steps = steps_in(directory)
     if not steps:
         raise CheckpointError(f"checkpoint {directory}: no committed step in it")
