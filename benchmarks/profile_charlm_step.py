@@ -29,7 +29,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import rnn_jax as rj
