@@ -19,13 +19,14 @@ diverged state over a good checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -101,11 +102,10 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: di
         raise
     if resumed.nothing_to_train and resumed.source == run_dir and (run_dir / "summary.json").exists():
         raise NothingToTrain(run_dir, resumed.step, json.loads((run_dir / "summary.json").read_text()))
-    if is_writer():
-        continue_metrics(resumed.source, run_dir, resumed.step)
+    kept = continue_metrics(resumed.source, run_dir, resumed.step) if is_writer() else []
     for logger in loggers:
         logger.start(header["config"])
-    loop = Loop(cfg, task, run_dir, resumed, timing, loggers)
+    loop = Loop(cfg, task, run_dir, resumed, timing, loggers, last_record=kept[-1] if kept else None)
     try:
         return _finish(loop, resumed, header, loggers, t_start)
     except Exception as e:  # the trackers' runs end failed too, not left running
@@ -163,19 +163,14 @@ class Timing:
     def __init__(self):
         self.compile_seconds = self.train_seconds = 0.0
 
-    def compiling(self):
-        return _Adder(self, "compile_seconds")
-
-
-class _Adder:
-    def __init__(self, timing: Timing, attr: str):
-        self.timing, self.attr = timing, attr
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc):
-        setattr(self.timing, self.attr, getattr(self.timing, self.attr) + time.perf_counter() - self.t0)
+    @contextlib.contextmanager
+    def compiling(self) -> Iterator[None]:
+        """Counts the block's seconds as compiling."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.compile_seconds += time.perf_counter() - t0
 
 
 @dataclasses.dataclass
@@ -237,15 +232,16 @@ def config_differences(saved: dict, wanted: dict, prefix: str = "") -> str:
     return ", ".join(out)
 
 
-def continue_metrics(source: Path, run_dir: Path, step: int) -> None:
+def continue_metrics(source: Path, run_dir: Path, step: int) -> list[dict]:
     """Keeps the metric lines up to `step` (from `source`) in `run_dir`, so a resumed run appends
     to its history instead of restarting or repeating it (a fresh start keeps none: lines a run
-    that died before its first checkpoint left are void)."""
+    that died before its first checkpoint left are void); returns the lines kept."""
     old = source / "metrics.jsonl"
     if not old.exists() and not (run_dir / "metrics.jsonl").exists():
-        return
+        return []
     records = [r for r in read_jsonl(old) if r.get("step", math.inf) <= step] if old.exists() else []
     atomic_write_bytes(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    return records
 
 
 def _finite(fields: dict) -> bool:
@@ -255,13 +251,12 @@ def _finite(fields: dict) -> bool:
 class Loop:
     """The host loop's state between chunks, and what it does at each."""
 
-    def __init__(self, cfg: Config, task: Task, run_dir: Path, start: Resumed, timing: Timing, loggers: Sequence = ()):
+    def __init__(self, cfg: Config, task: Task, run_dir: Path, start: Resumed, timing: Timing, loggers: Sequence = (), last_record: Optional[dict] = None):
         self.cfg, self.task, self.run_dir, self.timing, self.loggers = cfg, task, run_dir, timing, loggers
         self.state, self.step, self.tally, self.best = start.state, start.step, start.tally, start.best
         self.elapsed0, self.t0 = start.elapsed, time.perf_counter()
         self.last_fields: Optional[dict] = None  # the latest validation's fields
-        logged = list(read_jsonl(run_dir / "metrics.jsonl")) if (run_dir / "metrics.jsonl").exists() else []
-        self.last_finite: Optional[dict] = logged[-1] if logged else None  # the latest record before any divergence
+        self.last_finite = last_record  # the latest log record before any divergence
         self.diverged = False
         self.saved_at_step = start.nothing_to_train  # checkpoints/last holds this very step
         self.checkpoints = Checkpoints(run_dir)
