@@ -122,7 +122,7 @@ def place(tree: Any, mesh, spec: Any = None) -> Any:
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     if spec is None or isinstance(spec, PartitionSpec):
-        return jax.tree.map(lambda leaf: put(leaf, spec or PartitionSpec()), tree)
+        return jax.tree.map(lambda leaf: put(leaf, spec), tree)
     return jax.tree.map(lambda s, sub: jax.tree.map(lambda leaf: put(leaf, s), sub), spec, tree, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
 
 
