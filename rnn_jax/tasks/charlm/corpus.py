@@ -57,12 +57,17 @@ def default_corpus(modules: Sequence[str] = DEFAULT_MODULES) -> str:
 
 
 def read_corpus(path: Optional[str]) -> str:
-    """The text of the UTF-8 file at `path`, or the default corpus when `path` is None.
+    """The text of the UTF-8 file at `path`, or the default corpus when `path` is None; `builtin:NAME`
+    is a corpus shipped with rnn_jax (`rnn_jax.tasks.charlm.poetry_data.SHIPPED`).
 
     Raises `CorpusError` naming the file for a missing, unreadable, empty or non-UTF-8 file.
     """
     if path is None:
         return default_corpus()
+    if path.startswith("builtin:"):
+        from rnn_jax.tasks.charlm.poetry_data import builtin_path
+
+        path = str(builtin_path(path))
     p = Path(path).expanduser()
     if not p.exists():
         raise CorpusError(f"corpus {p}: no such file")

@@ -23,6 +23,7 @@ from rnn_jax.cells import Cell, stack
 from rnn_jax.build import ModelConfig
 from rnn_jax.tasks.charlm.corpus import Streams, batch_at, num_batches
 from rnn_jax.model import DenseParams, dense
+from rnn_jax.softmax import READOUTS as READOUT_LOSSES
 from rnn_jax.softmax import softmax_cross_entropy
 from rnn_jax.unroll import unroll as unroll_cell
 
@@ -39,8 +40,10 @@ class CharLM(NamedTuple):
     Attributes:
       init: `key -> CharLMParams`.
       initial_carry: `(batch_shape=(), dtype=None) -> carry`, a tuple with one carry per layer.
-      apply: `(params, ids [T, *batch], carry=None, *, dropout_key=None, unroll=None)
-        -> (carry, logits [T, *batch, V])`; dropout only when `dropout_key` is given.
+      apply: `(params, ids [T, *batch], carry=None, *, dropout_key=None, unroll=None, resets=None)
+        -> (carry, logits [T, *batch, V])`; dropout only when `dropout_key` is given; `resets
+        [T, *batch]` restarts every layer from `carry` (zeros when None) where True, so that one
+        row holds several sequences (`rnn_jax.unroll`).
       step: `(params, carry, ids [*batch]) -> (carry, logits [*batch, V])`, one character.
       features: `apply` without the readout: `-> (carry, h [T, *batch, H])`, the (dropped-out)
         last layer's outputs, what the readout multiplies; for losses that fuse the readout
@@ -61,6 +64,8 @@ class Batch(NamedTuple):
     targets: jax.Array  # [B, T] int32, the next character of each input
     carry: Any  # the recurrent state at the start of the batch
     dropout_key: Optional[jax.Array]
+    resets: Optional[jax.Array] = None  # [B, T] bool: a poem starts here, from `carry` (task.unit=line)
+    valid: Optional[jax.Array] = None  # [B, T] bool: a target of a poem, not padding (task.unit=line)
 
 
 def dropout(x, rate: float, key):
@@ -96,20 +101,20 @@ def char_lm(
 
     initial_carry = layers.initial_carry
 
-    def features(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None):
+    def features(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None, resets=None):
         xs = params.embed[ids]  # [T, *batch, E]
         if carry is None:
             carry = initial_carry(ids.shape[1:], params.embed.dtype)
         keys = jax.random.split(dropout_key, len(cells)) if dropout_key is not None else (None,) * len(cells)
         new_carry = []
         for cell, p, c, k in zip(cells, params.layers, carry, keys):
-            c, xs = unroll_cell(cell, p, xs, c, unroll=unroll)  # [T, *batch, H]
+            c, xs = unroll_cell(cell, p, xs, c, resets=resets, unroll=unroll)  # [T, *batch, H]
             xs = dropout(xs, dropout_rate, k)
             new_carry.append(c)
         return tuple(new_carry), xs
 
-    def apply(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None):
-        carry, h = features(params, ids, carry, dropout_key=dropout_key, unroll=unroll)
+    def apply(params: CharLMParams, ids, carry=None, *, dropout_key=None, unroll: Optional[int] = None, resets=None):
+        carry, h = features(params, ids, carry, dropout_key=dropout_key, unroll=unroll, resets=resets)
         return carry, readout.apply(params.readout, h)
 
     def step(params: CharLMParams, carry, ids):
@@ -172,8 +177,12 @@ def make_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "aut
         the plain readout ignores them.
     """
     fused = resolve_readout(readout, model.vocab_size) == "fused"
+    packed = make_packed_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
 
-    def nll(params, inputs, targets, carry, dropout_key=None):
+    def nll(params, inputs, targets, carry, dropout_key=None, resets=None, valid=None):
+        if valid is not None:  # packed poems: the mean over the valid targets
+            total, count = packed(params, inputs, targets, resets, valid, carry, dropout_key)
+            return total / jnp.maximum(count, 1), carry
         if not fused:
             carry, logits = model.apply(params, inputs, carry, dropout_key=dropout_key, unroll=unroll)
             return cross_entropy(logits, targets), carry  # logits [T, B, V]
@@ -185,6 +194,33 @@ def make_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "aut
     return nll
 
 
+def make_packed_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
+    """`nll(params, inputs [T, *batch], targets, resets, valid, carry, dropout_key=None) -> (nats, count)`:
+    the summed loss of the `valid` targets of rows that hold several sequences (poems), each
+    restarted from `carry` where `resets` is True, and how many targets were valid.
+
+    The readout sees every row, padding too, so that the fused readout (which has no mask) serves
+    here as well: a padded row's features are set to zero and its target to 0, so its loss is the
+    constant `logsumexp(b) - b[0]`, which is subtracted once per padded row. Its gradient, with
+    respect to `b` alone, cancels the padded rows' own; nothing flows back into the cells from them.
+    `readout`, `chunk_size`, `matmul_dtype`: as `make_nll`.
+    """
+    loss = READOUT_LOSSES[resolve_readout(readout, model.vocab_size)]
+    options = {"chunk_size": chunk_size} if resolve_readout(readout, model.vocab_size) == "fused" else {}
+
+    def nll(params, inputs, targets, resets, valid, carry, dropout_key=None):
+        _, h = model.features(params, inputs, carry, dropout_key=dropout_key, unroll=unroll, resets=resets)  # [T, B, H]
+        h = jnp.where(valid[..., None], h, jnp.zeros((), h.dtype)).reshape(-1, h.shape[-1])  # [N, H]
+        w, b = params.readout
+        n, count = h.shape[0], jnp.sum(valid)
+        mean = loss(h, w, b, jnp.where(valid, targets, 0).reshape(-1), matmul_dtype=matmul_dtype, **options)
+        bias = jnp.zeros((w.shape[1],), h.dtype) if b is None else b.astype(h.dtype)
+        padded = jax.nn.logsumexp(bias) - bias[0]  # the loss of one padded row
+        return mean * n - (n - count) * padded, count
+
+    return nll
+
+
 def make_loss(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
     """`loss_fn(params, batch) -> (loss, carry)`, the form `rnn_jax.training.make_step` takes;
     the carry at the end of the batch is the aux output, to start the next batch from.
@@ -192,7 +228,8 @@ def make_loss(model: CharLM, unroll: Optional[int] = None, *, readout: str = "au
     nll = make_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
 
     def loss_fn(params, batch: Batch):
-        return nll(params, batch.inputs.T, batch.targets.T, batch.carry, batch.dropout_key)
+        resets, valid = (None, None) if batch.valid is None else (batch.resets.T, batch.valid.T)
+        return nll(params, batch.inputs.T, batch.targets.T, batch.carry, batch.dropout_key, resets, valid)
 
     return loss_fn
 
@@ -225,14 +262,38 @@ def make_evaluate(
     return evaluate
 
 
-def generate(model: CharLM, params, prime, key, temperature, length: int, unroll: Optional[int] = None):
+def make_evaluate_packed(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
+    """`evaluate(params, rows: Packed, batch_size) -> nats`: the mean loss over every valid target
+    of packed rows (`rnn_jax.tasks.charlm.packing`), `batch_size` rows at a time (their number a
+    multiple of it), each poem from the initial state, no dropout."""
+    nll = make_packed_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
+
+    def evaluate(params, rows, batch_size: int):
+        zero = model.initial_carry((batch_size,), params.embed.dtype)
+        batches = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(-1, batch_size, x.shape[-1]), 1, 2), rows)  # [K, T, B]
+
+        def body(acc, b):
+            total, count = nll(params, b.inputs, b.targets, b.resets, b.valid, zero)
+            return (acc[0] + total, acc[1] + count), None
+
+        (total, count), _ = jax.lax.scan(body, (jnp.zeros((), params.embed.dtype), jnp.zeros((), jnp.int32)), batches)
+        return total / jnp.maximum(count, 1)
+
+    return evaluate
+
+
+def generate(model: CharLM, params, prime, key, temperature, length: int, unroll: Optional[int] = None, reset_id: Optional[int] = None):
     """`length` characters after the ids `prime [P]` (P >= 1), sampled one at a time with `lax.scan`.
 
     Each character is drawn from `softmax(logits / temperature)`; `temperature == 0` takes the
-    argmax. `temperature` may be traced; `length` is static. Returns ids `[length]`.
+    argmax. `temperature` may be traced; `length` and `reset_id` are static. With `reset_id` (the
+    end-of-poem mark of a model trained with `task.unit=line`) the state restarts from zeros
+    before that character is read, as in training, so each line is a poem of its own.
+    Returns ids `[length]`.
     """
     carry, logits = model.apply(params, prime, unroll=unroll)  # logits [P, V]
     temperature = jnp.asarray(temperature, logits.dtype)
+    zero = model.initial_carry((), logits.dtype)
 
     def pick(logits, k):
         sampled = jax.random.categorical(k, logits / jnp.maximum(temperature, 1e-6))
@@ -241,6 +302,8 @@ def generate(model: CharLM, params, prime, key, temperature, length: int, unroll
     def body(state, i):
         carry, logits = state
         c = pick(logits, jax.random.fold_in(key, i))
+        if reset_id is not None:
+            carry = jax.tree.map(lambda z, x: jnp.where(c == reset_id, z, x), zero, carry)
         carry, logits = model.step(params, carry, c)
         return (carry, logits), c
 

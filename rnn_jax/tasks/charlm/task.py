@@ -21,9 +21,10 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from rnn_jax.build import dtype_of
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_fraction, to_host
+from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_fraction, to_host
 from rnn_jax.tasks.charlm.corpus import CorpusError, Streams, Vocab, batch_at, bits, decode, encode, layout, make_vocab, num_batches, read_corpus, split, unigram_bpc
-from rnn_jax.tasks.charlm.model import Batch, CharLM, build_char_lm, generate, make_evaluate, make_loss, reset_at_epoch_start
+from rnn_jax.tasks.charlm.model import Batch, CharLM, build_char_lm, generate, make_evaluate, make_evaluate_packed, make_loss, reset_at_epoch_start
+from rnn_jax.tasks.charlm.packing import Packed, pack, split_poems
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 
@@ -41,6 +42,9 @@ class CharLMTask:
     eval_batches: int = 20  # validation batches at most (of up to batch_size x seq_len characters)
     sample_length: int = 300  # characters sampled at each validation (0: none)
     sample_temperature: float = 0.8
+    # stream: char-rnn's contiguous text, the state carried from batch to batch; line: each line
+    # of the corpus (a poem) from the initial state, poems packed whole into rows of seq_len steps
+    unit: str = "stream"
 
 
 def check(cfg) -> None:
@@ -53,6 +57,7 @@ def check(cfg) -> None:
     check_at_least("task.eval_batches", task.eval_batches, 1)
     check_at_least("task.sample_length", task.sample_length, 0)
     check_at_least("task.sample_temperature", task.sample_temperature, 0.0)
+    check_choice("task.unit", task.unit, UNITS)
     if cfg.train.seeds != 1:
         raise ConfigError("train.seeds", cfg.train.seeds, "charlm trains one model per run: must be 1")
 
@@ -95,6 +100,72 @@ def load_data(task: CharLMTask, batch_size: int) -> CharLMData:
     return CharLMData(vocab, layout(train_ids, batch_size, T), layout(val_ids, val_rows, T, task.eval_batches), text[0], len(text), unigram_bpc(ids))
 
 
+UNITS = ("stream", "line")
+END = "\n"  # the end-of-poem mark of task.unit=line, which also begins each poem
+
+
+class PoemData(NamedTuple):
+    """The corpus as poems (`task.unit=line`)."""
+
+    vocab: Vocab
+    train: Packed  # fields [B, n_batches, T]: batch k is [:, k]
+    val: Packed  # fields [R_val, T], R_val a multiple of the batch size
+    n_chars: int
+    unigram_bpc: float
+    poems: dict  # counts for the summary: train, val, left_out (longer than seq_len - 1)
+    padding: float  # the fraction of training steps that are padding
+
+
+def load_poems(task: CharLMTask, batch_size: int, key) -> PoemData:
+    """The corpus's lines as packed poems: the training rows in an order drawn from `key`, as
+    many whole batches as cover them (the last filled with the first rows again, so no batch is
+    padding); the validation rows padded with empty ones to whole batches, at most
+    `task.eval_batches` batches of them (a fixed draw of rows when there are more).
+    `CorpusError` when no poem is left for either."""
+    text = read_corpus(task.corpus)
+    name = f"corpus {task.corpus}" if task.corpus is not None else "default corpus"
+    vocab = make_vocab(text + END)
+    train_poems, val_poems = split_poems(text, task.val_fraction)
+    T = task.seq_len
+    train, left_train = pack([encode(vocab, p) for p in train_poems], T, vocab.index[END])
+    val, left_val = pack([encode(vocab, p) for p in val_poems], T, vocab.index[END], rows_multiple=batch_size)
+    if val.inputs.shape[0] > task.eval_batches * batch_size:  # rows of one fixed draw, the same in every run
+        keep = np.asarray(jax.random.permutation(jax.random.PRNGKey(0), val.inputs.shape[0]))[: task.eval_batches * batch_size]
+        val = Packed(*(x[keep] for x in val))
+    if not train.valid.any() or not val.valid.any():
+        raise CorpusError(
+            f"{name}: {len(train_poems)} training and {len(val_poems)} validation poems (lines), of which {left_train + left_val} are longer "
+            f"than task.seq_len={T} - 1 characters; task.unit=line needs one of each that fits"
+        )
+    order = np.asarray(jax.random.permutation(key, train.inputs.shape[0]))
+    n = -(-len(order) // batch_size)
+    order = np.resize(order, n * batch_size)  # wraps around: the last batch repeats the first rows
+    train_rows = Packed(*(x[order].reshape(batch_size, n, T) for x in train))  # row b * ... of batch k at [b, k]
+    poems = {"train": len(train_poems), "val": len(val_poems), "val_evaluated": int(val.resets.sum()), "left_out": left_train + left_val}
+    return PoemData(vocab, train_rows, val, len(text), unigram_bpc(encode(vocab, text)), poems, train.padding)
+
+
+def make_poem_chunk(model: CharLM, optimizer, cfg, dropout_key) -> Any:
+    """`chunk(state, rows, first_step, k) -> (state, losses [k])` for `task.unit=line`: step `i`
+    trains on batch `i mod n_batches` of the packed rows, every poem from the initial state."""
+    step = make_step(make_loss(model, cfg.model.unroll), optimizer)
+    use_dropout = cfg.task.dropout > 0
+
+    def chunk(state: CharLMState, rows: Packed, start, k: int):
+        zero = model.initial_carry((rows.inputs.shape[0],), state.train.params.embed.dtype)
+
+        def body(s: CharLMState, i):
+            b = i % rows.inputs.shape[1]
+            x = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, b, axis=1, keepdims=False), rows)  # [B, T]
+            key = jax.random.fold_in(dropout_key, i) if use_dropout else None
+            train, (loss, _) = step(s.train, Batch(x.inputs, x.targets, zero, key, x.resets, x.valid))
+            return CharLMState(train, s.carry), loss
+
+        return make_chunk(body, cfg.train.unroll_steps)(state, start + jnp.arange(k, dtype=jnp.int32))
+
+    return chunk
+
+
 def make_train_chunk(model: CharLM, optimizer, cfg, dropout_key) -> Any:
     """`chunk(state, streams, first_step, k) -> (state, losses [k])`: k steps in one `lax.scan`.
 
@@ -127,10 +198,11 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     task: CharLMTask = cfg.task
     if cfg.train.batch_size % devices.count:
         raise ConfigError("train.batch_size", cfg.train.batch_size, f"must be a multiple of the {devices.count} devices (backend.devices), each taking as many sequences")
-    data = load_data(task, cfg.train.batch_size)
+    key = jax.random.PRNGKey(cfg.seed)
+    lines = task.unit == "line"
+    data = load_poems(task, cfg.train.batch_size, jax.random.fold_in(key, 3)) if lines else load_data(task, cfg.train.batch_size)
     dtype = dtype_of(cfg.train.dtype)
     model = build_char_lm(cfg.model, data.vocab.size, task.embedding, task.dropout, dtype, devices.platform)
-    key = jax.random.PRNGKey(cfg.seed)
     chars_per_step = cfg.train.batch_size * task.seq_len
 
     @jax.jit  # one compiled program; run eagerly, each initialiser would compile on its own
@@ -138,9 +210,14 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         params = model.init(jax.random.fold_in(key, 0))
         return CharLMState(init_state(params, optimizer), model.initial_carry((cfg.train.batch_size,), dtype))
 
-    evaluate = jax.jit(make_evaluate(model, task.seq_len, cfg.model.unroll))
-    sample = jax.jit(partial(generate, model, length=task.sample_length, unroll=cfg.model.unroll))
-    prime = encode(data.vocab, data.first_char)  # host arrays: jit places them beside the parameters
+    if lines:
+        evaluate = jax.jit(partial(make_evaluate_packed(model, cfg.model.unroll), batch_size=cfg.train.batch_size))
+        first_char, reset_id = END, data.vocab.index[END]  # a sample is poems, each from the initial state
+    else:
+        evaluate = jax.jit(make_evaluate(model, task.seq_len, cfg.model.unroll))
+        first_char, reset_id = data.first_char, None
+    sample = jax.jit(partial(generate, model, length=task.sample_length, unroll=cfg.model.unroll, reset_id=reset_id))
+    prime = encode(data.vocab, first_char)  # host arrays: jit places them beside the parameters
     val_streams = data.val
 
     def observe(tally: dict, losses, step: int):
@@ -153,7 +230,7 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         if task.sample_length == 0:
             return fields, {}
         ids = to_host(sample(state.train.params, prime, jax.random.fold_in(key, 2 + step), task.sample_temperature))
-        return fields, {f"samples/step_{step:06d}.txt": data.first_char + decode(data.vocab, ids)}
+        return fields, {f"samples/step_{step:06d}.txt": first_char + decode(data.vocab, ids)}
 
     def diverged(tally: dict) -> bool:
         return tally["train_bpc"] is not None and not math.isfinite(tally["train_bpc"])
@@ -170,12 +247,14 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
             "final_train_bpc": tally.get("train_bpc"),
             "unigram_bpc": data.unigram_bpc,
             "uniform_bpc": math.log2(data.vocab.size),
-            }
+            "unit": task.unit,
+            **({"poems": data.poems, "padding_fraction": data.padding} if lines else {}),
+        }
 
     return Task(
         init=init,
         consts=jax.device_put(data.train),
-        chunk=make_train_chunk(model, optimizer, cfg, jax.random.fold_in(key, 1)),
+        chunk=(make_poem_chunk if lines else make_train_chunk)(model, optimizer, cfg, jax.random.fold_in(key, 1)),
         observe=observe,
         tally={"train_bpc": None},
         finished=lambda tally: False,
@@ -184,7 +263,7 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         validate=validate,
         eval_every=task.eval_every,
         best="val_bpc",
-        identity={"vocab": "".join(data.vocab.chars), "first_char": data.first_char},
+        identity={"vocab": "".join(data.vocab.chars), "first_char": first_char, **({"unit": "line"} if lines else {})},
         progress=("train_bpc", "val_bpc"),
         throughput=("chars", chars_per_step),
         partition=(CharLMState(train=P(), carry=P("data")), P("data")),  # rows of the batch over the devices
