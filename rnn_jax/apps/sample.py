@@ -1,6 +1,16 @@
-"""Sampling text from a trained char-rnn run.
+"""Sampling text or poems from a trained char-rnn run.
 
     python -m rnn_jax.sample run=<run dir> temperature=0.8 prime="def " length=500 seed=0
+    python -m rnn_jax.sample run=<run dir> head=春夏秋冬 form=5     # an acrostic of 4 five-character lines
+    python -m rnn_jax.sample run=<run dir> poems=3 form=7 lines=8 prefix=明月 top_k=50
+
+Poems (`rnn_jax.tasks.charlm.poem`): asked for by any of head, form, lines, prefix, poems, or by a
+run trained with task.unit=line. `form=5|7` characters per line and `lines=4|8` make a regulated
+poem: only CJK characters of the vocabulary inside a line, ，and 。 ending the lines by turns;
+`head=` starts line i with its i-th character (form 5 and one line per character unless given);
+`prefix=` is read before the poem (it sets the mood) and not printed; without a form a poem is
+free and ends where the model ends it (at most `length` characters). `top_k=0` keeps every
+allowed character.
 
 Arguments are `key=value` pairs of `SampleConfig` (split at the first `=`, so the priming text
 may hold any character, which Hydra's override grammar would not accept). The model, its
@@ -25,6 +35,7 @@ from rnn_jax.driver import checkpoint
 from rnn_jax.driver.checkpoint import CheckpointError
 from rnn_jax.tasks.charlm.corpus import Vocab, VocabularyError, decode, encode, make_vocab
 from rnn_jax.tasks.charlm.model import CharLM, build_char_lm, generate
+from rnn_jax.tasks.charlm.poem import PoemError, PoemSpec, write_poems
 
 
 @dataclass(frozen=True)
@@ -33,8 +44,14 @@ class SampleConfig:
     checkpoint: str = "best"  # best | last | a checkpoint directory
     temperature: float = 0.8  # 0: argmax
     prime: str = ""  # the text to start from; "": the first character of the corpus
-    length: int = 500  # characters to generate after the prime
+    length: int = 500  # characters to generate after the prime (a free poem: at most)
     seed: int = 0
+    poems: int = 0  # poems to write (0: one, when a poem is asked for; else text)
+    head: str = ""  # an acrostic: line i starts with its i-th character
+    prefix: str = ""  # read before each poem, not printed
+    form: int = 0  # characters per line, 5 or 7 (0: free, or 5 with head or lines)
+    lines: int = 0  # 4 or 8 (0: one per head character, else 4)
+    top_k: int = 0  # draw among the k most likely allowed characters (0: all)
 
 
 class SampleArgError(ValueError):
@@ -61,7 +78,23 @@ def parse_args(argv) -> SampleConfig:
         raise SampleArgError(f"temperature={cfg.temperature}: must be >= 0")
     if cfg.length < 0:
         raise SampleArgError(f"length={cfg.length}: must be >= 0")
+    for key in ("poems", "form", "lines", "top_k"):
+        if getattr(cfg, key) < 0:
+            raise SampleArgError(f"{key}={getattr(cfg, key)}: must be >= 0")
     return cfg
+
+
+def wants_poems(cfg: SampleConfig, meta: dict) -> bool:
+    """Poems rather than text: asked for by a poem argument, or the run trained on poems."""
+    unit = meta.get("config", {}).get("task", {}).get("unit", "stream")
+    return unit == "line" or bool(cfg.poems or cfg.head or cfg.prefix or cfg.form or cfg.lines)
+
+
+def poem_spec(cfg: SampleConfig) -> Optional[PoemSpec]:
+    """The form the arguments ask for; None: free poems."""
+    if not (cfg.form or cfg.lines or cfg.head):
+        return None
+    return PoemSpec(form=cfg.form or 5, lines=cfg.lines or len(cfg.head) or 4, head=cfg.head)
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
@@ -121,9 +154,15 @@ def main(argv=None) -> int:
     try:
         cfg = parse_args(argv)
         model, params, vocab, meta = load_model(checkpoint_path(cfg.run, cfg.checkpoint))
-        prime = cfg.prime or meta["identity"]["first_char"]
-        print(sample_text(model, params, vocab, prime, cfg.length, cfg.temperature, cfg.seed))
-    except (SampleArgError, CheckpointError, VocabularyError) as e:
+        if wants_poems(cfg, meta):
+            spec = poem_spec(cfg)
+            poems = write_poems(model, params, vocab, max(cfg.poems, 1), spec, prefix=cfg.prefix, temperature=cfg.temperature,
+                                top_k=cfg.top_k, seed=cfg.seed, max_length=max(cfg.length, 1))
+            print("\n\n".join(poems))
+        else:
+            prime = cfg.prime or meta["identity"]["first_char"]
+            print(sample_text(model, params, vocab, prime, cfg.length, cfg.temperature, cfg.seed))
+    except (SampleArgError, CheckpointError, VocabularyError, PoemError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
