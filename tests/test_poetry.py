@@ -213,7 +213,8 @@ def test_packed_loss_and_gradients_equal_each_poem_run_alone(model):
     def packed(params):  # both readouts and the evaluation, in one compiled program
         out = {}
         for readout in ("plain", "fused"):
-            (loss, _), grads = jax.value_and_grad(make_loss(m, readout=readout, chunk_size=5), has_aux=True)(params, batch)
+            loss_fn = make_loss(m, readout=readout, chunk_size=5)
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
             out[readout] = (loss, grads, make_evaluate_packed(m, readout=readout)(params, rows, 2))
         return out, jax.value_and_grad(lambda p: alone_nll(m, p, poems))(params)
 
@@ -240,7 +241,8 @@ def check_poem(text: str, spec: PoemSpec):
 def test_every_poem_has_its_form_and_acrostic(model):
     m, params = model
     # the readout prefers what a poem must not hold: marks, letters, the end mark, the wrong stop
-    biased = params._replace(readout=params.readout._replace(b=params.readout.b.at[jnp.asarray(encode(VOCAB, "\n，。abc□"))].add(6.0)))
+    forbidden = jnp.asarray(encode(VOCAB, "\n，。abc□"))
+    biased = params._replace(readout=params.readout._replace(b=params.readout.b.at[forbidden].add(6.0)))
     spec = PoemSpec(7, 8, "春夏秋冬明月山水")
     poems = write_poems(m, biased, VOCAB, 64, spec, prefix="明月", temperature=1.5, top_k=3, seed=3)
     for text in poems:
@@ -252,7 +254,8 @@ def test_greedy_poem_equals_a_python_loop(model):
     m, params = model
     spec = PoemSpec(5, 4, "明山水花")
     allowed = poem_constraints(VOCAB, spec)
-    ids = jit(write_poem, static_argnums=(0, 6))(m, params, jnp.asarray(context_ids(VOCAB, "春")), jnp.asarray(allowed), jax.random.PRNGKey(0), 0.0, 0)
+    context = jnp.asarray(context_ids(VOCAB, "春"))
+    ids = jit(write_poem, static_argnums=(0, 6))(m, params, context, jnp.asarray(allowed), jax.random.PRNGKey(0), 0.0, 0)
     step = jit(m.step)
     carry = m.initial_carry(())
     for c in encode(VOCAB, "\n春"):  # the end mark, then the prefix
@@ -268,7 +271,7 @@ def test_greedy_poem_equals_a_python_loop(model):
 @pytest.mark.parametrize(
     "spec, prefix, message",
     [
-        (PoemSpec(5, 4, "春夏秋雪"), "", f"head=春夏秋雪: character '雪' (U+96EA) is not in the model's vocabulary of {VOCAB.size} characters"),
+        (PoemSpec(5, 4, "春夏秋雪"), "", f"head=春夏秋雪: character '雪' (U+96EA) is not in the model's vocabulary of {VOCAB.size}"),
         (PoemSpec(5, 4, "春夏秋a"), "", "head=春夏秋a: character 'a' (U+0061) is not a CJK ideograph"),
         (PoemSpec(5, 4, "春夏"), "", "head=春夏: 2 characters; an acrostic has one per line: 4 or 8"),
         (PoemSpec(5, 8, "春夏秋冬"), "", "head=春夏秋冬: 4 characters for 8 lines"),
@@ -288,8 +291,9 @@ def test_unmeetable_poems_are_one_clear_error(model, spec, prefix, message):
 
 @pytest.mark.slow
 def test_tang_preset_trains_on_the_shipped_poems_and_writes_an_acrostic(tmp_path, capsys):
-    cfg = compose("experiment=tang", "backend=cpu", "model.hidden=8", "task.embedding=4", "task.seq_len=50", "task.eval_every=4",
-                  "task.eval_batches=2", "task.sample_length=0", "train.batch_size=4", "train.steps=4", "train.log_every=4", "train.progress=false")
+    shrink = ["model.hidden=8", "task.embedding=4", "task.seq_len=50", "task.eval_every=4", "task.eval_batches=2",
+              "task.sample_length=0", "train.batch_size=4", "train.steps=4", "train.log_every=4", "train.progress=false"]
+    cfg = compose("experiment=tang", "backend=cpu", *shrink)
     summary = train_run(cfg, tmp_path)
     assert summary["unit"] == "line" and summary["poems"]["left_out"] == 0 and summary["padding_fraction"] < 0.01
     assert np.isfinite(summary["best_val_bpc"]) and summary["vocab_size"] > 3000
@@ -300,4 +304,5 @@ def test_tang_preset_trains_on_the_shipped_poems_and_writes_an_acrostic(tmp_path
         assert [line[0] for line in lines] == list("春夏秋冬") and [len(line) for line in lines] == [6] * 4
         assert [line[-1] for line in lines] == list("，。，。")
     assert sample_main([f"run={tmp_path}", "head=明月别枝"]) == 2
-    assert capsys.readouterr().err.startswith("error: head=明月别枝: character '别' (U+522B) is not in the model's vocabulary")
+    error = capsys.readouterr().err
+    assert error.startswith("error: head=明月别枝: character '别' (U+522B) is not in the model's vocabulary")

@@ -156,8 +156,8 @@ def main(argv=None) -> int:
         model, params, vocab, meta = load_model(checkpoint_path(cfg.run, cfg.checkpoint))
         if wants_poems(cfg, meta):
             spec = poem_spec(cfg)
-            poems = write_poems(model, params, vocab, max(cfg.poems, 1), spec, prefix=cfg.prefix, temperature=cfg.temperature,
-                                top_k=cfg.top_k, seed=cfg.seed, max_length=max(cfg.length, 1))
+            options = dict(prefix=cfg.prefix, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed)
+            poems = write_poems(model, params, vocab, max(cfg.poems, 1), spec, **options, max_length=max(cfg.length, 1))
             print("\n\n".join(poems))
         else:
             prime = cfg.prime or meta["identity"]["first_char"]

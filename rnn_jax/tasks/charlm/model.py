@@ -194,7 +194,10 @@ def make_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "aut
     return nll
 
 
-def make_packed_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
+def make_packed_nll(
+    model: CharLM, unroll: Optional[int] = None, *,
+    readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None,
+) -> Callable:
     """`nll(params, inputs [T, *batch], targets, resets, valid, carry, dropout_key=None) -> (nats, count)`:
     the summed loss of the `valid` targets of rows that hold several sequences (poems), each
     restarted from `carry` where `resets` is True, and how many targets were valid.
@@ -262,7 +265,10 @@ def make_evaluate(
     return evaluate
 
 
-def make_evaluate_packed(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
+def make_evaluate_packed(
+    model: CharLM, unroll: Optional[int] = None, *,
+    readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None,
+) -> Callable:
     """`evaluate(params, rows: Packed, batch_size) -> nats`: the mean loss over every valid target
     of packed rows (`rnn_jax.tasks.charlm.packing`), `batch_size` rows at a time (their number a
     multiple of it), each poem from the initial state, no dropout."""
@@ -282,7 +288,10 @@ def make_evaluate_packed(model: CharLM, unroll: Optional[int] = None, *, readout
     return evaluate
 
 
-def generate(model: CharLM, params, prime, key, temperature, length: int, unroll: Optional[int] = None, reset_id: Optional[int] = None):
+def generate(
+    model: CharLM, params, prime, key, temperature, length: int,
+    unroll: Optional[int] = None, reset_id: Optional[int] = None,
+):
     """`length` characters after the ids `prime [P]` (P >= 1), sampled one at a time with `lax.scan`.
 
     Each character is drawn from `softmax(logits / temperature)`; `temperature == 0` takes the

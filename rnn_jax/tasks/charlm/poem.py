@@ -52,7 +52,8 @@ def ideograph_mask(vocab: Vocab) -> np.ndarray:
 
 def _in_vocab(vocab: Vocab, c: str, what: str) -> int:
     if c not in vocab.index:
-        raise PoemError(f"{what}: character {c!r} (U+{ord(c):04X}) is not in the model's vocabulary of {vocab.size} characters")
+        raise PoemError(f"{what}: character {c!r} (U+{ord(c):04X}) is not in the model's vocabulary of {vocab.size} "
+                        "characters")
     return vocab.index[c]
 
 
@@ -66,11 +67,13 @@ def poem_constraints(vocab: Vocab, spec: PoemSpec) -> np.ndarray:
     if spec.form not in FORMS:
         raise PoemError(f"form={spec.form} is not allowed; allowed: {', '.join(map(str, FORMS))} (characters per line)")
     if spec.head and len(spec.head) not in LINES:
-        raise PoemError(f"head={spec.head}: {len(spec.head)} characters; an acrostic has one per line: {' or '.join(map(str, LINES))}")
+        allowed = " or ".join(map(str, LINES))
+        raise PoemError(f"head={spec.head}: {len(spec.head)} characters; an acrostic has one per line: {allowed}")
     if spec.lines not in LINES:
         raise PoemError(f"lines={spec.lines} is not allowed; allowed: {', '.join(map(str, LINES))}")
     if spec.head and len(spec.head) != spec.lines:
-        raise PoemError(f"head={spec.head}: {len(spec.head)} characters for {spec.lines} lines; give one per line (or lines={len(spec.head)})")
+        n = len(spec.head)
+        raise PoemError(f"head={spec.head}: {n} characters for {spec.lines} lines; give one per line (or lines={n})")
     ideographs = ideograph_mask(vocab)
     if not ideographs.any():
         raise PoemError(f"the model's vocabulary of {vocab.size} characters has no CJK ideograph")
@@ -163,6 +166,7 @@ def write_poems(model: CharLM, params, vocab: Vocab, n: int = 1, spec: Optional[
         allowed = jnp.asarray(poem_constraints(vocab, spec))
         one = lambda k: write_poem(model, params, context, allowed, k, temperature, top_k)  # noqa: E731
     else:
-        one = lambda k: write_free(model, params, context, k, temperature, top_k, max_length, vocab.index[END])  # noqa: E731
+        end = vocab.index[END]
+        one = lambda k: write_free(model, params, context, k, temperature, top_k, max_length, end)  # noqa: E731
     ids = np.asarray(jax.jit(jax.vmap(one))(keys))  # [n, L]
     return [format_poem(vocab, row, spec.form if spec is not None else None) for row in ids]

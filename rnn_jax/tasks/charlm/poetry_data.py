@@ -95,8 +95,10 @@ SOURCES: dict[str, Source] = {
     "tang_wulv": Source("五言律詩 of the 全唐詩: 8 lines of 5 characters", _TANG, regulated(5, 8)),
     "tang_qilv": Source("七言律詩 of the 全唐詩: 8 lines of 7 characters", _TANG, regulated(7, 8)),
     "tang300": Source("唐詩三百首 (traditional characters)", r"package/dist/quantangshi/唐诗三百首\.json", clean_tang),
-    "song": Source("全宋詩, every Song shi poem (traditional characters)", r"package/dist/quantangshi/poet\.song\.\d+\.json", clean_tang),
-    "songci": Source("全宋詞, every Song ci poem (simplified characters)", r"package/dist/songci/ci\.song\.\d+\.json", joined, False),
+    "song": Source("全宋詩, every Song shi poem (traditional characters)", r"package/dist/quantangshi/poet\.song\.\d+\.json",
+                   clean_tang),
+    "songci": Source("全宋詞, every Song ci poem (simplified characters)", r"package/dist/songci/ci\.song\.\d+\.json",
+                     joined, unique=False),
 }
 
 SHIPPED = {"tang_wujue": Path(__file__).resolve().parent / "data" / "tang_wujue.txt"}
@@ -107,7 +109,8 @@ def builtin_path(corpus: str) -> Path:
     """The file of `builtin:NAME`; `CorpusError` naming the shipped corpora for another name."""
     name = corpus[len(BUILTIN):]
     if name not in SHIPPED:
-        raise CorpusError(f"corpus {corpus}: no such shipped corpus; shipped: {', '.join(BUILTIN + n for n in SHIPPED)}")
+        shipped = ", ".join(BUILTIN + n for n in SHIPPED)
+        raise CorpusError(f"corpus {corpus}: no such shipped corpus; shipped: {shipped}")
     return SHIPPED[name]
 
 
@@ -152,12 +155,16 @@ def download(dataset: Dataset, dest: Path, timeout: float = 30.0) -> Path:
     except (urllib.error.URLError, OSError) as e:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
-        raise CorpusError(f"cannot download {dataset.url} ({reason}); download it and put it at {dest}, or pass --from FILE") from None
+        raise CorpusError(
+            f"cannot download {dataset.url} ({reason}); download it and put it at {dest}, or pass --from FILE"
+        ) from None
     try:
         check_tarball(part, dataset)
     except CorpusError:
         part.unlink()
-        raise CorpusError(f"{dataset.url}: the download's sha512 is not {dataset.sha512}; nothing was kept, try again") from None
+        raise CorpusError(
+            f"{dataset.url}: the download's sha512 is not {dataset.sha512}; nothing was kept, try again"
+        ) from None
     part.replace(dest)
     return dest
 
@@ -195,7 +202,9 @@ def poems(tarball: Path, source: Source) -> list[str]:
     return list(dict.fromkeys(lines)) if source.unique else lines
 
 
-def build_corpus(name: str, *, cache: Optional[Path] = None, tarball: Optional[Path] = None, dataset: Dataset = CHINESE_POETRY) -> Path:
+def build_corpus(
+    name: str, *, cache: Optional[Path] = None, tarball: Optional[Path] = None, dataset: Dataset = CHINESE_POETRY
+) -> Path:
     """The path of corpus `name` (a key of `SOURCES`), built into `cache` (default `cache_dir()`)
     unless already there. The tarball is `tarball` when given (checked, not copied), else the one
     in the cache, else downloaded into the cache. Raises `CorpusError` in one line."""

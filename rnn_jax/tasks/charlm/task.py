@@ -23,7 +23,16 @@ from jax.sharding import PartitionSpec as P
 from rnn_jax.build import dtype_of
 from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_fraction, to_host
 from rnn_jax.tasks.charlm.corpus import CorpusError, Streams, Vocab, batch_at, bits, decode, encode, layout, make_vocab, num_batches, read_corpus, split, unigram_bpc
-from rnn_jax.tasks.charlm.model import Batch, CharLM, build_char_lm, generate, make_evaluate, make_evaluate_packed, make_loss, reset_at_epoch_start
+from rnn_jax.tasks.charlm.model import (
+    Batch,
+    CharLM,
+    build_char_lm,
+    generate,
+    make_evaluate,
+    make_evaluate_packed,
+    make_loss,
+    reset_at_epoch_start,
+)
 from rnn_jax.tasks.charlm.packing import Packed, pack, split_poems
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
@@ -130,18 +139,23 @@ def load_poems(task: CharLMTask, batch_size: int, key) -> PoemData:
     train, left_train = pack([encode(vocab, p) for p in train_poems], T, vocab.index[END])
     val, left_val = pack([encode(vocab, p) for p in val_poems], T, vocab.index[END], rows_multiple=batch_size)
     if val.inputs.shape[0] > task.eval_batches * batch_size:  # rows of one fixed draw, the same in every run
-        keep = np.asarray(jax.random.permutation(jax.random.PRNGKey(0), val.inputs.shape[0]))[: task.eval_batches * batch_size]
-        val = Packed(*(x[keep] for x in val))
+        keep = np.asarray(jax.random.permutation(jax.random.PRNGKey(0), val.inputs.shape[0]))
+        val = Packed(*(x[keep[: task.eval_batches * batch_size]] for x in val))
     if not train.valid.any() or not val.valid.any():
         raise CorpusError(
-            f"{name}: {len(train_poems)} training and {len(val_poems)} validation poems (lines), of which {left_train + left_val} are longer "
-            f"than task.seq_len={T} - 1 characters; task.unit=line needs one of each that fits"
+            f"{name}: {len(train_poems)} training and {len(val_poems)} validation poems (lines), of which "
+            f"{left_train + left_val} are longer than task.seq_len={T} - 1 characters; task.unit=line needs one of each that fits"
         )
     order = np.asarray(jax.random.permutation(key, train.inputs.shape[0]))
     n = -(-len(order) // batch_size)
     order = np.resize(order, n * batch_size)  # wraps around: the last batch repeats the first rows
     train_rows = Packed(*(x[order].reshape(batch_size, n, T) for x in train))  # row b * ... of batch k at [b, k]
-    poems = {"train": len(train_poems), "val": len(val_poems), "val_evaluated": int(val.resets.sum()), "left_out": left_train + left_val}
+    poems = {
+        "train": len(train_poems),
+        "val": len(val_poems),
+        "val_evaluated": int(val.resets.sum()),
+        "left_out": left_train + left_val,
+    }
     return PoemData(vocab, train_rows, val, len(text), unigram_bpc(encode(vocab, text)), poems, train.padding)
 
 
@@ -200,7 +214,10 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         raise ConfigError("train.batch_size", cfg.train.batch_size, f"must be a multiple of the {devices.count} devices (backend.devices), each taking as many sequences")
     key = jax.random.PRNGKey(cfg.seed)
     lines = task.unit == "line"
-    data = load_poems(task, cfg.train.batch_size, jax.random.fold_in(key, 3)) if lines else load_data(task, cfg.train.batch_size)
+    if lines:
+        data = load_poems(task, cfg.train.batch_size, jax.random.fold_in(key, 3))
+    else:
+        data = load_data(task, cfg.train.batch_size)
     dtype = dtype_of(cfg.train.dtype)
     model = build_char_lm(cfg.model, data.vocab.size, task.embedding, task.dropout, dtype, devices.platform)
     chars_per_step = cfg.train.batch_size * task.seq_len
