@@ -22,6 +22,7 @@ import pytest
 from rnn_jax.apps.corpus import main as corpus_main
 from rnn_jax.apps.sample import main as sample_main
 from rnn_jax.cells import lstm
+from rnn_jax.driver.config import ConfigError
 from rnn_jax.driver.loop import run as train_run
 from rnn_jax.tasks.charlm.corpus import CorpusError, encode, make_vocab, read_corpus
 from rnn_jax.tasks.charlm.model import Batch, char_lm, make_evaluate_packed, make_loss
@@ -293,6 +294,8 @@ def test_unmeetable_poems_are_one_clear_error(model, spec, prefix, message):
 def test_tang_preset_trains_on_the_shipped_poems_and_writes_an_acrostic(tmp_path, capsys):
     shrink = ["model.hidden=8", "task.embedding=4", "task.seq_len=50", "task.eval_every=4", "task.eval_batches=2",
               "task.sample_length=0", "train.batch_size=4", "train.steps=4", "train.log_every=4", "train.progress=false"]
+    with pytest.raises(ConfigError, match=r"^task.unit='poem' is not allowed; allowed: stream, line$"):
+        compose("experiment=tang", "task.unit=poem")
     cfg = compose("experiment=tang", "backend=cpu", *shrink)
     summary = train_run(cfg, tmp_path)
     assert summary["unit"] == "line" and summary["poems"]["left_out"] == 0 and summary["padding_fraction"] < 0.01
