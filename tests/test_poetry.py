@@ -25,7 +25,7 @@ from rnn_jax.cells import lstm
 from rnn_jax.driver.config import ConfigError
 from rnn_jax.driver.loop import run as train_run
 from rnn_jax.tasks.charlm.corpus import CorpusError, encode, make_vocab, read_corpus
-from rnn_jax.tasks.charlm.model import Batch, char_lm, make_evaluate_packed, make_loss
+from rnn_jax.tasks.charlm.model import Batch, char_lm, generate, make_evaluate_packed, make_loss
 from rnn_jax.tasks.charlm.packing import pack, split_poems
 from rnn_jax.tasks.charlm.poem import (
     PoemError,
@@ -256,7 +256,9 @@ def test_greedy_poem_equals_a_python_loop(model):
     spec = PoemSpec(5, 4, "明山水花")
     allowed = poem_constraints(VOCAB, spec)
     context = jnp.asarray(context_ids(VOCAB, "春"))
-    ids = jit(write_poem, static_argnums=(0, 6))(m, params, context, jnp.asarray(allowed), jax.random.PRNGKey(0), 0.0, 0)
+    write = jit(write_poem, static_argnums=(0, 6))
+    greedy = write(m, params, context, jnp.asarray(allowed), jax.random.PRNGKey(0), 0.0, 0)
+    top_1 = write(m, params, context, jnp.asarray(allowed), jax.random.PRNGKey(0), 5.0, 1)  # hot, but one candidate
     step = jit(m.step)
     carry = m.initial_carry(())
     for c in encode(VOCAB, "\n春"):  # the end mark, then the prefix
@@ -266,7 +268,29 @@ def test_greedy_poem_equals_a_python_loop(model):
         c = int(np.argmax(np.where(a, np.asarray(logits), -np.inf)))
         expected.append(c)
         carry, logits = step(params, carry, jnp.int32(c))
-    assert ids.tolist() == expected
+    assert greedy.tolist() == expected and top_1.tolist() == expected
+
+
+def test_samples_of_a_line_run_restart_at_each_end_mark(model):
+    m, params = model
+    params = jax.tree.map(lambda x: 2 * x, params)  # a state that matters more to the draws
+    params = params._replace(readout=params.readout._replace(b=params.readout.b.at[END].add(4.0)))  # short poems
+    key = jax.random.PRNGKey(0)
+    ids = jit(generate, static_argnums=(0, 5, 6, 7))(m, params, jnp.asarray([END]), key, 1.0, 16, None, END)
+    step, zero = jit(m.step), m.initial_carry(())
+    draw = jit(lambda k, logits: jax.random.categorical(k, logits))
+
+    def loop(restart: bool):  # the same draws; with restart, the state restarts before each end mark is read
+        carry, logits = step(params, zero, jnp.int32(END))
+        out = []
+        for i in range(16):
+            c = int(draw(jax.random.fold_in(key, i), logits))
+            out.append(c)
+            carry, logits = step(params, zero if restart and c == END else carry, jnp.int32(c))
+        return out
+
+    expected = loop(True)
+    assert ids.tolist() == expected and expected != loop(False) and 2 <= expected.count(END) <= 12
 
 
 @pytest.mark.parametrize(
