@@ -222,7 +222,10 @@ def build_corpus(
     else:
         tarball = cache / dataset.filename
         if tarball.is_file():
-            check_tarball(tarball, dataset)
+            try:
+                check_tarball(tarball, dataset)
+            except CorpusError as e:
+                raise CorpusError(f"{e}; delete it to download it again") from None
         else:
             download(dataset, tarball)
     lines = poems(tarball, SOURCES[name])
