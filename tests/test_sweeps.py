@@ -26,10 +26,10 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # A job that compiles and trains in a few seconds: 3-bit sums, 2 seeds, 2 chunks of 10 steps.
 TINY = [
     "task.bits=3",
-    "train.seeds=2",
+    "task.seeds=2",
     "train.steps=20",
     "train.log_every=10",
-    "train.batch_size=16",
+    "task.batch_size=16",
     "train.progress=false",
     "task.eval_samples=64",
     "task.generalization_bits=[6,8]",
@@ -85,7 +85,7 @@ def test_capacity_preset_is_the_72_job_grid_and_every_job_validates():
     jobs = grid(cfg.hydra.sweeper.params)
     assert len(jobs) == 4 * 6 * 3
     assert {j["model.cell"] for j in jobs} == {"elman", "lstm", "gru"}
-    assert cfg.train.seeds == 8 and cfg.train.stop_when_solved
+    assert cfg.task.seeds == 8 and cfg.task.stop_when_solved
     assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
     base = compose_config("sweep=capacity", hydra=False)
     for job in jobs:
@@ -145,7 +145,7 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
         assert row["median_steps_to_solve"] == (str(float(np.median(solved))) if solved else "nan")
     md = (sweep / "report.md").read_text()
     for s in map(summary_of, jobs):
-        assert f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'train.seeds')} |" in md
+        assert f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'task.seeds')} |" in md
     assert (sweep / "success.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep / "generalization.png").is_file()
 

@@ -32,10 +32,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        raise with_path(e, path)
+
+
+def with_path(error: BaseException, path) -> BaseException:
+    """`error`, naming `path` when it is an OSError that names no file (a write to a full disk)."""
+    if isinstance(error, OSError) and not error.filename:
+        return type(error)(error.errno, error.strerror, str(path))
+    return error
 
 
 def _umask() -> int:
@@ -133,8 +140,11 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(finite_or_null(record), allow_nan=False) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(finite_or_null(record), allow_nan=False) + "\n")
+        except OSError as e:
+            raise with_path(e, self.path) from None
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:

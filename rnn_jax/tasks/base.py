@@ -40,6 +40,12 @@ def check_positive(key: str, value) -> None:
         raise ConfigError(key, value, "must be a finite number > 0")
 
 
+def check_has_model(cfg) -> None:
+    """Tasks that train a model need the `model` section (an experiment may have removed it)."""
+    if cfg.model is None:
+        raise ConfigError("model", None, f"task {cfg.task.name} trains a model: choose one with model=elman (or lstm, gru, ...)")
+
+
 def check_fraction(key: str, value, *, closed_low: bool = False) -> None:
     if not ((0 <= value if closed_low else 0 < value) and value < 1):
         raise ConfigError(key, value, f"must be in {'[' if closed_low else '('}0, 1)")
@@ -105,6 +111,7 @@ class TaskSpec(NamedTuple):
     check: Callable[[Any], None]  # (full config) -> None; raises ConfigError
     make: Callable[..., Task]  # (full config, optimizer, devices: rnn_jax.driver.backend.Devices) -> Task
     memory: Callable[[Any], dict]  # (full config) -> {what: bytes} at the peak, estimated before anything is built
+    parallel: Callable[[Any], tuple]  # (full config) -> (key, size) of the axis split over devices, e.g. ("task.seeds", 8)
     objective: str  # the summary field a sweeper optimises
     description: str
 
