@@ -349,7 +349,7 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
     hidden = json.loads((straight_run[0] / "summary.json").read_text())["config"]["model"]["hidden"]
     with pytest.raises(CheckpointError, match=rf"does not fit this run: it was trained with model\.hidden={hidden} \(now 8\)$"):
         train_run(tiny(text_file, "model.hidden=8", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
-    with pytest.raises(CheckpointError, match=r"optim\.name=\w+ \(now sgd\), train\.batch_size=4 \(now 3\)"):
+    with pytest.raises(CheckpointError, match=r"optim\.name=\w+ \(now sgd\), task\.batch_size=4 \(now 3\)"):
         train_run(tiny(text_file, "optim=sgd", "task.batch_size=3", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"), tmp_path / "x2")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         train_run(tiny(text_file, f"train.resume='{tmp_path / 'nowhere'}'"), tmp_path / "x4")

@@ -84,8 +84,21 @@ def test_a_charlm_batch_split_over_4_devices_follows_the_one_device_loss(tmp_pat
     assert four["devices"] == 4
     np.testing.assert_allclose([r["train_loss"] for r in lines(tmp_path / "four")], [r["train_loss"] for r in lines(one_dir)], rtol=0, atol=1e-5)
     assert four["final_val_bpc"] == pytest.approx(one["final_val_bpc"], abs=1e-5)
-    out = app(*charlm(corpus, "task.batch_size=6"), f"hydra.run.dir={tmp_path / 'odd'}", devices=4)
-    assert out.returncode == 2 and "task.batch_size=6 is not allowed; must be a multiple of the 4 devices" in out.stderr
+    out = app(*charlm(corpus, "task.batch_size=6", "backend.devices=4"), f"hydra.run.dir={tmp_path / 'odd'}", devices=4)
+    assert out.returncode == 2 and "task.batch_size=6 is not allowed; must be a multiple of the 4 devices" in out.stderr  # a count is strict
+
+
+@pytest.mark.slow
+def test_the_readme_set_up_command_runs_unchanged_on_4_devices(tmp_path):
+    """The README's main job on a 4-device machine: backend.devices=auto takes the 1 device its
+    one seed can use, says so, and adds every 8-bit pair (checked from the summary and against
+    the one-device run's generalisation, which the same arithmetic must reproduce)."""
+    out = app(f"hydra.run.dir={tmp_path}", devices=4)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "devices: 1 of 4 (task.seeds=1) cpu" in out.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["device_use"] == "1 of 4 (task.seeds=1)" and summary["devices"] == 1
+    assert summary["final_accuracy"] == 1.0 and summary["eval_pairs"] == 2**14
 
 
 def free_port() -> int:

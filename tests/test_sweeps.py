@@ -18,7 +18,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import rnn_jax.apps.train  # noqa: F401 - registers the schema
+from rnn_jax.apps.train import to_config  # registers the schema
 from rnn_jax.driver.checkpoint import steps_in
 from rnn_jax.driver.config import validate
 
@@ -84,15 +84,12 @@ def test_capacity_preset_is_the_72_job_grid_and_every_job_validates():
     cfg = compose_config("sweep=capacity")
     jobs = grid(cfg.hydra.sweeper.params)
     assert len(jobs) == 4 * 6 * 3
-    assert {j["model.cell"] for j in jobs} == {"elman", "lstm", "gru"}
+    assert {j["model"] for j in jobs} == {"elman", "lstm", "gru"}
     assert cfg.task.seeds == 8 and cfg.task.stop_when_solved
     assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
-    base = compose_config("sweep=capacity", hydra=False)
-    for job in jobs:
-        job_cfg = base.copy()
-        for key, value in job.items():
-            OmegaConf.update(job_cfg, key, yaml.safe_load(value))
-        validate(OmegaConf.to_object(job_cfg))
+    for job in jobs:  # each job as Hydra composes it (model=<cell> picks the cell's schema), validated
+        cfg = validate(to_config(compose_config("sweep=capacity", *(f"{key}={value}" for key, value in job.items()), hydra=False)))
+        assert (cfg.model.cell, cfg.model.hidden, cfg.task.bits) == (job["model"], int(job["model.hidden"]), int(job["task.bits"]))
 
 
 def test_backend_configs_default_to_a_compilation_cache_under_experiments():
