@@ -113,7 +113,8 @@ def initialize(cfg: DistributedConfig) -> bool:
 
 def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout: float) -> None:
     """Returns once all `num_processes` processes have reached `coordinator` (process 0 listens on
-    its port, the others connect), or raises `DistributedError` after `timeout` seconds.
+    its port, the others connect), or raises `DistributedError`: process 0 after `timeout`
+    seconds, the others when process 0 says so or, finding none, after `timeout` seconds.
 
     The port is free again when this returns, for the coordination service of `jax.distributed`."""
     deadline = time.monotonic() + timeout
@@ -146,7 +147,7 @@ def _gather(coordinator: str, num_processes: int, deadline: float, timeout: floa
             server.settimeout(remaining)
             try:
                 conn, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 break
             words = _read_line(conn, deadline).split()
             if len(words) != 3 or words[0] != _HELLO or not (words[1] + words[2]).isdigit():
@@ -194,7 +195,9 @@ def _join(coordinator: str, num_processes: int, process_id: int, deadline: float
             time.sleep(min(0.1, max(remaining, 0)))
     with conn:
         _send(conn, f"{_HELLO} {num_processes} {process_id}")
-        answer = _read_line(conn, deadline)
+        # Process 0 answers by its own deadline, which may come up to `timeout` after this one's
+        # (it may have started later): wait that long for the answer, and a second more.
+        answer = _read_line(conn, time.monotonic() + timeout + 1)
     if answer == "go":
         return
     if answer.startswith("refused "):
