@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -68,6 +69,10 @@ class SweepRecord(Callback):
         try:
             lock.enter_context(run_lock(sweep_dir, SWEEP_LOCK, "sweep directory", "hydra.sweep.dir"))
             refusal = other_sweep(sweep_dir, sweep_identity(config))
+            if refusal is None:
+                atomic_write_json(sweep_dir / SWEEP_RECORD, sweep_identity(config))
+                for old in (sweep_dir / OUTCOMES).glob("*.json"):  # an earlier run's of this sweep
+                    old.unlink()
         except (RunDirectoryError, OSError) as e:
             refusal = str(e) if isinstance(e, RunDirectoryError) else f"{e.filename}: {e.strerror}"
         if refusal is not None:
@@ -75,17 +80,15 @@ class SweepRecord(Callback):
             print(f"error: {refusal}", file=sys.stderr)  # Hydra turns a callback's exceptions into warnings
             raise SystemExit(2)
         _held = lock
-        atomic_write_json(sweep_dir / SWEEP_RECORD, sweep_identity(config))
-        for old in (sweep_dir / OUTCOMES).glob("*.json"):  # an earlier run's of this sweep
-            old.unlink()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         record_job_outcome("running")  # left so if the job dies without a word
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        if job_return is not None and job_return.status.name == "FAILED":  # an exception the job did not catch
-            error = job_return._return_value
-            record_job_outcome("failed", f"{type(error).__name__}: {error}")
+        if job_return is None or job_return.status != JobStatus.FAILED:
+            return
+        error = job_return._return_value  # the exception the job did not catch (`.return_value` raises and logs it)
+        record_job_outcome("failed", f"{type(error).__name__}: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
