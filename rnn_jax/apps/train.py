@@ -221,7 +221,6 @@ def record_failure(run_dir: Path, failure: dict[str, Any], in_use: bool = False)
     return write_summary(run_dir, failure)
 
 
-
 def _failed_start(path: Path) -> bool:
     try:
         summary = json.loads(path.read_text())
