@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnn_jax.apps import CONF_DIR
-from rnn_jax.apps.hydra_callbacks import restore_earlier_run_config
+from rnn_jax.apps.hydra_callbacks import record_job_outcome, restore_earlier_run_config
 from rnn_jax.build import MODEL_CONFIGS
 from rnn_jax.driver.backend import BackendError
 from rnn_jax.driver.checkpoint import CheckpointError
@@ -217,13 +217,14 @@ def job(dcfg: DictConfig) -> float:
         if user_error and not sweeping:
             restore_earlier_run_config()  # refused: the directory's earlier run keeps its record
         try:
-            record = record_failure(run_dir, failure_summary(dcfg, e))
+            record = record_failure(run_dir, failure_summary(dcfg, e), in_use=isinstance(e, RunDirectoryError))
             if not user_error:
                 (run_dir / "error.txt").write_text(traceback.format_exc())
         except OSError as write_error:  # the directory itself is the problem: say the first error
             record = f"nothing written: {one_line(write_error)}"
         if sweeping:
             log.error("job failed: %s: %s (%s)", type(e).__name__, one_line(e), record)
+            record_job_outcome("failed", f"{type(e).__name__}: {one_line(e)}")
             return float("nan")
         if user_error:
             print(f"error: {one_line(e)}", file=sys.stderr)
@@ -231,6 +232,7 @@ def job(dcfg: DictConfig) -> float:
         raise
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1))
     print(f"results in {run_dir}")
+    record_job_outcome(summary.get("status"), summary.get("error"))
     if summary.get("status") == "failed":
         if sweeping:
             log.error("job failed: %s", summary.get("error"))
@@ -241,14 +243,24 @@ def job(dcfg: DictConfig) -> float:
     return float("nan") if objective is None else float(objective)
 
 
-def record_failure(run_dir: Path, failure: dict[str, Any]) -> Path:
+def record_failure(run_dir: Path, failure: dict[str, Any], in_use: bool = False) -> Path:
     """Writes a failure into `summary.json`, or into `failure.json` when the directory already
-    holds a run's summary: a rejected restart must not overwrite the record of the run before."""
-    if (run_dir / "summary.json").exists():
+    holds a run's summary (a rejected restart must not overwrite the record of the run before)
+    or is `in_use` by another live run (whose summary is still to come). A summary that only
+    records an earlier start that failed before training (no `steps`) gives way to the new one."""
+    if in_use or (run_dir / "summary.json").exists() and not _failed_start(run_dir / "summary.json"):
         path = run_dir / "failure.json"
         atomic_write_json(path, failure)
         return path
     return write_summary(run_dir, failure)
+
+
+def _failed_start(path: Path) -> bool:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return summary.get("status") == "failed" and "steps" not in summary
 
 
 if __name__ == "__main__":

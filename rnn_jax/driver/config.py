@@ -15,7 +15,8 @@ from typing import Any, Optional
 from rnn_jax.build import DTYPES, MODEL_CONFIGS, ElmanConfig, ModelConfig
 from rnn_jax.cells import ACTIVATIONS
 from rnn_jax.driver.backend import BACKENDS
-from rnn_jax.driver.distributed import MODES, DistributedConfig
+from rnn_jax.driver.distributed import DistributedConfig
+from rnn_jax.driver.distributed import check as check_distributed
 from rnn_jax.driver.loggers import LoggerConfig
 from rnn_jax.driver.optim import OPTIM_CONFIGS, OPTIMIZERS, SCHEDULE_KEYS, SCHEDULES, AdamConfig, OptimConfig
 from rnn_jax.initializers import INITIALIZERS
@@ -118,11 +119,7 @@ def validate(cfg: Config) -> Config:
     b = cfg.backend
     if b.devices not in ("auto", "all") and not (str(b.devices).isdigit() and int(b.devices) >= 1):
         raise ConfigError("backend.devices", b.devices, "allowed: auto, all, or a count >= 1")
-    check_choice("backend.distributed.mode", b.distributed.mode, MODES)
-    if b.distributed.num_processes is not None:
-        check_at_least("backend.distributed.num_processes", b.distributed.num_processes, 1)
-    if b.distributed.process_id is not None:
-        check_at_least("backend.distributed.process_id", b.distributed.process_id, 0)
+    check_distributed(b.distributed)
     spec = next((s for s in TASKS.values() if isinstance(cfg.task, s.config)), None)
     if spec is None:
         raise ConfigError("task", type(cfg.task).__name__, "allowed: " + ", ".join(TASKS))
