@@ -102,7 +102,8 @@ def check_params(init, params, x_shape=None, x_name: str = "x") -> None:
         if len(g) != len(wants[i]) or any(g[k] != wants[i][k] for k in fixed):
             shown = [str(d) if k in fixed or x_shape is not None else "input" for k, d in enumerate(wants[i])]
             shown = f"({', '.join(shown)}{',' if len(shown) == 1 else ''})"  # as a tuple prints
-            raise ValueError(f"params{jax.tree_util.keystr(path)} must have shape {shown} as the cell's init makes it, got {g}")
+            leaf = f"params{jax.tree_util.keystr(path)}"
+            raise ValueError(f"{leaf} must have shape {shown} as the cell's init makes it, got {g}")
     if x_shape is None:
         return
     i = bad[0]
