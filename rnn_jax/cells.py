@@ -9,7 +9,9 @@ Every factory returns a `Cell`, a NamedTuple of pure functions over plain parame
 `x` is `[*batch, input_size]`; any number of leading batch dimensions (or none) is allowed,
 and `vmap` works as well. Each cell also exposes its step split in two, `project` (the part
 that depends on the input alone, hoisted out of the time loop by `unroll` as one large matmul)
-and `step` (the recurrence), with `apply(p, c, x) == step(p, c, project(p, x))`.
+and `step` (the recurrence), with `apply(p, c, x) == step(p, c, project(p, x))`. All three
+refuse, at trace time and in one line naming the argument, params or a carry that the cell's own
+`init` and `initial_carry` would not make for `x` (`rnn_jax._checks`).
 
 The cells are plain: their functions are the equations, nothing more. What a cell is and how it
 may be run fast are data on the `Cell`: `equations` names the recurrence (`ElmanEquations`,
