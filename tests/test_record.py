@@ -147,3 +147,36 @@ def test_an_allowed_change_is_recorded_by_step_and_carried_by_later_resumes(firs
     assert json.loads((tmp_path / "summary.json").read_text())["config_history"] == history
     again = run(compose(*TINY, "optim.lr=0.05", "train.steps=80", "train.log_every=10"), tmp_path)  # no change of trajectory
     assert again["steps"] == 80 and again["config_history"] == history
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["experiment=lstm2014", "model.layers=2"], "error: model.layers: this run has no model settings (its preset sets model=null); remove model.layers"),
+        (["task.corpus=~/x.txt"], "error: cannot parse the override 'task.corpus=~/x.txt'; quote a value with special characters, e.g. 'task.corpus=\"~/x.txt\"'"),
+        (["model.cell=lstm"], "error: model.cell='lstm' is not allowed; the model group chose elman; choose another with model=lstm"),
+    ],
+)
+def test_start_up_mistakes_get_one_line_that_names_the_key(args, line, app_in_process, tmp_path):
+    out = app_in_process(*args, f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == line
+
+
+def test_a_write_that_fails_on_a_full_disk_names_its_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from rnn_jax.driver.rundir import MetricsLog, atomic_write_bytes
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write to a full disk: no file named
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        atomic_write_bytes(tmp_path / "summary.json", b"{}")
+    assert info.value.filename == str(tmp_path / "summary.json") and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(json, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(OSError) as info:
+        MetricsLog(tmp_path).write({"step": 1})
+    assert info.value.filename == str(tmp_path / "metrics.jsonl")
