@@ -21,7 +21,7 @@ from rnn_jax.driver.loggers import LoggerConfig
 from rnn_jax.driver.optim import OPTIM_CONFIGS, OPTIMIZERS, SCHEDULE_KEYS, SCHEDULES, AdamConfig, OptimConfig
 from rnn_jax.initializers import INITIALIZERS
 from rnn_jax.tasks.registry import TASKS
-from rnn_jax.tasks.base import ConfigError, check_at_least, check_choice, check_fraction, check_positive
+from rnn_jax.config_checks import ConfigError, check_at_least, check_choice, check_fraction, check_positive
 
 __all__ = ["BackendConfig", "Config", "ConfigError", "ModelConfig", "OptimConfig", "TrainConfig", "validate"]
 

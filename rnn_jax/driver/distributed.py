@@ -24,7 +24,7 @@ from typing import Optional
 import jax
 
 from rnn_jax.driver.backend import BackendError
-from rnn_jax.tasks.base import ConfigError, check_at_least, check_choice
+from rnn_jax.config_checks import ConfigError, check_at_least, check_choice
 
 MODES = ("auto", "on", "off")
 _SLURM_STEP = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
