@@ -1,9 +1,10 @@
 """The docs run as written: README.md and every docs/*.md page.
 
 Each page's Python blocks run in order in one namespace per page. Shell blocks are not run (many are
-long trainings), but what they and the inline code spans name is checked: every `python -m rnn_jax....` module and `python
-FILE.py` script exists, every `group=NAME` choice is a file of `conf/<group>/`, and every
-`section.key=value` is a field of that section's schema. docs/layout.md lists every module.
+long trainings), but what they and the inline code spans name is checked: every `python -m rnn_jax.X`
+module and `python FILE.py` script exists, every `group=NAME` choice is a file of `conf/<group>/`,
+and every `section.key=value` is a field of that section's schema. Relative links point to files,
+and docs/layout.md lists every module.
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 CHOICE = re.compile(r"(?<![\w./-])(experiment|sweep|model|optim|task|logger|backend|preset)=(\S+)")
 SETTING = re.compile(r"(?<![\w./-])(train|model|task|optim|backend|logger)\.([\w.]+)=")
 CONF_DIR = {"preset": "bench/preset"}
@@ -57,7 +58,7 @@ def test_pages_with_examples_are_found():
 def test_python_blocks_run(page, capsys):
     namespace = {}
     for block in blocks(page, "python"):
-        exec(compile(block, str(page.relative_to(ROOT)), "exec"), namespace)
+        exec(compile(block, str(page.relative_to(ROOT)), "exec"), namespace)  # noqa: S102 (as a reader runs them)
     CHECKS.get(page.name, lambda *_: None)(namespace, capsys.readouterr().out)
 
 
