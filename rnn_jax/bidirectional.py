@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from rnn_jax._checks import check_sequence
 from rnn_jax.cells import Cell
 from rnn_jax.unroll import unroll
 
@@ -94,6 +95,7 @@ def bidirectional(cell_fw: Cell, cell_bw: Cell, merge: Callable[[Any, Any], Any]
         time_major: bool = True,
         unroll: Optional[int] = None,
     ):
+        check_sequence(init, initial_carry, params, xs, carry, time_major)  # params.fw, ... named in its errors
         fw, bw = (None, None) if carry is None else carry
         options = dict(lengths=lengths, mask=mask, resets=resets, time_major=time_major, unroll=unroll)
         fw, ys_fw = _unroll(cell_fw, params.fw, xs, fw, reverse=False, **options)

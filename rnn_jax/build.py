@@ -1,8 +1,9 @@
 """Cells and models from a `ModelConfig`: the `model` section of the app's config, as plain data.
 
-The cell is looked up in `rnn_jax.cells.CELLS`, and every config field the cell's factory takes
-by name (`activation`, `use_bias`, `forget_bias`, ...) is passed to it, so a new cell needs only
-its registry entry and a `conf/model/` file.
+Each cell has its own schema (`MODEL_CONFIGS`: the keys every cell has, plus its own, such as
+Elman's `activation`). The cell is looked up in `rnn_jax.cells.CELLS`, and every config field the
+cell's factory takes by name is passed to it, so a new cell needs its registry entry, its schema
+here and a `conf/model/` file.
 """
 
 from __future__ import annotations
@@ -22,18 +23,45 @@ DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = "elman"  # a name in rnn_jax.cells.CELLS
+    """What every cell's `model` section holds; each cell's schema (`MODEL_CONFIGS`) adds its own
+    keys, so a key of another cell is an unknown key at start."""
+
+    cell: str = "elman"  # the cell's name in rnn_jax.cells.CELLS; chosen with model=<name>
     hidden: int = 16
     layers: int = 1
-    activation: str = "tanh"  # Elman only
-    use_bias: bool = True  # Elman only
     init: str = "pytorch"
     recurrent_init: Optional[str] = None  # None: same as init
-    forget_bias: float = 1.0  # LSTM only
-    output_tanh: bool = True  # LSTM only: h = o * tanh(c); false: h = o * c (the 2014 numpy LSTM)
     readout_bias: bool = True
     readout_init: str = "pytorch"
     unroll: Optional[int] = None  # lax.scan unroll of the time loop; None: the measured default for the backend
+
+
+@dataclass(frozen=True)
+class ElmanConfig(ModelConfig):
+    cell: str = "elman"
+    activation: str = "tanh"
+    use_bias: bool = True
+
+
+@dataclass(frozen=True)
+class LSTMConfig(ModelConfig):
+    cell: str = "lstm"
+    forget_bias: float = 1.0
+    output_tanh: bool = True  # h = o * tanh(c); false: h = o * c (the 2014 numpy LSTM)
+
+
+@dataclass(frozen=True)
+class GRUConfig(ModelConfig):
+    cell: str = "gru"
+
+
+# The `model` schema of each cell (conf/model/<name>.yaml): a new cell adds its line here.
+MODEL_CONFIGS = {"elman": ElmanConfig, "lstm": LSTMConfig, "gru": GRUConfig}
+
+
+def model_config(cell: str = "elman", **fields) -> ModelConfig:
+    """The `model` section for `cell` (its own schema from `MODEL_CONFIGS`) with `fields` set."""
+    return MODEL_CONFIGS[cell](cell=cell, **fields)
 
 
 def cell_arguments(cfg: ModelConfig, factory) -> dict:

@@ -9,7 +9,9 @@ Every factory returns a `Cell`, a NamedTuple of pure functions over plain parame
 `x` is `[*batch, input_size]`; any number of leading batch dimensions (or none) is allowed,
 and `vmap` works as well. Each cell also exposes its step split in two, `project` (the part
 that depends on the input alone, hoisted out of the time loop by `unroll` as one large matmul)
-and `step` (the recurrence), with `apply(p, c, x) == step(p, c, project(p, x))`.
+and `step` (the recurrence), with `apply(p, c, x) == step(p, c, project(p, x))`. All three
+refuse, at trace time and in one line naming the argument, params or a carry that the cell's own
+`init` and `initial_carry` would not make for `x` (`rnn_jax._checks`).
 
 The cells are plain: their functions are the equations, nothing more. What a cell is and how it
 may be run fast are data on the `Cell`: `equations` names the recurrence (`ElmanEquations`,
@@ -25,7 +27,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import add_last, as_input, check_choice, check_positive_int
+from rnn_jax._checks import add_last, as_input, check_choice, check_params, check_positive_int, check_step
 from rnn_jax.initializers import get_initializer
 from rnn_jax.scan import ACTIVATIONS, matmul
 
@@ -134,10 +136,22 @@ def _zeros_carry(hidden_size):
 
 
 def _from_parts(init, initial_carry, project, step, hidden_size, equations, options) -> Cell:
+    """The cell, its public functions checking their arguments (at trace time) against what `init`
+    and `initial_carry` make."""
+
+    def checked_project(params, x):
+        check_params(init, params, jnp.shape(x))
+        return project(params, x)
+
+    def checked_step(params, carry, xp):
+        check_step(init, initial_carry, params, carry, xp, projected=True)
+        return step(params, carry, xp)
+
     def apply(params, carry, x):
+        check_step(init, initial_carry, params, carry, x)
         return step(params, carry, project(params, x))
 
-    return Cell(init, initial_carry, apply, hidden_size, project, step, (), equations, options)
+    return Cell(init, initial_carry, apply, hidden_size, checked_project, checked_step, (), equations, options)
 
 
 def _speed_options(backward, remat, matmul_dtype, platform) -> SpeedOptions:
@@ -349,6 +363,7 @@ def stack(cells: Sequence[Cell]) -> Cell:
         return tuple(c.initial_carry(batch_shape, dtype) for c in cells)
 
     def apply(params, carry, x):
+        check_step(init, initial_carry, params, carry, x)
         new_carry = []
         for cell, p, c in zip(cells, params, carry):
             c, x = cell.apply(p, c, x)

@@ -46,7 +46,13 @@ def plain_cross_entropy(h, w, b, targets, *, matmul_dtype=None):
     if b is not None:
         logits = logits + b[None, :]
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, targets[:, None], axis=-1))
+    return -jnp.mean(jnp.take_along_axis(logp, _out_of_range(targets, w.shape[1])[:, None], axis=-1))
+
+
+def _out_of_range(targets, vocab_size: int):
+    """`targets` with the negative ids moved to `V`: a gather reads an out-of-range id as NaN, but
+    `-1` as `V - 1`, which would be a finite loss for a bad id."""
+    return jnp.where(targets < 0, vocab_size, targets)
 
 
 def softmax_cross_entropy(h, w, b, targets, *, chunk_size: Optional[int] = None, matmul_dtype=None):
@@ -56,7 +62,9 @@ def softmax_cross_entropy(h, w, b, targets, *, chunk_size: Optional[int] = None,
       h: `[N, H]` inputs of the readout (leading axes flattened by the caller).
       w: `[H, V]` readout weights.
       b: `[V]` bias, or None.
-      targets: `[N]` integer ids in `[0, V)` (not checked: under `jit` they cannot be seen).
+      targets: `[N]` integer ids in `[0, V)`. Their values are not checked (under `jit` they cannot be
+        seen): an id outside `[0, V)` makes the loss NaN, never a finite loss (the gradients are then
+        meaningless, and not all NaN).
       chunk_size: rows per chunk (any positive number; N need not be a multiple). None:
         `default_chunk_size(N, V)`.
       matmul_dtype: operand dtype of the three matmuls (e.g. `jnp.bfloat16`), accumulated in
@@ -68,16 +76,23 @@ def softmax_cross_entropy(h, w, b, targets, *, chunk_size: Optional[int] = None,
       `[N, V]` logits never exist. Not forward-mode differentiable (`jax.jvp`), as any
       `jax.custom_vjp`.
     """
-    if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[0] or targets.shape != h.shape[:1]:
-        raise ValueError(f"expected h [N, H], w [H, V], targets [N]; got h {h.shape}, w {w.shape}, targets {targets.shape}")
+    if h.ndim != 2:
+        raise ValueError(f"h must be [N, H] (leading axes flattened by the caller), got shape {h.shape}")
+    if w.ndim != 2 or w.shape[0] != h.shape[1]:
+        raise ValueError(f"w must be [H, V] with H = {h.shape[1]} (h's last axis), got shape {w.shape}")
+    if targets.shape != h.shape[:1]:
+        raise ValueError(f"targets must be [N] = {h.shape[:1]} (h's first axis), got shape {targets.shape}")
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(f"targets must be integer ids, got dtype {targets.dtype}")
     N, V = h.shape[0], w.shape[1]
     if b is not None and b.shape != (V,):
-        raise ValueError(f"expected b [V] = [{V}], got {b.shape}")
+        raise ValueError(f"b must be [V] = {(V,)} (w's last axis) or None, got shape {b.shape}")
     chunk = default_chunk_size(N, V) if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     bias = jnp.zeros((V,), h.dtype) if b is None else b.astype(h.dtype)
-    return _fused(h, w.astype(h.dtype), bias, targets.astype(jnp.int32), min(chunk, N), matmul_dtype)
+    targets = _out_of_range(targets.astype(jnp.int32), V)
+    return _fused(h, w.astype(h.dtype), bias, targets, min(chunk, N), matmul_dtype)
 
 
 def _operand(x, dtype):

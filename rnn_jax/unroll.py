@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax import fused
+from rnn_jax._checks import check_bool, check_sequence, layout
 from rnn_jax.cells import Cell
 from rnn_jax.scan import masked_scan, sequence_mask
 
@@ -18,14 +19,10 @@ def _param_dtype(params):
     return leaves[0].dtype if leaves else None
 
 
-def _layout(time_major: bool, last: str = "input") -> str:
-    return f"[T, *batch, {last}]" if time_major else f"[*batch, T, {last}]"
-
-
 def _check_lengths(lengths, batch_shape, steps: int, time_major: bool):
     if tuple(jnp.shape(lengths)) != tuple(batch_shape):
         raise ValueError(
-            f"lengths must have the batch shape of xs, {tuple(batch_shape)} (xs is {_layout(time_major)}), "
+            f"lengths must have the batch shape of xs, {tuple(batch_shape)} (xs is {layout(time_major)}), "
             f"got shape {tuple(jnp.shape(lengths))}"
         )
     if not jnp.issubdtype(jnp.asarray(lengths).dtype, jnp.integer):
@@ -39,19 +36,19 @@ def _check_lengths(lengths, batch_shape, steps: int, time_major: bool):
 
 
 def _per_step(flags, name: str, xs, time_major: bool):
-    """`flags` (`[T, *batch]`, or `[*batch, T]` batch-major) as time-major booleans; None stays None."""
+    """`flags` (`[T, *batch]`, or `[*batch, T]` batch-major, as `xs` in the caller's layout) as time-major
+    booleans; None stays None."""
     if flags is None:
         return None
+    if tuple(jnp.shape(flags)) != xs.shape[:-1]:
+        raise ValueError(
+            f"{name} must be {layout(time_major, '')} like xs without its last axis, {xs.shape[:-1]}, "
+            f"got shape {tuple(jnp.shape(flags))}"
+        )
     flags = jnp.asarray(flags)
-    if not time_major:
-        flags = jnp.moveaxis(flags, -1, 0) if flags.ndim else flags
-    if flags.shape != xs.shape[:-1]:
-        want = xs.shape[:-1] if time_major else (*xs.shape[1:-1], xs.shape[0])
-        layout = "[T, *batch]" if time_major else "[*batch, T]"
-        raise ValueError(f"{name} must be {layout} like xs without its last axis, {tuple(want)}, got shape {tuple(jnp.shape(flags))}")
     if flags.dtype != jnp.bool_:
         raise TypeError(f"{name} must be booleans, got dtype {flags.dtype}")
-    return flags
+    return flags if time_major else jnp.moveaxis(flags, -1, 0)
 
 
 def unroll(
@@ -99,14 +96,19 @@ def unroll(
     Returns:
       `(final_carry, ys)` with `ys` of shape `[T, *batch, hidden_size]` (`[*batch, T, hidden_size]`
       batch-major).
+
+    Raises:
+      TypeError, ValueError: at trace time, naming the argument, for params or a carry that the
+      cell's `init` and `initial_carry` would not make for `xs` (another kind of cell, another
+      batch, hidden or input size), `lengths`, `mask` or `resets` of another shape and flags that
+      are not bools.
     """
-    if xs.ndim < 2:
-        raise ValueError(f"xs must be {_layout(time_major, 'input_size')}, got shape {tuple(xs.shape)}")
-    if not time_major:
-        xs = jnp.moveaxis(xs, -2, 0)  # [T, *batch, input]
+    check_bool(reverse, "reverse")
+    batch_shape = check_sequence(cell.init, cell.initial_carry, params, xs, carry, time_major)
     mask = _per_step(mask, "mask", xs, time_major)
     resets = _per_step(resets, "resets", xs, time_major)
-    batch_shape = xs.shape[1:-1]
+    if not time_major:
+        xs = jnp.moveaxis(xs, -2, 0)  # [T, *batch, input]
     if carry is None:
         carry = cell.initial_carry(batch_shape, _param_dtype(params))
     if lengths is not None:

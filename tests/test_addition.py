@@ -9,7 +9,9 @@ import pytest
 import rnn_jax as rj
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.backend import one_device
-from rnn_jax.driver.config import Config, ModelConfig, OptimConfig, TrainConfig
+from rnn_jax.build import model_config
+from rnn_jax.driver.config import Config, TrainConfig
+from rnn_jax.driver.optim import SGDConfig
 from rnn_jax.driver.loop import run
 from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.model import DenseParams, ModelParams
@@ -70,10 +72,10 @@ def test_exact_accuracy_needs_every_bit():
 
 def model_2015():
     cfg = Config(
-        task=AdditionTask(loss="mse", data="numpy2015"),
-        model=ModelConfig(cell="elman", hidden=16, activation="sigmoid", use_bias=False, init="uniform", readout_bias=False, readout_init="uniform"),
-        optim=OptimConfig(name="sgd", lr=0.1),
-        train=TrainConfig(steps=300, batch_size=1, dtype="float64", log_every=100),
+        task=AdditionTask(loss="mse", data="numpy2015", batch_size=1),
+        model=model_config("elman", hidden=16, activation="sigmoid", use_bias=False, init="uniform", readout_bias=False, readout_init="uniform"),
+        optim=SGDConfig(lr=0.1),
+        train=TrainConfig(steps=300, dtype="float64", log_every=100),
     )
     return cfg
 
@@ -120,7 +122,7 @@ def perfect_adder(dtype=jnp.float32, carry_weight=1.0) -> ModelParams:
 
 
 def test_generalization_of_a_hand_set_adder():
-    cfg = Config(task=AdditionTask(generalization_bits=[64, 8], generalization_samples=500), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
+    cfg = Config(task=AdditionTask(generalization_bits=[64, 8], generalization_samples=500), model=model_config("elman", hidden=3, activation="sigmoid"))
     model = addition_model(cfg)
     widths, pieces = generalization_pairs([64, 8], 500, False, 3)
     assert widths == [8, 64] and pieces.inputs.shape == (1, 64, -(-500 // 8) + 500, 2)
@@ -141,7 +143,7 @@ def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, 
     """Pairs of several widths packed end to end in rows, and the rows cut into pieces of `rows`,
     are judged exactly as when each width's batch runs through `model.logits` on its own; a
     model that half adds makes the verdicts vary."""
-    cfg = Config(task=AdditionTask(full_range=full_range), model=ModelConfig(cell=cell, hidden=4, layers=layers))
+    cfg = Config(task=AdditionTask(full_range=full_range), model=model_config(cell, hidden=4, layers=layers))
     model = addition_model(cfg)
     params = model.init(jax.random.PRNGKey(3), 2)
     # Readout bias at the median logit of the widest batch, so that about half the bits are 1.
@@ -164,7 +166,7 @@ def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, 
 def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkeypatch):
     """A wide task's evaluation set is cut into pieces (here forced small: 3 pieces, the last one
     padded); the accuracy equals `exact_accuracy` on the whole set at once."""
-    cfg = Config(task=AdditionTask(bits=5, eval_samples=100), model=ModelConfig(cell="elman", hidden=3, activation="sigmoid"))
+    cfg = Config(task=AdditionTask(bits=5, eval_samples=100), model=model_config("elman", hidden=3, activation="sigmoid"))
     model = addition_model(cfg)
     monkeypatch.setattr(evaluate, "EVAL_PIECE_FLOATS", 5 * 3 * 40)  # 40 rows per piece
     pieces = evaluate.eval_set(5, False, 100, 3)
@@ -180,7 +182,7 @@ def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkey
 def test_a_seed_left_with_non_finite_weights_is_a_failed_seed():
     """Its losses were finite up to its last update, which left NaN weights: the summary lists it
     under failed_seeds with accuracy 0, and the other seed keeps its figures."""
-    cfg = Config(task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16), model=ModelConfig(cell="lstm", hidden=4), train=TrainConfig(seeds=2))
+    cfg = Config(task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16, seeds=2), model=model_config("lstm", hidden=4))
     task = make(cfg, make_optimizer(cfg.optim, cfg.train.steps), one_device())
     state = task.init()
     params = state.train.params

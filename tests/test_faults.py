@@ -131,7 +131,7 @@ def test_a_diverging_resume_never_replaces_the_good_checkpoint(tmp_path):
     run(config(*TINY, "model.activation=relu"), tmp_path)
     before = steps_in(tmp_path / "checkpoints" / "last")
     (tmp_path / "summary.json").unlink()
-    summary = run(config(*TINY, "model.activation=relu", "train.steps=80", "optim.lr=1e30"), tmp_path)
+    summary = run(config(*TINY, "model.activation=relu", "train.steps=80", "optim.lr=1e30", "train.resume_changes=allow"), tmp_path)
     assert summary["status"] == "failed" and summary["steps"] == 60 and summary["error"] == "loss became NaN or Inf at step 60"
     assert summary["last_finite"]["step"] == 40 and summary["final_accuracy"] == 0.0
     assert steps_in(tmp_path / "checkpoints" / "last") == before  # the diverged state was never saved

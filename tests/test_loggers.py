@@ -51,7 +51,7 @@ def importable(module: str) -> bool:
 
 INSTALLED = [name for name, module in IMPORTED.items() if importable(module)]
 # 4-bit sums, 2 seeds (so per_seed lists), 2 log lines; compiles and trains in about a second.
-TINY = [*BASE, "train.seeds=2"]
+TINY = [*BASE, "task.seeds=2"]
 
 
 def config(*overrides):
@@ -166,7 +166,7 @@ def test_tensorboard_holds_every_scalar_the_config_and_the_summary(tracked):
     assert acc.Scalars("summary/generalization/6")[0].value == pytest.approx(summary["generalization"]["6"])
     start = hparams_data(acc, "_hparams_/session_start_info").session_start_info.hparams
     assert start["model.hidden"].number_value == 4 and start["model.cell"].string_value == "elman"
-    assert start["task.generalization_bits"].string_value == "[6]" and start["train.stop_when_solved"].bool_value is False
+    assert start["task.generalization_bits"].string_value == "[6]" and start["task.stop_when_solved"].bool_value is False
     from tensorboard.plugins.hparams import api_pb2
 
     assert hparams_data(acc, "_hparams_/session_end_info").session_end_info.status == api_pb2.STATUS_SUCCESS
@@ -200,7 +200,7 @@ def test_mlflow_run_holds_every_scalar_the_params_and_the_summary(tracked):
         assert [s for s, _ in got] == [s for s, _ in expected], key
         assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-12), key
     params = mlrun.data.params
-    assert params["model.hidden"] == "4" and params["task.generalization_bits"] == "[6]" and params["train.seeds"] == "2"
+    assert params["model.hidden"] == "4" and params["task.generalization_bits"] == "[6]" and params["task.seeds"] == "2"
     assert mlrun.data.metrics["summary/final_accuracy"] == pytest.approx(summary["final_accuracy"])
     assert mlrun.data.metrics["summary/per_seed_accuracy/1"] == pytest.approx(summary["per_seed_accuracy"][1])
     assert mlrun.data.tags["summary/status"] == "ok" and mlrun.data.tags["summary/task"] == "addition"

@@ -317,7 +317,7 @@ def test_unmeetable_poems_are_one_clear_error(model, spec, prefix, message):
 @pytest.mark.slow
 def test_tang_preset_trains_on_the_shipped_poems_and_writes_an_acrostic(tmp_path, capsys):
     shrink = ["model.hidden=8", "task.embedding=4", "task.seq_len=50", "task.eval_every=4", "task.eval_batches=2",
-              "task.sample_length=0", "train.batch_size=4", "train.steps=4", "train.log_every=4", "train.progress=false"]
+              "task.sample_length=0", "task.batch_size=4", "train.steps=4", "train.log_every=4", "train.progress=false"]
     with pytest.raises(ConfigError, match=r"^task.unit='poem' is not allowed; allowed: stream, line$"):
         compose("experiment=tang", "task.unit=poem")
     cfg = compose("experiment=tang", "backend=cpu", *shrink)

@@ -39,10 +39,9 @@ def summary(cell="lstm", bits=4, hidden=4, acc=(1.0, 1.0, 0.5), steps=(100, 300,
 def config(cell, bits, hidden, lr=0.01, seeds=3):
     """The part of a summary's "config" the report reads."""
     return {
-        "task": {"name": "addition", "bits": bits},
+        "task": {"name": "addition", "bits": bits, "seeds": seeds},
         "model": {"cell": cell, "hidden": hidden, "layers": 1},
         "optim": {"name": "adam", "lr": lr},
-        "train": {"seeds": seeds},
     }
 
 
@@ -123,16 +122,16 @@ def test_jobs_sharing_a_cell_are_pooled_and_the_report_says_over_what(tmp_path):
     assert g.success_rate == pytest.approx(3 / 5)
     assert g.median_steps == 200.0
     assert g.generalization()[8] == pytest.approx(np.mean([0.5, 0.5, 0.5, 0.0, 0.0]))
-    assert "pooled" in text and "across: optim.lr, train.seeds\n" in text + "\n"  # 2 and 3 seeds
+    assert "pooled" in text and "across: optim.lr, task.seeds\n" in text + "\n"  # 2 and 3 seeds
 
 
 def test_pooling_reads_the_summaries_configs_where_a_preset_changed_what_no_override_names(tmp_path):
-    base = {"task": {"name": "addition", "bits": 4}, "model": {"cell": "lstm", "hidden": 4, "activation": "tanh"}, "optim": {"name": "adam", "lr": 0.01}, "train": {"batch_size": 64}}
-    preset = {**base, "model": {**base["model"], "activation": "sigmoid"}, "train": {"batch_size": 1}}
+    base = {"task": {"name": "addition", "bits": 4, "batch_size": 64}, "model": {"cell": "lstm", "hidden": 4, "activation": "tanh"}, "optim": {"name": "adam", "lr": 0.01}}
+    preset = {**base, "model": {**base["model"], "activation": "sigmoid"}, "task": {**base["task"], "batch_size": 1}}
     make_job(tmp_path, 0, summary() | {"config": base}, [])
     make_job(tmp_path, 1, summary() | {"config": preset}, ["experiment=something"])
     text = report.write_report(tmp_path)
-    assert "across: model.activation, train.batch_size\n" in text + "\n"
+    assert "across: model.activation, task.batch_size\n" in text + "\n"
 
 
 def test_jobs_of_another_task_are_left_out_and_named(tmp_path):
@@ -165,7 +164,7 @@ def test_jobs_the_sweep_has_not_started_are_counted(tmp_path):
     multirun = {
         "hydra": {
             "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {"task.bits": "4,8"}},
-            "overrides": {"task": ["model.hidden=2,4,8", "model.cell=lstm"]},
+            "overrides": {"task": ["model.hidden=2,4,8", "model=lstm"]},
         }
     }
     (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))  # JSON is YAML
@@ -195,9 +194,9 @@ def test_a_sweep_that_ran_no_job_lists_the_jobs_it_planned(tmp_path):
     multirun = {
         "hydra": {
             "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
-            "overrides": {"task": ["model.hidden=1,abc", "model.cell=lstm"]},
+            "overrides": {"task": ["model.hidden=1,abc", "model=lstm"]},
         }
     }
     (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))  # JSON is YAML
-    with pytest.raises(report.ReportError, match=r"ran no job .*multirun\.yaml planned 2: 0: model\.hidden=1 model\.cell=lstm; 1: model\.hidden=abc model\.cell=lstm"):
+    with pytest.raises(report.ReportError, match=r"ran no job .*multirun\.yaml planned 2: 0: model\.hidden=1 model=lstm; 1: model\.hidden=abc model=lstm"):
         report.load_jobs(tmp_path)

@@ -150,9 +150,9 @@ def test_default_chunk_size():
 
 def test_shape_errors_name_the_shapes():
     h, w, b, t = problem(jnp.float32)
-    with pytest.raises(ValueError, match="expected h"):
+    with pytest.raises(ValueError, match=r"w must be \[H, V\] with H = 4 .*got shape \(7, 4\)"):
         sm.softmax_cross_entropy(h, w.T, b, t)
-    with pytest.raises(ValueError, match="expected b"):
+    with pytest.raises(ValueError, match=r"b must be \[V\] = \(7,\) .*got shape \(6,\)"):
         sm.softmax_cross_entropy(h, w, b[:-1], t)
     with pytest.raises(ValueError, match="chunk_size"):
         sm.softmax_cross_entropy(h, w, b, t, chunk_size=0)

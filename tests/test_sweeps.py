@@ -5,6 +5,7 @@ failures in the failing job's own summary without stopping the sweep, and feed t
 Multiruns run in a subprocess, as a user runs them, into `tmp_path`, all sharing one persistent
 compilation cache so that jobs of the same shapes compile once for the whole module."""
 
+import contextlib
 import csv
 import itertools
 import json
@@ -18,7 +19,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import rnn_jax.apps.train  # noqa: F401 - registers the schema
+from rnn_jax.apps.hydra_callbacks import SweepRecord
+from rnn_jax.apps.train import to_config  # registers the schema
+from rnn_jax.driver import rundir
 from rnn_jax.driver.checkpoint import steps_in
 from rnn_jax.driver.config import validate
 
@@ -26,10 +29,10 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # A job that compiles and trains in a few seconds: 3-bit sums, 2 seeds, 2 chunks of 10 steps.
 TINY = [
     "task.bits=3",
-    "train.seeds=2",
+    "task.seeds=2",
     "train.steps=20",
     "train.log_every=10",
-    "train.batch_size=16",
+    "task.batch_size=16",
     "train.progress=false",
     "task.eval_samples=64",
     "task.generalization_bits=[6,8]",
@@ -84,15 +87,12 @@ def test_capacity_preset_is_the_72_job_grid_and_every_job_validates():
     cfg = compose_config("sweep=capacity")
     jobs = grid(cfg.hydra.sweeper.params)
     assert len(jobs) == 4 * 6 * 3
-    assert {j["model.cell"] for j in jobs} == {"elman", "lstm", "gru"}
-    assert cfg.train.seeds == 8 and cfg.train.stop_when_solved
+    assert {j["model"] for j in jobs} == {"elman", "lstm", "gru"}
+    assert cfg.task.seeds == 8 and cfg.task.stop_when_solved
     assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
-    base = compose_config("sweep=capacity", hydra=False)
-    for job in jobs:
-        job_cfg = base.copy()
-        for key, value in job.items():
-            OmegaConf.update(job_cfg, key, yaml.safe_load(value))
-        validate(OmegaConf.to_object(job_cfg))
+    for job in jobs:  # each job as Hydra composes it (model=<cell> picks the cell's schema), validated
+        cfg = validate(to_config(compose_config("sweep=capacity", *(f"{key}={value}" for key, value in job.items()), hydra=False)))
+        assert (cfg.model.cell, cfg.model.hidden, cfg.task.bits) == (job["model"], int(job["model.hidden"]), int(job["task.bits"]))
 
 
 def test_backend_configs_default_to_a_compilation_cache_under_experiments():
@@ -145,7 +145,7 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
         assert row["median_steps_to_solve"] == (str(float(np.median(solved))) if solved else "nan")
     md = (sweep / "report.md").read_text()
     for s in map(summary_of, jobs):
-        assert f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'train.seeds')} |" in md
+        assert f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'task.seeds')} |" in md
     assert (sweep / "success.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep / "generalization.png").is_file()
 
@@ -204,6 +204,9 @@ def test_launcher_runs_two_jobs_in_worker_processes(tmp_path, cache_dir, launche
     jobs = job_dirs(sweep)
     assert [summary_of(d)["status"] for d in jobs] == ["ok", "ok"]
     assert [setting(summary_of(d), "model.hidden") for d in jobs] == [2, 4]
+    # Each job, in its worker process, wrote its own outcome for the sweeping process to judge.
+    outcomes = [json.loads((sweep / "job_outcomes" / f"{d.name}.json").read_text()) for d in jobs]
+    assert [(o["status"], o["dir"]) for o in outcomes] == [("ok", str(d)) for d in jobs]
 
 
 @pytest.mark.slow
@@ -220,3 +223,92 @@ def test_optuna_preset_maximises_the_success_rate_the_jobs_return(tmp_path, cach
     assert result["best_value"] == max(s["success_rate"] for s in summaries)
     for d, s in zip(jobs, summaries):
         assert setting(s, "optim.lr") == pytest.approx(float(overrides_of(d)["optim.lr"]))
+
+
+# One sweep per sweep directory, judged by its own jobs. In-process sweeps (`app_in_process`) of
+# jobs that fail at the config check or at their directory's lock: no compilation, so cheap.
+NO_LOGS = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+
+
+@contextlib.contextmanager
+def held_by_another_process(directory, name):
+    """`directory/name` locked, as a live sweep (`.sweep.lock`) or run (`.lock`) holds it, by a
+    separate process; yields its process id."""
+    code = (  # rundir.py alone, without the package (and JAX) around it
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('rundir', sys.argv[1])\n"
+        "rundir = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(rundir)\n"
+        "with rundir.run_lock(sys.argv[2], sys.argv[3]):\n"
+        "    print('held', flush=True)\n"
+        "    input()\n"
+    )
+    args = [sys.executable, "-c", code, rundir.__file__, str(directory), name]
+    holder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.communicate("\n", timeout=30)
+
+
+def test_a_sweep_into_a_directory_that_a_live_sweep_holds_is_refused_at_start(tmp_path, app_in_process):
+    sweep = tmp_path / "sweep"
+    with held_by_another_process(sweep, ".sweep.lock") as pid:
+        out = app_in_process("-m", "model.hidden=0", f"hydra.sweep.dir={sweep}", *NO_LOGS)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: sweep directory {sweep} is in use by process {pid} on ")
+    assert sorted(p.name for p in sweep.iterdir()) == [".sweep.lock"]  # no job started, nothing recorded
+
+
+def test_a_rerun_of_a_sweep_continues_it_and_a_different_sweep_is_refused_naming_what_differs(tmp_path, app_in_process):
+    sweep = tmp_path / "sweep"
+    first = ["-m", "model.hidden=0", f"hydra.sweep.dir={sweep}", *NO_LOGS]
+    for _ in range(2):  # the second time: the same sweep, so its job runs again and fails again
+        out = app_in_process(*first)
+        assert out.returncode == 1, out.stderr
+        assert "job 0: failed: ConfigError: model.hidden=0 is not allowed" in out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith("error: 1 of 1 jobs did not end ok")
+    record = (sweep / "sweep.json").read_text()
+    assert json.loads(record)["task_overrides"] == ["model.hidden=0"]
+    out = app_in_process("-m", "model.hidden=-2", "train.steps=5", f"hydra.sweep.dir={sweep}", *NO_LOGS)
+    assert out.returncode == 2
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: hydra.sweep.dir={sweep} holds another sweep (")
+    assert "model.hidden: 0 there, -2 here" in line and "train.steps: absent there, 5 here" in line
+    assert (sweep / "sweep.json").read_text() == record and "-2" not in out.stdout  # no job of it ran
+    out = app_in_process(*first, "hydra.sweeper.max_batch_size=1")
+    assert out.returncode == 2 and "hydra.sweeper.max_batch_size: absent there, 1 here" in out.stderr
+
+
+def test_a_job_refused_its_directory_fails_the_sweep_whatever_summary_json_there_says(tmp_path, app_in_process):
+    # Job 0's directory holds another run's ok summary, and that run is live: the job is refused
+    # and records so itself; the sweep does not read the other run's summary as this job's.
+    sweep = tmp_path / "sweep"
+    other_run = {"status": "ok", "task": "addition"}
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "summary.json").write_text(json.dumps(other_run))
+    with held_by_another_process(sweep / "0", ".lock") as pid:
+        out = app_in_process("-m", *TINY, "model.hidden=4", f"hydra.sweep.dir={sweep}", *NO_LOGS)
+    assert out.returncode == 1, out.stderr
+    assert f"job 0: failed: RunDirectoryError: run directory {sweep / '0'} is in use by process {pid}" in out.stderr
+    assert json.loads((sweep / "0" / "summary.json").read_text()) == other_run  # the live run's, untouched
+    assert json.loads((sweep / "0" / "failure.json").read_text())["status"] == "failed"
+    assert json.loads((sweep / "job_outcomes" / "0.json").read_text())["status"] == "failed"
+
+
+def test_a_job_that_died_without_a_word_fails_the_sweep(tmp_path, capsys):
+    # A job killed (or crashed in C++) leaves only the "running" its start wrote.
+    sweep = tmp_path / "sweep"
+    cfg = compose_config(f"hydra.sweep.dir={sweep}")
+    record = SweepRecord()
+    record.on_multirun_start(cfg)
+    (sweep / "job_outcomes").mkdir()
+    (sweep / "job_outcomes" / "0.json").write_text(json.dumps({"status": "ok"}))
+    (sweep / "job_outcomes" / "1.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(SystemExit) as end:
+        record.on_multirun_end(cfg)
+    assert end.value.code == 1
+    err = capsys.readouterr().err
+    assert "job 1: did not finish" in err and "job 0" not in err and "1 of 2 jobs did not end ok" in err

@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-JOB = ["task.bits=8", "model.hidden=16", "model.cell=lstm", "train.batch_size=64", "train.log_every=100",
-       "train.stop_when_solved=false", "train.progress=false", "task.eval_samples=4096", "task.generalization_samples=512"]  # fmt: skip
+JOB = ["task.bits=8", "model.hidden=16", "model=lstm", "task.batch_size=64", "train.log_every=100",
+       "task.stop_when_solved=false", "train.progress=false", "task.eval_samples=4096", "task.generalization_samples=512"]  # fmt: skip
 
 
 def train(args: list[str], devices: int, env: dict | None = None, wait: bool = True):
@@ -42,7 +42,7 @@ def row(label: str, run_dir: Path, seeds: int, steps: int) -> dict:
 
 def bench(seeds: int, steps: int, devices: list[int]) -> list[dict]:
     rows, root = [], Path(tempfile.mkdtemp(prefix="rnn_jax_scaling_"))
-    job = [*JOB, f"train.seeds={seeds}", f"train.steps={steps}", "backend.compilation_cache=null"]
+    job = [*JOB, f"task.seeds={seeds}", f"train.steps={steps}", "backend.compilation_cache=null"]
     for n in devices:
         train([*job, f"hydra.run.dir={root / f'd{n}'}"], n)
         rows.append(row(f"{n} device(s), 1 process", root / f"d{n}", seeds, steps))

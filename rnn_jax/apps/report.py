@@ -32,7 +32,7 @@ import yaml
 GROUP_KEYS = ("cell", "bits", "hidden")
 SETTINGS = {  # the report's names for config settings
     "cell": "model.cell", "bits": "task.bits", "hidden": "model.hidden", "layers": "model.layers",
-    "optimizer": "optim.name", "lr": "optim.lr", "seeds": "train.seeds",
+    "optimizer": "optim.name", "lr": "optim.lr", "seeds": "task.seeds",
 }  # fmt: skip
 # Overrides that place a job in its (cell, bits, hidden) group rather than distinguish it within one.
 GROUP_OVERRIDES = ("model", "model.cell", "task.bits", "model.hidden")

@@ -20,15 +20,18 @@ from typing import Any
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnn_jax.apps import CONF_DIR
-from rnn_jax.apps.hydra_callbacks import restore_earlier_run_config
+from rnn_jax.apps.hydra_callbacks import record_job_outcome, restore_earlier_run_config
+from rnn_jax.build import MODEL_CONFIGS
 from rnn_jax.driver.backend import BackendError
 from rnn_jax.driver.checkpoint import CheckpointError
 from rnn_jax.driver.config import Config, ConfigError, validate
 from rnn_jax.driver.loop import NothingToTrain, run
+from rnn_jax.driver.optim import OPTIM_CONFIGS
 from rnn_jax.driver.rundir import RunDirectoryError, atomic_write_json, write_summary
 from rnn_jax.tasks.registry import TASKS
 from rnn_jax.tasks.charlm.corpus import CorpusError
@@ -57,11 +60,14 @@ def schema_node(schema) -> DictConfig:
 
 
 def register_configs() -> None:
-    """The schema in Hydra's ConfigStore: `config_schema`, and `<task>_schema` in the task group."""
+    """The schema in Hydra's ConfigStore: `config_schema`, and `<name>_schema` in the task, model
+    and optim groups, so each section holds only the keys of the task, cell and optimizer chosen."""
     cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=schema_node(Config))
-    for name, spec in TASKS.items():
-        cs.store(group="task", name=f"{name}_schema", node=schema_node(spec.config))
+    cs.store(name="config_schema", node=schema_node(Config(model=None, optim=None)))
+    groups = {"task": {name: spec.config for name, spec in TASKS.items()}, "model": MODEL_CONFIGS, "optim": OPTIM_CONFIGS}
+    for group, schemas in groups.items():
+        for name, schema in schemas.items():
+            cs.store(group=group, name=f"{name}_schema", node=schema_node(schema))
 
 
 def _conf_choices(group: str) -> str:
@@ -143,13 +149,41 @@ def main() -> None:
         if cause is not None:
             print(f"error: {one_line(cause)}", file=sys.stderr)
             raise SystemExit(2) from None
-        messages = []  # Hydra's message and the causes it wraps (the key, the type), as Hydra shows them
-        while e is not None and len(messages) < 5:
-            if str(e) and str(e) not in messages:
-                messages.append(str(e))
-            e = e.__cause__
-        print("error: " + "\n".join(messages), file=sys.stderr)
+        print(f"error: {composition_error(e)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+# Settings that live elsewhere now: a one-line pointer for a command line written for the old place.
+MOVED = {
+    "train.seeds": "it is task.seeds, for the tasks that train several seeds",
+    "train.batch_size": "it is task.batch_size, for the tasks that have batches",
+    "train.stop_when_solved": "it is task.stop_when_solved (addition)",
+}
+
+
+def composition_error(error: BaseException) -> str:
+    """Hydra's start-up error as one line: an unparsable override with how to quote it, a key
+    the chosen section does not have with the keys it has, else Hydra's messages joined."""
+    chain = []
+    while error is not None and len(chain) < 5:
+        chain.append(error)
+        error = error.__cause__
+    for e in chain:
+        if isinstance(e, OverrideParseException):
+            override = str(e).split(":", 1)[-1].strip().splitlines()[0].strip()
+            key, _, value = override.partition("=")
+            return f"cannot parse the override {override!r}; quote a value with special characters, e.g. '{key}=\"{value}\"'"
+        key, schema = getattr(e, "full_key", None), getattr(e, "object_type", None)
+        if key and "not in" in str(e) and dataclasses.is_dataclass(schema):
+            section = key.rpartition(".")[0]
+            keys = ", ".join(f.name for f in dataclasses.fields(schema))
+            moved = f" ({MOVED[key]})" if key in MOVED else ""
+            return f"{key} is not a setting of this run's {section or 'config'} ({schema.__name__}){moved}; its keys: {keys}"
+        if key and "not in struct" in str(e) and schema is dict:
+            section = key.rpartition(".")[0]
+            return f"{key}: this run has no {section} settings (its preset sets {section}=null); remove {key}"
+    messages = list(dict.fromkeys(str(e) for e in chain if str(e)))
+    return " / ".join(m.replace("\n", " ") for m in messages)
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
@@ -183,13 +217,14 @@ def job(dcfg: DictConfig) -> float:
         if user_error and not sweeping:
             restore_earlier_run_config()  # refused: the directory's earlier run keeps its record
         try:
-            record = record_failure(run_dir, failure_summary(dcfg, e))
+            record = record_failure(run_dir, failure_summary(dcfg, e), in_use=isinstance(e, RunDirectoryError))
             if not user_error:
                 (run_dir / "error.txt").write_text(traceback.format_exc())
         except OSError as write_error:  # the directory itself is the problem: say the first error
             record = f"nothing written: {one_line(write_error)}"
         if sweeping:
             log.error("job failed: %s: %s (%s)", type(e).__name__, one_line(e), record)
+            record_job_outcome("failed", f"{type(e).__name__}: {one_line(e)}")
             return float("nan")
         if user_error:
             print(f"error: {one_line(e)}", file=sys.stderr)
@@ -197,6 +232,7 @@ def job(dcfg: DictConfig) -> float:
         raise
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1))
     print(f"results in {run_dir}")
+    record_job_outcome(summary.get("status"), summary.get("error"))
     if summary.get("status") == "failed":
         if sweeping:
             log.error("job failed: %s", summary.get("error"))
@@ -207,14 +243,24 @@ def job(dcfg: DictConfig) -> float:
     return float("nan") if objective is None else float(objective)
 
 
-def record_failure(run_dir: Path, failure: dict[str, Any]) -> Path:
+def record_failure(run_dir: Path, failure: dict[str, Any], in_use: bool = False) -> Path:
     """Writes a failure into `summary.json`, or into `failure.json` when the directory already
-    holds a run's summary: a rejected restart must not overwrite the record of the run before."""
-    if (run_dir / "summary.json").exists():
+    holds a run's summary (a rejected restart must not overwrite the record of the run before)
+    or is `in_use` by another live run (whose summary is still to come). A summary that only
+    records an earlier start that failed before training (no `steps`) gives way to the new one."""
+    if in_use or (run_dir / "summary.json").exists() and not _failed_start(run_dir / "summary.json"):
         path = run_dir / "failure.json"
         atomic_write_json(path, failure)
         return path
     return write_summary(run_dir, failure)
+
+
+def _failed_start(path: Path) -> bool:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return summary.get("status") == "failed" and "steps" not in summary
 
 
 if __name__ == "__main__":

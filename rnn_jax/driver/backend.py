@@ -29,10 +29,15 @@ class Devices(NamedTuple):
         return self.mesh.devices.size
 
 
-def select_backend(name: str, compilation_cache: Optional[str] = None, devices: str = "all", worker: Optional[int] = None) -> tuple[Devices, dict]:
+def select_backend(
+    name: str, compilation_cache: Optional[str] = None, devices: str = "all", worker: Optional[int] = None, parallel: tuple = (None, 1)
+) -> tuple[Devices, dict]:
     """The devices of backend `name` ("auto", "cpu", "gpu", "tpu") a run uses, and a description.
 
-    `devices` is "all" (every device of the platform, in every process) or a count of them;
+    `devices` is "all" (every device of the platform, in every process), a count of them, or
+    "auto": the most devices that divide `parallel`, the `(key, size)` of the axis the task splits
+    over devices (addition's seeds, the char-LM's batch rows), so any run starts on any machine;
+    the description's `device_use` then says how many of how many were used and why.
     `worker` (a sweep worker's number, with one job per device) picks one local device, the
     worker's number modulo how many there are. The first device is also made JAX's default
     device, through `jax_default_device` rather than by restricting JAX's platforms, so that one
@@ -55,6 +60,10 @@ def select_backend(name: str, compilation_cache: Optional[str] = None, devices: 
         chosen = [local[worker % len(local)]]
     elif devices == "all":
         chosen = found
+    elif devices == "auto":
+        # Several processes each feed their own devices, so a run across processes takes them all.
+        count = len(found) if jax.process_count() > 1 else max(c for c in range(1, len(found) + 1) if parallel[1] % c == 0)
+        chosen = found[:count]
     else:
         count = int(devices)
         if count > len(found):
@@ -63,7 +72,8 @@ def select_backend(name: str, compilation_cache: Optional[str] = None, devices: 
     default = next((d for d in chosen if d.process_index == jax.process_index()), chosen[0])
     jax.config.update("jax_default_device", default)
     run = Devices(default.platform, Mesh(np.array(chosen), ("data",)))
-    return run, {**device_info(default), "devices": run.count, "processes": jax.process_count()}
+    use = f"{run.count} of {len(found)}" + (f" ({parallel[0]}={parallel[1]})" if devices == "auto" and run.count < len(found) else "")
+    return run, {**device_info(default), "devices": run.count, "device_use": use, "processes": jax.process_count()}
 
 
 def one_device(device=None) -> Devices:

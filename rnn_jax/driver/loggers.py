@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol
 
-from rnn_jax.tasks.base import ConfigError, check_choice
+from rnn_jax.config_checks import ConfigError, check_choice
 
 log = logging.getLogger("rnn_jax")
 

@@ -38,7 +38,7 @@ from rnn_jax.driver.distributed import initialize as initialize_distributed
 from rnn_jax.driver.distributed import is_writer
 from rnn_jax.driver.loggers import make_loggers
 from rnn_jax.driver.memory import check_memory
-from rnn_jax.driver.optim import make_optimizer
+from rnn_jax.driver.optim import SCHEDULES_OVER_TRAINING, make_optimizer
 from rnn_jax.driver.rundir import MetricsLog, atomic_write_bytes, finite_or_null, interrupts_deferred, read_jsonl, run_lock, write_summary
 from rnn_jax.tasks.base import Task, place, to_host
 from rnn_jax.tasks.registry import TASKS
@@ -66,8 +66,10 @@ def run(cfg: Config, run_dir, group: Optional[str] = None, worker: Optional[int]
     # Process-wide, so set for every job: a float32 job after a float64 one in the same sweep
     # process must not inherit x64.
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
-    devices, device = select_backend(cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker)
-    check_memory(cfg, TASKS[cfg.task.name].memory(cfg))
+    spec = TASKS[cfg.task.name]
+    devices, device = select_backend(cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker, spec.parallel(cfg))
+    print(f"devices: {device['device_use']} {devices.platform}", file=sys.stderr)
+    check_memory(cfg, spec.memory(cfg))
     loggers = make_loggers(cfg.logger, Path(run_dir), group) if is_writer() else []
     return train_and_evaluate(cfg, Path(run_dir), devices, device, loggers)
 
@@ -137,6 +139,7 @@ def _finish(loop: "Loop", resumed: "Resumed", header: dict, loggers: Sequence, t
             steps=loop.step,
             steps_this_run=trained,
             resumed_from=resumed.path,
+            config_history=loop.config_history,
             **{f"final_{k}": v for k, v in (loop.last_fields or {}).items()},
             **({f"best_{task.best}": finite_or_null(loop.best)} if task.best else {}),
             compile_seconds=round(timing.compile_seconds, 4),
@@ -185,6 +188,7 @@ class Resumed:
     path: Optional[str] = None  # the checkpoint resumed from
     source: Optional[Path] = None
     nothing_to_train: bool = False
+    config_history: list = dataclasses.field(default_factory=lambda: [{"from_step": 0}])  # settings by step range
 
 
 def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
@@ -206,30 +210,54 @@ def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
             if meta.get("identity", {}).get(key) != value:
                 raise CheckpointError(f"checkpoint {path} was made for another {key}; did task.corpus or the data change?")
         if problem is not None:
-            differ = config_differences(meta.get("config", {}), dataclasses.asdict(cfg))
+            differ = ", ".join(f"{k}={a} (now {b})" for k, (a, b) in config_changes(meta.get("config", {}), cfg).items())
             raise CheckpointError(f"checkpoint {path} does not fit this run: " + (f"it was trained with {differ}" if differ else problem))
 
     state, meta = checkpoints.restore("last", state, check)
     step = int(meta["step"])
+    history = list(meta.get("config_history") or [{"from_step": 0}])
+    changes = config_changes(meta.get("config", {}), cfg)
+    if changes and cfg.train.resume_changes != "allow":
+        differ = ", ".join(f"{k}={a} (now {b})" for k, (a, b) in changes.items())
+        raise CheckpointError(
+            f"resuming {source} at step {step} would change settings the run was trained with: {differ}; "
+            "rerun with the earlier values, choose a new hydra.run.dir, or add train.resume_changes=allow to continue "
+            "and record the change in summary.json (config_history)"
+        )
+    if changes:
+        history.append({"from_step": step, "changed": {k: list(v) for k, v in changes.items()}})
     if source != run_dir and checkpoints.exists("best"):
         best_state, best_meta = checkpoints.restore("best", state, check)
         Checkpoints(run_dir).save("best", int(best_meta["step"]), best_state, best_meta)
     done = step >= cfg.train.steps or task.finished(meta["tally"]) or task.diverged(meta["tally"])
     last = source / "checkpoints" / "last" / str(step)
-    return Resumed(state, step, meta["tally"], meta.get("best") or math.inf, float(meta.get("elapsed", 0.0)), str(last), source, done)
+    elapsed = float(meta.get("elapsed", 0.0))
+    return Resumed(state, step, meta["tally"], meta.get("best") or math.inf, elapsed, str(last), source, done, history)
 
 
-def config_differences(saved: dict, wanted: dict, prefix: str = "") -> str:
-    """`key=saved (now wanted)` for every setting that differs, but the ones a resume may change."""
-    out = []
-    for key in sorted(set(saved) | set(wanted)):
-        a, b = saved.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            sub = config_differences(a, b, f"{prefix}{key}.")
-            out += [sub] if sub else []
-        elif a != b and f"{prefix}{key}" not in ("train.steps", "train.resume", "train.progress", "train.log_every"):
-            out.append(f"{prefix}{key}={a} (now {b})")
-    return ", ".join(out)
+# Settings a resume may change without changing what is trained: display, logging, where and on
+# what it runs (devices change results by rounding only), and how it resumes.
+RESUME_FREE = ("train.progress", "train.log_every", "train.resume", "train.resume_changes", "logger.", "backend.")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()} if tree else {prefix.rstrip("."): tree}
+
+
+def config_changes(saved: dict, cfg: Config) -> dict[str, tuple]:
+    """`{key: (saved, now)}` for every setting that differs from the checkpoint's and that changes
+    the run's trajectory: all but `RESUME_FREE`, and `train.steps` where the learning-rate schedule
+    does not stretch over it (a cosine schedule over `train.steps` does)."""
+    old, new = _flat(saved), _flat(dataclasses.asdict(cfg))
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        free = key.startswith(RESUME_FREE) or (key == "train.steps" and cfg.optim.schedule not in SCHEDULES_OVER_TRAINING)
+        if a != b and not free:
+            changes[key] = (a, b)
+    return changes
 
 
 def continue_metrics(source: Path, run_dir: Path, step: int) -> list[dict]:
@@ -259,6 +287,7 @@ class Loop:
         self.last_finite = last_record  # the latest log record before any divergence
         self.diverged = False
         self.saved_at_step = start.nothing_to_train  # checkpoints/last holds this very step
+        self.config_history = start.config_history
         self.checkpoints = Checkpoints(run_dir)
         self.metrics = MetricsLog(run_dir)
         self.chunk = jax.jit(task.chunk, static_argnums=3)
@@ -356,6 +385,7 @@ class Loop:
             "elapsed": self.elapsed0 + time.perf_counter() - self.t0,
             "identity": self.task.identity or {},
             "config": dataclasses.asdict(self.cfg),
+            "config_history": self.config_history,
             **extra,
         }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from rnn_jax.tasks.base import ConfigError
+from rnn_jax.config_checks import ConfigError
 
 PROCESS_BYTES = 400 * 2**20  # Python, JAX, XLA and Hydra before any array (the default job peaks at 0.43 GB)
 

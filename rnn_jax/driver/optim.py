@@ -1,5 +1,6 @@
 """Optax optimizers from the `optim` config: one registry of optimizers, one of learning-rate
-schedules, each a name -> small factory; validation, building and `--help` read them."""
+schedules, each a name -> small factory, and a config schema per optimizer; validation, building
+and `--help` read them."""
 
 from __future__ import annotations
 
@@ -11,17 +12,56 @@ import optax
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adam"  # a name in OPTIMIZERS
+    """What every optimizer's `optim` section holds; each optimizer's schema (`OPTIM_CONFIGS`)
+    adds its own keys. The schedules' keys are None unless the chosen schedule reads them."""
+
+    name: str = "adam"  # a name in OPTIMIZERS; chosen with optim=<name>
     lr: float = 1e-2
-    momentum: float = 0.9  # momentum only
-    decay: float = 0.9  # rmsprop: decay of the moving average of squared gradients
-    eps: Optional[float] = None  # adam, rmsprop, adagrad; None: optax's default (1e-8; adagrad 1e-7)
-    eps_in_sqrt: bool = True  # rmsprop: g / sqrt(v + eps) (optax); false: g / (sqrt(v) + eps) (char-rnn, PyTorch)
     clip_norm: Optional[float] = None  # global-norm gradient clipping
     schedule: str = "constant"  # a name in SCHEDULES
-    decay_rate: float = 0.97  # exponential: lr * decay_rate ** (step / decay_steps)
-    decay_steps: int = 1000
-    warmup_steps: int = 0
+    decay_rate: Optional[float] = None  # exponential: lr * decay_rate ** (step / decay_steps)
+    decay_steps: Optional[int] = None  # exponential
+    warmup_steps: Optional[int] = None  # warmup_cosine: steps of linear warm-up from 0
+
+
+@dataclass(frozen=True)
+class SGDConfig(OptimConfig):
+    name: str = "sgd"
+
+
+@dataclass(frozen=True)
+class MomentumConfig(OptimConfig):
+    name: str = "momentum"
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class AdamConfig(OptimConfig):
+    name: str = "adam"
+    eps: Optional[float] = None  # None: optax's default, 1e-8
+
+
+@dataclass(frozen=True)
+class RMSpropConfig(OptimConfig):
+    name: str = "rmsprop"
+    decay: float = 0.9  # decay of the moving average of squared gradients
+    eps: Optional[float] = None  # None: optax's default, 1e-8
+    eps_in_sqrt: bool = True  # g / sqrt(v + eps) (optax); false: g / (sqrt(v) + eps) (char-rnn, PyTorch)
+
+
+@dataclass(frozen=True)
+class AdagradConfig(OptimConfig):
+    name: str = "adagrad"
+    eps: Optional[float] = None  # None: optax's default, 1e-7
+
+
+# The `optim` schema of each optimizer (conf/optim/<name>.yaml).
+OPTIM_CONFIGS = {"sgd": SGDConfig, "momentum": MomentumConfig, "adam": AdamConfig, "rmsprop": RMSpropConfig, "adagrad": AdagradConfig}
+
+# The keys each schedule reads besides lr; a key given to a schedule that does not read it is refused.
+SCHEDULE_KEYS = {"constant": (), "cosine": (), "exponential": ("decay_rate", "decay_steps"), "warmup_cosine": ("warmup_steps",)}
+# Schedules whose shape depends on train.steps: extending such a run changes its trajectory.
+SCHEDULES_OVER_TRAINING = ("cosine", "warmup_cosine")
 
 
 def _eps(cfg: OptimConfig, default: float) -> float:

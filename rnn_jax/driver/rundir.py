@@ -32,10 +32,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        raise with_path(e, path)
+
+
+def with_path(error: BaseException, path) -> BaseException:
+    """`error`, naming `path` when it is an OSError that names no file (a write to a full disk)."""
+    if isinstance(error, OSError) and not error.filename:
+        return type(error)(error.errno, error.strerror, str(path))
+    return error
 
 
 def _umask() -> int:
@@ -98,11 +105,14 @@ class RunDirectoryError(ValueError):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, name: str = ".lock") -> Iterator[None]:
+def run_lock(
+    run_dir: Path, name: str = ".lock", what: str = "run directory", key: str = "hydra.run.dir"
+) -> Iterator[None]:
     """Holds `run_dir/name` for the block: a second process that wants the same directory is
-    refused at once with `RunDirectoryError` naming the holder. The lock is the operating
-    system's (`flock`), so a process that dies, even by SIGKILL, releases it. (The processes of
-    one multi-process run hold one name each.)"""
+    refused at once with `RunDirectoryError` naming the holder (and `key`, the setting that
+    chooses another `what`). The lock is the operating system's (`flock`), so a process that
+    dies, even by SIGKILL, releases it. (The processes of one multi-process run hold one name
+    each; a sweep holds `.sweep.lock` in its sweep directory.)"""
     path = Path(run_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
@@ -111,7 +121,7 @@ def run_lock(run_dir: Path, name: str = ".lock") -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise RunDirectoryError(f"run directory {run_dir} is in use by {holder}; choose another hydra.run.dir") from None
+            raise RunDirectoryError(f"{what} {run_dir} is in use by {holder}; choose another {key}") from None
         f.seek(0)
         f.truncate()
         f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
@@ -133,8 +143,11 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(finite_or_null(record), allow_nan=False) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(finite_or_null(record), allow_nan=False) + "\n")
+        except OSError as e:
+            raise with_path(e, self.path) from None
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:

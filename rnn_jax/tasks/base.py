@@ -1,4 +1,4 @@
-"""What a task gives the training driver, and the checks its config shares with the rest.
+"""What a task gives the training driver (`Task`, `TaskSpec`) and how its arrays are placed.
 
 A task is a `Task`: a NamedTuple of functions built by the task's `make(cfg, optimizer,
 platform)`, in the manner of purejaxrl's `make_train`. The device side is pure (`chunk` runs `k`
@@ -10,39 +10,18 @@ outputs into a small JSON-able tally and writes nothing but what its hooks are f
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
 
-
-class ConfigError(ValueError):
-    """A config value out of range; the message names the key and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        super().__init__(f"{key}={value!r} is not allowed; {allowed}")
-        self.key = key
+from rnn_jax.config_checks import ConfigError, check_at_least, check_choice, check_fraction, check_positive  # noqa: F401 - the tasks check with these
 
 
-def check_choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(key, value, "allowed: " + ", ".join(map(str, allowed)))
-
-
-def check_at_least(key: str, value, low) -> None:
-    if not value >= low:
-        raise ConfigError(key, value, f"must be >= {low}")
-
-
-def check_positive(key: str, value) -> None:
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(key, value, "must be a finite number > 0")
-
-
-def check_fraction(key: str, value, *, closed_low: bool = False) -> None:
-    if not ((0 <= value if closed_low else 0 < value) and value < 1):
-        raise ConfigError(key, value, f"must be in {'[' if closed_low else '('}0, 1)")
+def check_has_model(cfg) -> None:
+    """Tasks that train a model need the `model` section (an experiment may have removed it)."""
+    if cfg.model is None:
+        raise ConfigError("model", None, f"task {cfg.task.name} trains a model: choose one with model=elman (or lstm, gru, ...)")
 
 
 class Task(NamedTuple):
@@ -105,6 +84,7 @@ class TaskSpec(NamedTuple):
     check: Callable[[Any], None]  # (full config) -> None; raises ConfigError
     make: Callable[..., Task]  # (full config, optimizer, devices: rnn_jax.driver.backend.Devices) -> Task
     memory: Callable[[Any], dict]  # (full config) -> {what: bytes} at the peak, estimated before anything is built
+    parallel: Callable[[Any], tuple]  # (full config) -> (key, size) of the axis split over devices, e.g. ("task.seeds", 8)
     objective: str  # the summary field a sweeper optimises
     description: str
 

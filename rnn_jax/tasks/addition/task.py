@@ -1,4 +1,4 @@
-"""Binary addition as a driver task: `train.seeds` replicas trained at once, exactness checked
+"""Binary addition as a driver task: `task.seeds` replicas trained at once, exactness checked
 after every chunk, length generalisation measured at the end.
 
 Replica i is the single run with `seed=seed+i`: its own PRNG keys, its own data. One replica
@@ -25,7 +25,7 @@ from rnn_jax.model import DenseParams, ModelParams
 from rnn_jax.tasks.addition import data as addition
 from rnn_jax.tasks.addition import reference2015
 from rnn_jax.tasks.addition.evaluate import EVAL_PIECE_FLOATS, EvalSet, eval_set, exact_fraction, generalization_pairs, packed_exact
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, to_host
+from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_has_model, to_host
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 LOSSES = ("bce", "mse")
@@ -44,21 +44,27 @@ class AdditionTask:
     eval_samples: int = 65536  # all operand pairs when there are at most this many, else this many random pairs
     generalization_bits: List[int] = field(default_factory=lambda: [16, 32, 64, 256])
     generalization_samples: int = 4096  # random operand pairs per generalisation width
+    seeds: int = 1  # independent replicas trained at once with vmap (the run's parallel axis)
+    batch_size: int = 64  # operand pairs per replica and step
+    stop_when_solved: bool = True  # stop at the first evaluation where every seed is exact
 
 
 def check(cfg) -> None:
-    task, m, t = cfg.task, cfg.model, cfg.train
+    task, m = cfg.task, cfg.model
+    check_has_model(cfg)
     check_at_least("task.bits", task.bits, 2)  # 1 bit has one operand pair, 0 + 0: nothing to learn
     check_choice("task.loss", task.loss, LOSSES)
     check_choice("task.data", task.data, DATA)
     check_at_least("task.eval_samples", task.eval_samples, 1)
     check_at_least("task.generalization_samples", task.generalization_samples, 1)
+    check_at_least("task.seeds", task.seeds, 1)
+    check_at_least("task.batch_size", task.batch_size, 1)
     if not task.generalization_bits:
         raise ConfigError("task.generalization_bits", list(task.generalization_bits), "must name at least one width, e.g. [16, 32]")
     for n in task.generalization_bits:
         check_at_least("task.generalization_bits", n, 1)
-    if task.data == "numpy2015" and not (m.cell == "elman" and m.layers == 1 and t.batch_size == 1):
-        raise ConfigError("task.data", task.data, "numpy2015 replays the 2015 script: needs model.cell=elman, model.layers=1, train.batch_size=1")
+    if task.data == "numpy2015" and not (m.cell == "elman" and m.layers == 1 and task.batch_size == 1):
+        raise ConfigError("task.data", task.data, "numpy2015 replays the 2015 script: needs model=elman, model.layers=1, task.batch_size=1")
 
 
 def compile_options(platform: str, one_shot: bool = False) -> dict:
@@ -105,14 +111,14 @@ def addition_model(cfg, platform: Optional[str] = None):
 
 
 def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
-    """The task; with several devices, each trains `train.seeds / devices` of the replicas."""
+    """The task; with several devices, each trains `task.seeds / devices` of the replicas."""
     task: AdditionTask = cfg.task
     dtype, platform, mesh = dtype_of(cfg.train.dtype), devices.platform, devices.mesh
-    if cfg.train.seeds % devices.count:
-        raise ConfigError("train.seeds", cfg.train.seeds, f"must be a multiple of the {devices.count} devices (backend.devices), each training as many replicas")
+    if task.seeds % devices.count:
+        raise ConfigError("task.seeds", task.seeds, f"must be a multiple of the {devices.count} devices (backend.devices), each training as many replicas")
     model = addition_model(cfg, platform)
-    seeds = [cfg.seed + i for i in range(cfg.train.seeds)]
-    B, unroll, replay = cfg.train.batch_size, cfg.model.unroll, task.data == "numpy2015"
+    seeds = [cfg.seed + i for i in range(task.seeds)]
+    B, unroll, replay = task.batch_size, cfg.model.unroll, task.data == "numpy2015"
     width = cfg.model.hidden * cfg.model.layers * len(seeds)  # hidden values per evaluated step
 
     def loss_fn(params, batch: addition.Batch):
@@ -188,8 +194,8 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         return tally, fields
 
     def finished(tally: dict) -> bool:
-        """With train.stop_when_solved: every seed exact at the last evaluation."""
-        return cfg.train.stop_when_solved and all(a == 1.0 for a in tally["accuracy"])
+        """With task.stop_when_solved: every seed exact at the last evaluation."""
+        return task.stop_when_solved and all(a == 1.0 for a in tally["accuracy"])
 
     def diverged(tally: dict) -> bool:
         return not any(tally["finite"])
@@ -269,7 +275,7 @@ def memory(cfg) -> dict:
     T = addition.sequence_length(task.bits, task.full_range)
     pairs = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
     size = 8 if t.dtype == "float64" else 4
-    S, B, K = t.seeds, t.batch_size, min(t.log_every, t.steps)
+    S, B, K = cfg.task.seeds, cfg.task.batch_size, min(t.log_every, t.steps)
     shapes = jax.eval_shape(lambda key: addition_model(cfg).init(key, 2), jax.random.key(0))
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     first = shapes.cell if hasattr(shapes.cell, "w_h") else shapes.cell[0]  # a cell's params, or a stack's
@@ -280,10 +286,10 @@ def memory(cfg) -> dict:
         ("the evaluation set", "task.eval_samples"): 2 * pairs * T * 3,  # uint8 bits, in pieces on the host and on the device
         ("the generalisation pairs", "task.generalization_samples"): 3 * 8 * task.generalization_samples * widths,
         ("a chunk's batches", "train.log_every"): S * K * B * T * 3 * size,
-        ("the backward pass", "train.batch_size"): 2 * S * B * T * per_step * size,
+        ("the backward pass", "task.batch_size"): 2 * S * B * T * per_step * size,
         ("an evaluation piece", "task.eval_samples"): min(pairs * T * m.hidden * m.layers * S, EVAL_PIECE_FLOATS) * (gates + 2) * size,
         ("parameters and optimizer state", "model.hidden"): 4 * S * params * size,
     }
 
 
-SPEC = TaskSpec(AdditionTask, check, make, memory, objective="success_rate", description="binary addition: exact-sum accuracy over seeds, length generalisation")
+SPEC = TaskSpec(AdditionTask, check, make, memory, parallel=lambda cfg: ("task.seeds", cfg.task.seeds), objective="success_rate", description="binary addition: exact-sum accuracy over seeds, length generalisation")

@@ -21,7 +21,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from rnn_jax.build import dtype_of
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_fraction, to_host
+from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_fraction, check_has_model, to_host
 from rnn_jax.tasks.charlm.corpus import CorpusError, Streams, Vocab, batch_at, bits, decode, encode, layout, make_vocab, num_batches, read_corpus, split, unigram_bpc
 from rnn_jax.tasks.charlm.model import (
     Batch,
@@ -51,6 +51,7 @@ class CharLMTask:
     eval_batches: int = 20  # validation batches at most (of up to batch_size x seq_len characters)
     sample_length: int = 300  # characters sampled at each validation (0: none)
     sample_temperature: float = 0.8
+    batch_size: int = 32  # sequences per step (the run's parallel axis)
     # stream: char-rnn's contiguous text, the state carried from batch to batch; line: each line
     # of the corpus (a poem) from the initial state, poems packed whole into rows of seq_len steps
     unit: str = "stream"
@@ -58,6 +59,7 @@ class CharLMTask:
 
 def check(cfg) -> None:
     task = cfg.task
+    check_has_model(cfg)
     check_at_least("task.seq_len", task.seq_len, 2)
     check_fraction("task.val_fraction", task.val_fraction)
     check_at_least("task.embedding", task.embedding, 1)
@@ -66,9 +68,8 @@ def check(cfg) -> None:
     check_at_least("task.eval_batches", task.eval_batches, 1)
     check_at_least("task.sample_length", task.sample_length, 0)
     check_at_least("task.sample_temperature", task.sample_temperature, 0.0)
+    check_at_least("task.batch_size", task.batch_size, 1)
     check_choice("task.unit", task.unit, UNITS)
-    if cfg.train.seeds != 1:
-        raise ConfigError("train.seeds", cfg.train.seeds, "charlm trains one model per run: must be 1")
 
 
 class CharLMState(NamedTuple):
@@ -98,7 +99,7 @@ def load_data(task: CharLMTask, batch_size: int) -> CharLMData:
     if len(train_ids) < batch_size * T + 1:
         raise CorpusError(
             f"{name}: too short: {len(text)} characters leave {len(train_ids)} for training, fewer than one batch "
-            f"of train.batch_size={batch_size} sequences of task.seq_len={T} (+1) = {batch_size * T + 1}"
+            f"of task.batch_size={batch_size} sequences of task.seq_len={T} (+1) = {batch_size * T + 1}"
         )
     if len(val_ids) < T + 1:
         raise CorpusError(
@@ -210,25 +211,25 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     """The task; with several devices, the batch is split over them (data parallel: XLA reduces
     the gradients, as the shardings of the parameters and the batch say)."""
     task: CharLMTask = cfg.task
-    if cfg.train.batch_size % devices.count:
-        raise ConfigError("train.batch_size", cfg.train.batch_size, f"must be a multiple of the {devices.count} devices (backend.devices), each taking as many sequences")
+    if cfg.task.batch_size % devices.count:
+        raise ConfigError("task.batch_size", cfg.task.batch_size, f"must be a multiple of the {devices.count} devices (backend.devices), each taking as many sequences")
     key = jax.random.PRNGKey(cfg.seed)
     lines = task.unit == "line"
     if lines:
-        data = load_poems(task, cfg.train.batch_size, jax.random.fold_in(key, 3))
+        data = load_poems(task, cfg.task.batch_size, jax.random.fold_in(key, 3))
     else:
-        data = load_data(task, cfg.train.batch_size)
+        data = load_data(task, cfg.task.batch_size)
     dtype = dtype_of(cfg.train.dtype)
     model = build_char_lm(cfg.model, data.vocab.size, task.embedding, task.dropout, dtype, devices.platform)
-    chars_per_step = cfg.train.batch_size * task.seq_len
+    chars_per_step = cfg.task.batch_size * task.seq_len
 
     @jax.jit  # one compiled program; run eagerly, each initialiser would compile on its own
     def init() -> CharLMState:
         params = model.init(jax.random.fold_in(key, 0))
-        return CharLMState(init_state(params, optimizer), model.initial_carry((cfg.train.batch_size,), dtype))
+        return CharLMState(init_state(params, optimizer), model.initial_carry((cfg.task.batch_size,), dtype))
 
     if lines:
-        evaluate = jax.jit(partial(make_evaluate_packed(model, cfg.model.unroll), batch_size=cfg.train.batch_size))
+        evaluate = jax.jit(partial(make_evaluate_packed(model, cfg.model.unroll), batch_size=cfg.task.batch_size))
         first_char, reset_id = END, data.vocab.index[END]  # a sample is poems, each from the initial state
     else:
         evaluate = jax.jit(make_evaluate(model, task.seq_len, cfg.model.unroll))
@@ -298,13 +299,13 @@ def memory(cfg) -> dict:
     size = 8 if t.dtype == "float64" else 4
     gates = {"elman": 1, "gru": 3, "lstm": 4}.get(m.cell, 4)
     params = V * task.embedding + m.layers * 4 * gates * m.hidden * (m.hidden + max(task.embedding, m.hidden)) + (m.hidden + 1) * V
-    rows = t.batch_size * task.seq_len
+    rows = task.batch_size * task.seq_len
     return {
         ("the corpus", "task.corpus"): 4 * N + 28 * N,  # the text, its ids, the split and the laid-out streams, on the host and the device
         ("parameters, gradients and optimizer state", "model.hidden"): 4 * params * size,
-        ("a step's logits and their gradient", "train.batch_size"): 3 * rows * V * size,
-        ("the backward pass", "train.batch_size"): 2 * rows * m.layers * m.hidden * (gates + 2) * size,
+        ("a step's logits and their gradient", "task.batch_size"): 3 * rows * V * size,
+        ("the backward pass", "task.batch_size"): 2 * rows * m.layers * m.hidden * (gates + 2) * size,
     }
 
 
-SPEC = TaskSpec(CharLMTask, check, make, memory, objective="best_val_bpc", description="character-level language model (char-rnn): validation bits per character")
+SPEC = TaskSpec(CharLMTask, check, make, memory, parallel=lambda cfg: ("task.batch_size", cfg.task.batch_size), objective="best_val_bpc", description="character-level language model (char-rnn): validation bits per character")

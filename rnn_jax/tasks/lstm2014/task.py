@@ -9,6 +9,7 @@ original's format.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import List, NamedTuple
 
@@ -17,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax.build import build_cell, dtype_of
-from rnn_jax.cells import LSTMParams
+from rnn_jax.build import dtype_of
+from rnn_jax.cells import LSTMParams, lstm
 from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice
 from rnn_jax.tasks.lstm2014 import reference2014
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
@@ -30,6 +31,7 @@ class LSTM2014Task:
     """The toy problem of nicodjimenez/lstm's test.py: 4 random inputs, 4 targets read from cell 0."""
 
     name: str = "lstm2014"
+    hidden: int = 100  # memory cells; the network is fixed by the reference, so the run has no `model` section
     x_dim: int = 50  # input size X
     init: str = "rand_arr"  # the reference's random stream: rand_arr (the published output) | sequential (the first revision)
     targets: List[float] = field(default_factory=lambda: list(reference2014.TARGETS))
@@ -40,10 +42,10 @@ def check(cfg) -> None:
     check_choice("task.init", cfg.task.init, reference2014.INITS)
     if not cfg.task.targets:
         raise ConfigError("task.targets", list(cfg.task.targets), "must name at least one target")
-    if cfg.model.cell != "lstm" or cfg.model.layers != 1 or cfg.model.hidden < 1:
-        raise ConfigError("model.cell", cfg.model.cell, "lstm2014 replays one LSTM layer: needs model.cell=lstm, model.layers=1")
-    if cfg.train.seeds != 1:
-        raise ConfigError("train.seeds", cfg.train.seeds, "lstm2014 replays one network: must be 1")
+    check_at_least("task.hidden", cfg.task.hidden, 1)
+    if cfg.model is not None:
+        keys = ", ".join(f"model.{k}" for k in dataclasses.asdict(cfg.model))
+        raise ConfigError("model", cfg.model.cell, f"lstm2014 replays one fixed LSTM layer of task.hidden cells and takes no model settings ({keys})")
 
 
 class Problem(NamedTuple):
@@ -53,12 +55,12 @@ class Problem(NamedTuple):
 
 def initial_params(cfg, dtype) -> LSTMParams:
     """The reference's initial weights for `seed`, in rnn_jax's layout."""
-    params, _ = reference2014.stream(cfg.seed, cfg.model.hidden, cfg.task.x_dim, len(cfg.task.targets), cfg.task.init)
+    params, _ = reference2014.stream(cfg.seed, cfg.task.hidden, cfg.task.x_dim, len(cfg.task.targets), cfg.task.init)
     return LSTMParams(*(jnp.asarray(a, dtype) for a in reference2014.to_rnn_jax_layout(params)))
 
 
 def problem(cfg, dtype) -> Problem:
-    _, xs = reference2014.stream(cfg.seed, cfg.model.hidden, cfg.task.x_dim, len(cfg.task.targets), cfg.task.init)
+    _, xs = reference2014.stream(cfg.seed, cfg.task.hidden, cfg.task.x_dim, len(cfg.task.targets), cfg.task.init)
     return Problem(jnp.asarray(xs, dtype), jnp.asarray(cfg.task.targets, dtype))
 
 
@@ -75,7 +77,7 @@ def make_loss(cell):
 
 def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     dtype = dtype_of(cfg.train.dtype)
-    cell = build_cell(cfg.model, dtype, devices.platform)
+    cell = lstm(cfg.task.hidden, output_tanh=False, dtype=dtype, platform=devices.platform)
     step = make_step(make_loss(cell), optimizer)
 
     def chunk(state: TrainState, p: Problem, start, k: int):
@@ -109,8 +111,8 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
 
 def memory(cfg) -> dict:
     """A few megabytes at most: one layer over four steps."""
-    H, X, size = cfg.model.hidden, cfg.task.x_dim, 8 if cfg.train.dtype == "float64" else 4
+    H, X, size = cfg.task.hidden, cfg.task.x_dim, 8 if cfg.train.dtype == "float64" else 4
     return {("parameters and optimizer state", "model.hidden"): 4 * 4 * H * (X + H + 1) * size}
 
 
-SPEC = TaskSpec(LSTM2014Task, check, make, memory, objective="final_loss", description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss")
+SPEC = TaskSpec(LSTM2014Task, check, make, memory, parallel=lambda cfg: (None, 1), objective="final_loss", description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss")
