@@ -12,7 +12,6 @@ import json
 import re
 import tarfile
 import threading
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
