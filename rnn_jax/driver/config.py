@@ -30,7 +30,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 32
     seeds: int = 1  # independent replicas trained at once with vmap
-    log_every: int = 100  # steps per compiled chunk; Python is touched only between chunks
+    log_every: Any = "auto"  # steps per compiled chunk (auto: tasks.base.log_every); Python is touched only between chunks
     dtype: str = "float32"
     unroll_steps: int = 1  # lax.scan unroll of the loop over training steps inside a chunk
     stop_when_solved: bool = False  # addition: stop at the first log where every seed is exact
@@ -85,7 +85,8 @@ def validate(cfg: Config) -> Config:
     check_at_least("train.steps", t.steps, 1)
     check_at_least("train.batch_size", t.batch_size, 1)
     check_at_least("train.seeds", t.seeds, 1)
-    check_at_least("train.log_every", t.log_every, 1)
+    if t.log_every != "auto" and not (isinstance(t.log_every, int) and t.log_every >= 1):
+        raise ConfigError("train.log_every", t.log_every, "allowed: auto, or an integer >= 1")
     check_at_least("train.unroll_steps", t.unroll_steps, 1)
     check_choice("train.dtype", t.dtype, tuple(DTYPES))
     check_choice("backend.name", cfg.backend.name, BACKENDS)
