@@ -105,7 +105,8 @@ def expected_results(summary) -> dict[str, float]:
 
 def git_head():
     """HEAD of the checkout rnn_jax runs from, asked of git directly; None outside a checkout."""
-    done = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    command = ["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -113,8 +114,12 @@ def test_flatten_and_hyperparameters():
     record = {"loss": 0.5, "per_seed": {"loss": [1.0, 2.0]}, "val_bpc": None, "ok": True}
     assert scalars(record) == {"loss": 0.5, "per_seed/loss/0": 1.0, "per_seed/loss/1": 2.0, "ok": 1.0}
     assert flatten({"a": {"b": [1, {"c": 2}]}}, ".") == {"a.b.0": 1, "a.b.1.c": 2}
-    hp = hyperparameters({"model": {"hidden": 4, "cell": "lstm"}, "task": {"bits": [6, 8], "corpus": None}}, {"commit": "abc", "dirty": False})
-    assert hp == {"model.hidden": 4, "model.cell": "lstm", "task.bits": "[6, 8]", "task.corpus": "null", "code.commit": "abc", "code.dirty": False}
+    config_ = {"model": {"hidden": 4, "cell": "lstm"}, "task": {"bits": [6, 8], "corpus": None}}
+    hp = hyperparameters(config_, {"commit": "abc", "dirty": False})
+    assert hp == {
+        "model.hidden": 4, "model.cell": "lstm", "task.bits": "[6, 8]", "task.corpus": "null",
+        "code.commit": "abc", "code.dirty": False,
+    }
 
 
 def test_a_job_is_named_by_its_overrides_and_its_fields_by_their_group():
@@ -153,8 +158,11 @@ def test_the_summary_is_split_into_results_throughput_and_bookkeeping(tmp_path):
         "config": {"model": {"hidden": 4}},
     }
     parts = summary_parts(summary, tmp_path)
-    assert parts.results == {"results/success_rate": 0.5, "results/final_val_bpc": 2.5, "results/best_val_bpc": 2.4, "results/generalization/16": 0.75}
-    assert parts.throughput == {"perf/us_per_step": 12.5, "perf/chars_per_second": 1e5}
+    assert parts.results == {
+        "results/success_rate": 0.5, "results/final_val_bpc": 2.5, "results/best_val_bpc": 2.4,
+        "results/generalization/16": 0.75,
+    }
+    assert parts.throughput == {"results/us_per_step": 12.5, "results/chars_per_second": 1e5}
     assert parts.info == {
         "status": "ok",
         "generalization_per_seed.16": "[1.0, 0.5]",
@@ -171,7 +179,8 @@ def test_log_every_auto_draws_a_curve_on_short_runs():
     assert compose().train.log_every == "auto"
     assert [log_every(TrainConfig(steps=s)) for s in (1, 40, 2000, 20_000, 10**6)] == [1, 1, 10, 100, 100]
     assert log_every(TrainConfig(steps=2000, log_every=7)) == 7
-    with pytest.raises(ConfigError, match=r"^train.log_every='often' is not allowed; allowed: auto, or an integer >= 1$"):
+    message = r"^train.log_every='often' is not allowed; allowed: auto, or an integer >= 1$"
+    with pytest.raises(ConfigError, match=message):
         config("train.log_every=often")
 
 
@@ -249,17 +258,21 @@ def hparams_plugin(logdir: Path, route: str, request: dict) -> dict:
     mux = plugin_event_multiplexer.EventMultiplexer()
     mux.AddRunsFromDirectory(str(logdir))
     mux.Reload()
-    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux, data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir)), plugin_name_to_instance={})
+    provider = data_provider.MultiplexerDataProvider(mux, str(logdir))
+    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux, data_provider=provider)
+    context.plugin_name_to_instance = {}
     context.plugin_name_to_instance["scalars"] = scalars_plugin.ScalarsPlugin(context)
     app = plugin.HParamsPlugin(context).get_plugin_apps()[route]
-    response = Client(app, Response).post(route, data=json.dumps({"experimentName": "", **request}), content_type="application/json")
+    body = json.dumps({"experimentName": "", **request})
+    response = Client(app, Response).post(route, data=body, content_type="application/json")
     assert response.status_code == 200, response.data[:500]
     return json.loads(response.data)
 
 
 def session_groups(logdir: Path) -> list[dict]:
     statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
-    return hparams_plugin(logdir, "/session_groups", {"allowedStatuses": statuses, "colParams": [], "startIndex": 0, "sliceSize": 100})["sessionGroups"]
+    request = {"allowedStatuses": statuses, "colParams": [], "startIndex": 0, "sliceSize": 100}
+    return hparams_plugin(logdir, "/session_groups", request)["sessionGroups"]
 
 
 def test_tensorboard_holds_every_curve_the_config_and_the_results(tracked):
@@ -276,6 +289,7 @@ def test_tensorboard_holds_every_curve_the_config_and_the_results(tracked):
     # The HParams tab, as its plugin serves it: one trial named by the job, the results as its only metrics.
     experiment = hparams_plugin(run_dir / "tensorboard", "/experiment", {})
     assert {m["name"]["tag"] for m in experiment["metricInfos"]} == set(results)
+    assert [h["name"] for h in experiment["hparamInfos"]][:2] == ["model.hidden", "train.seeds"]  # the name's, first
     (group,) = session_groups(run_dir / "tensorboard")
     assert group["name"] == NAME and group["sessions"][0]["status"] == "STATUS_SUCCESS"
     assert {m["name"]["tag"]: m["value"] for m in group["metricValues"]} == pytest.approx(results)
@@ -312,12 +326,13 @@ def test_mlflow_run_holds_every_curve_the_params_and_the_results(tracked):
         assert [s for s, _ in got] == [s for s, _ in expected], key
         assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-12), key
     results = expected_results(summary)
-    assert set(mlrun.data.metrics) == {*logged_series(records), *results, "perf/us_per_step"}
+    assert set(mlrun.data.metrics) == {*logged_series(records), *results, "results/us_per_step"}
     assert {k: mlrun.data.metrics[k] for k in results} == pytest.approx(results)
     params = mlrun.data.params
     assert params["model.hidden"] == "4" and params["task.generalization_bits"] == "[6]" and params["train.seeds"] == "2"
     tags = mlrun.data.tags
-    assert tags["summary.status"] == "ok" and tags["summary.task"] == "addition" and tags["summary.seed_values"] == "[0, 1]"
+    assert tags["summary.status"] == "ok" and tags["summary.task"] == "addition"
+    assert tags["summary.seed_values"] == "[0, 1]"
     assert tags["summary.devices"] == "1" and tags["summary.steps_this_run"] == "40"
     if git_head() is not None:
         assert tags["mlflow.source.git.commit"] == git_head() == summary["code"]["commit"]
@@ -403,7 +418,9 @@ def test_a_tracking_server_lost_mid_run_warns_within_seconds(tracked, caplog):
 
     from mlflow.tracking import MlflowClient
 
-    (logger,) = make_loggers(LoggerConfig(mlflow=MLflowConfig(tracking_uri=f"sqlite:///{tracked[0] / 'mlflow' / 'mlflow.db'}", experiment="lost")), tracked[0] / "lost")
+    store = f"sqlite:///{tracked[0] / 'mlflow' / 'mlflow.db'}"
+    cfg = LoggerConfig(mlflow=MLflowConfig(tracking_uri=store, experiment="lost"))
+    (logger,) = make_loggers(cfg, tracked[0] / "lost")
     logger.start({"model": {"hidden": 4}})
     logger.logger.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{closed_port()}")
     t0 = time.perf_counter()
@@ -411,7 +428,8 @@ def test_a_tracking_server_lost_mid_run_warns_within_seconds(tracked, caplog):
     logger.log({"step": 2, "loss": 0.4})
     assert time.perf_counter() - t0 < 15
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "rnn_jax"]
-    assert warning.startswith("logger.mlflow failed (") and warning.endswith("it stops for this run, metrics.jsonl goes on")
+    assert warning.startswith("logger.mlflow failed (")
+    assert warning.endswith("it stops for this run, metrics.jsonl goes on")
 
 
 # -- Weights & Biases ------------------------------------------------------------------------------
@@ -535,7 +553,7 @@ def test_mlflow_samples_nan_and_failure(direct):
     (mlrun,) = client.search_runs([experiment.experiment_id])
     assert mlrun.info.status == "FAILED" and mlrun.data.tags["summary.error"] == "FloatingPointError: nan"
     assert math.isnan(mlrun.data.metrics["train/loss"]) and "val/bpc" not in mlrun.data.metrics
-    assert mlrun.data.metrics["train/grad"] == sys.float_info.max  # MLflow's SQL store keeps infinity as the largest float
+    assert mlrun.data.metrics["train/grad"] == sys.float_info.max  # MLflow's SQL store: infinity as the largest float
     (folder,) = client.list_artifacts(mlrun.info.run_id, "samples")
     assert folder.path == "samples/step_000010.txt"
     assert experiment.artifact_location == (store / "artifacts").as_uri()  # beside the store, not in the working directory
@@ -572,7 +590,8 @@ def test_a_resumed_run_continues_its_mlflow_and_wandb_runs(tracked, tmp_path):
     if "mlflow" in tools:
         client = mlflow_client(tracked[0] / "mlflow")
         (mlrun,) = client.search_runs([client.get_experiment_by_name("resumed").experiment_id])
-        assert mlrun.info.status == "FINISHED" and history(client, mlrun.info.run_id, "train/loss") == [(10, 0.1), (20, 0.05), (30, 1 / 30)]
+        assert mlrun.info.status == "FINISHED"
+        assert history(client, mlrun.info.run_id, "train/loss") == [(10, 0.1), (20, 0.05), (30, 1 / 30)]
         assert mlrun.data.params["train.steps"] == "10"  # MLflow keeps a param's first value
     if "wandb" in tools:
         attempts = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -622,7 +641,8 @@ def test_a_sweep_is_one_mlflow_experiment_with_one_run_per_job_and_one_tensorboa
     sweep = tmp_path / "sweep"
     args = [a for a in TINY if not a.startswith("model.hidden")]
     proc = subprocess.run(
-        [sys.executable, "-m", "rnn_jax.train", "-m", "logger=[mlflow,tensorboard]", "model.hidden=2,4", *args, "hydra.sweep.dir=sweep"],
+        [sys.executable, "-m", "rnn_jax.train", "-m", "logger=[mlflow,tensorboard]", "model.hidden=2,4", *args,
+         "hydra.sweep.dir=sweep"],
         capture_output=True,
         text=True,
         timeout=240,

@@ -30,7 +30,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 32
     seeds: int = 1  # independent replicas trained at once with vmap
-    log_every: Any = "auto"  # steps per compiled chunk (auto: tasks.base.log_every); Python is touched only between chunks
+    log_every: Any = "auto"  # steps per compiled chunk, or auto (tasks.base.log_every); Python runs only between chunks
     dtype: str = "float32"
     unroll_steps: int = 1  # lax.scan unroll of the loop over training steps inside a chunk
     stop_when_solved: bool = False  # addition: stop at the first log where every seed is exact

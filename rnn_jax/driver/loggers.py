@@ -1,37 +1,41 @@
 """Experiment trackers (TensorBoard, MLflow, Weights & Biases) fed by the driver.
 
-Each logger receives the composed config as hyperparameters when the run starts, every log record
-(`metrics.jsonl`'s lines, indexed by `step`), the files the run writes for a person to look at
-(the char-LM's samples), and the final summary. `metrics.jsonl` and `summary.json` are always
-written; trackers are extra, and each is configured by its section of `logger` (conf/logger/):
+Each logger receives the composed config and the code (`provenance.code_version`) when the run
+starts, every log record (`metrics.jsonl`'s lines, indexed by `step`), the files the run writes for
+a person to look at (the char-LM's samples), and the final summary. `metrics.jsonl` and
+`summary.json` are always written; trackers are extra, each configured by its section of `logger`
+(conf/logger/). docs/tracking.md says what each tool shows and how to open it.
 
-    tensorboard  event files in <run dir>/tensorboard (one TensorBoard run per job), so that
-                 `tensorboard --logdir <run or sweep dir>` shows every job
+    tensorboard  one TensorBoard run per job, in <sweep or run dir>/tensorboard/<job name>/
     mlflow       a SQLite store in <run dir>/mlflow/ (a sweep: one store in <sweep dir>/mlflow/,
-                 one experiment named after the sweep directory, one MLflow run per job)
+                 one experiment named by the sweep's relative name, one MLflow run per job)
     wandb        offline by default, files in <run dir>/wandb/ (`wandb sync` uploads them later);
-                 the sweep directory is the W&B group
+                 the sweep's relative name is the W&B group
 
-What each receives, in every tool alike:
+Names are relative, never a path of this machine: a job is named by its overrides
+(`model.hidden=4,task.bits=6`, `job_name`), a sweep by its directory relative to the working
+directory. What each tool receives:
 
-- hyperparameters: the config flattened with dots (`model.hidden`); lists and None as JSON text
-  (`task.generalization_bits` = "[16, 32]") where the tool takes only numbers, strings and
-  booleans. W&B receives the nested config, which it shows as `model.hidden` itself.
-- metrics: every number of every record at the record's `step`, nested fields flattened with
-  slashes (`per_seed/loss/0`, `per_seed/accuracy/1`); None (a field without a value) is left
-  out, NaN and infinities are passed on as the tool stores them (MLflow's SQL store turns
-  infinities into the largest float).
-- the summary: its numbers as `summary/<key>` (`summary/success_rate`,
-  `summary/generalization/16`) at the last step; its strings as MLflow tags and W&B summary
-  fields, and the whole summary (less the config) as TensorBoard text; the run's status as the
-  tool's own (MLflow FINISHED / KILLED / FAILED, the TensorBoard HParams session status, W&B's
-  exit code).
+- hyperparameters: the config flattened with dots (`model.hidden`), the code as `code.commit`,
+  `code.dirty`, `code.version`; lists and None as JSON text where the tool takes only numbers,
+  strings and booleans. W&B receives the nested config.
+- curves: every number of every record at the record's `step`, under its group (`metric_name`):
+  `train/loss`, `train/bpc`, `val/bpc`, `perf/chars_per_sec`, `perf/elapsed_seconds`,
+  `per_seed/loss/0`; None is left out, NaN and infinities are passed on as the tool stores them
+  (MLflow's SQL store turns infinities into the largest float).
+- the summary, split (`summary_parts`): its results (`results/success_rate`,
+  `results/best_val_bpc`, `results/generalization/16`) where each tool keeps final figures (the
+  HParams table's only metrics, MLflow run metrics, the W&B summary); its throughput
+  (`results/us_per_step`) as MLflow metrics and W&B summary fields; its bookkeeping (status, seeds,
+  devices, steps this run, ...) as text: MLflow tags `summary.*`, TensorBoard text, W&B config
+  `summary`. The run's status is the tool's own (MLflow FINISHED / KILLED / FAILED, the HParams
+  session status, W&B's exit code).
 - files: text samples as TensorBoard text at the step in their name (`samples/step_000200.txt`),
   MLflow artifacts and W&B run files, under their path in the run directory.
 
 A logger whose tool fails after the run started (a tracking server gone) warns once and stops;
-training goes on and `metrics.jsonl` keeps the record. A missing package is a `ConfigError` at
-start, before anything compiles.
+training goes on and `metrics.jsonl` keeps the record. A missing package, or an MLflow server that
+does not answer, is a `ConfigError` at start, before anything compiles.
 """
 
 from __future__ import annotations
@@ -58,13 +62,13 @@ INSTALL = "pip install -e '.[tracking]'"
 
 @dataclass(frozen=True)
 class TensorBoardConfig:
-    dir: Optional[str] = None  # None: <run dir>/tensorboard; else <dir>/<run name>, a root shared by runs
+    dir: Optional[str] = None  # None: <sweep or run dir>/tensorboard/<job>; else <dir>/<sweep or run dir name>/<job>
 
 
 @dataclass(frozen=True)
 class MLflowConfig:
     tracking_uri: Optional[str] = None  # None: sqlite:///<run or sweep dir>/mlflow/mlflow.db
-    experiment: Optional[str] = None  # None: the sweep directory in a sweep, else "rnn_jax"
+    experiment: Optional[str] = None  # None: the sweep's relative name in a sweep, else "rnn_jax"
 
 
 @dataclass(frozen=True)
@@ -206,8 +210,9 @@ THROUGHPUT = re.compile(r"us_per_step|.+_per_second")
 
 class SummaryParts(NamedTuple):
     """A summary split by where each tracker puts it: `results` (`results/<key>`: TensorBoard's HParams
-    metrics, MLflow run metrics, the W&B summary), `throughput` (`perf/<key>`: MLflow metrics and the W&B
-    summary), `info` (everything else, bookkeeping as text: MLflow tags, TensorBoard text, W&B config)."""
+    metrics, MLflow run metrics, the W&B summary), `throughput` (`results/us_per_step`, ...: MLflow metrics
+    and the W&B summary, beside the results, so that every one-point figure is in one group apart from the
+    curves), `info` (everything else, bookkeeping as text: MLflow tags, TensorBoard text, W&B config)."""
 
     results: dict[str, float]
     throughput: dict[str, float]
@@ -219,7 +224,7 @@ def summary_parts(summary: dict, run_dir: Optional[Path] = None) -> SummaryParts
     fields = {k: v for k, v in summary.items() if k not in ("config", "code")}  # both recorded at start
     numbers_ = scalars(fields)
     results = {f"results/{k}": v for k, v in numbers_.items() if RESULT.fullmatch(k)}
-    throughput = {f"perf/{k}": v for k, v in numbers_.items() if THROUGHPUT.fullmatch(k)}
+    throughput = {f"results/{k}": v for k, v in numbers_.items() if THROUGHPUT.fullmatch(k)}
     taken = {k.partition("/")[2] for k in [*results, *throughput]}
     info = {}
     for key, value in flatten(fields, ".", lists=False).items():
@@ -278,7 +283,7 @@ class TensorBoardLogger:
         if cfg.dir is None and not group and resuming(run_dir) and root.is_dir():
             earlier = [p for p in root.iterdir() if p.is_dir()]  # a rerun with other overrides continues its run
             self.dir = earlier[0] if len(earlier) == 1 else self.dir
-        self.run_dir, self.trial = run_dir, trial
+        self.run_dir, self.trial, self.name = run_dir, trial, names.run
         self.writer = None
         self.hparams: dict[str, Any] = {}
         self.results: list[str] = []
@@ -293,7 +298,8 @@ class TensorBoardLogger:
             self.writer = EventFileWriter(str(self.dir), flush_secs=30)
             if purge:  # TensorBoard drops earlier events at or after this step
                 self.writer.add_event(Event(step=step, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START)))
-            self.writer.add_event(Event(step=0, wall_time=time.time(), summary=hparams_pb(self.hparams, trial_id=self.trial)))
+            start = hparams_pb(self.hparams, trial_id=self.trial)
+            self.writer.add_event(Event(step=0, wall_time=time.time(), summary=start))
         self.writer.add_event(Event(step=step, wall_time=time.time(), summary=summary))
 
     def _scalars(self, values: dict[str, float], step: int, purge: bool = True) -> None:
@@ -306,6 +312,14 @@ class TensorBoardLogger:
 
         # indented: a Markdown code block, shown as written
         self._write(text_pb(tag, "\n".join("    " + line for line in text.splitlines())), step, purge)
+
+    def _plugin_data(self, tag: str, data, step: int) -> None:
+        """An HParams plugin record (the experiment's columns, a session's end) under `tag`."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.hparams import metadata
+
+        value = Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
+        self._write(Summary(value=[value]), step, purge=False)
 
     def start(self, config: dict, code: Optional[dict] = None) -> None:
         self.hparams = hyperparameters(config, code)
@@ -324,25 +338,24 @@ class TensorBoardLogger:
             self.writer.flush()
 
     def finish(self, summary: dict) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-        from tensorboard.plugins.hparams.summary_v2 import (
-            HParam,
-            Metric,
-            hparams_config_pb,
-        )
 
         step = int(summary.get("steps", self.step))
         parts = summary_parts(summary, self.run_dir)
-        # The HParams table's columns: these hyperparameters and the results, not every curve's last point.
-        self._write(hparams_config_pb([HParam(k) for k in self.hparams], [Metric(k) for k in parts.results]), step, purge=False)
+        # The HParams table's columns: the hyperparameters, those the job's name sets marked as differing (the
+        # table shows those first), and the results, not every curve's last point.
+        named = set(re.findall(r"(?:^|,)([A-Za-z_][\w.]*)=", self.name))
+        experiment = api_pb2.Experiment(
+            hparam_infos=[api_pb2.HParamInfo(name=k, differs=k in named) for k in self.hparams],
+            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=k)) for k in parts.results],
+        )
+        self._plugin_data(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment), step)
         self._scalars(parts.results, step, purge=False)
         info = {**parts.info, **{k.partition("/")[2]: v for k, v in parts.throughput.items()}}
         self._text("summary", json.dumps(info, indent=1), step, purge=False)
         status = {"ok": api_pb2.STATUS_SUCCESS, "interrupted": api_pb2.STATUS_UNKNOWN}.get(status_of(summary), api_pb2.STATUS_FAILURE)
         end = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time()))
-        value = Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(end), tensor=metadata.NULL_TENSOR)
-        self._write(Summary(value=[value]), step, purge=False)
+        self._plugin_data(metadata.SESSION_END_INFO_TAG, end, step)
         self.writer.close()
         self.writer = None
 
@@ -352,7 +365,11 @@ class TensorBoardLogger:
 # MLflow's HTTP client retries a request 7 times with growing waits, 120 s each (over 200 s for a
 # server that is down); a run that cannot reach its server should say so at once. A user's own
 # setting of these variables wins.
-MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+MLFLOW_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",  # MLflow's default: 7
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # 2
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",  # 120 s
+}
 
 
 class TrackerUnreachable(ConfigError):
@@ -385,7 +402,7 @@ class MLflowLogger:
     `<dir>/mlflow/artifacts`, `<dir>` being the sweep directory in a sweep (every job's run in one
     experiment named by the sweep's relative name) and the run directory otherwise. The run is named
     by the job's overrides; curves are metrics under their groups, the summary's results and
-    throughput are metrics (`results/*`, `perf/*`: the columns to sort runs by), its bookkeeping
+    throughput are metrics (`results/*`: the columns to sort runs by), its bookkeeping
     tags (`summary.*`), the code the MLflow tag `mlflow.source.git.commit` and `rnn_jax.*` tags.
     A server given by `tracking_uri` is asked once at start, and a run that cannot reach it stops
     there with one line. The run id is kept in `<run dir>/mlflow_run.json`; a run that continues
@@ -414,7 +431,8 @@ class MLflowLogger:
         try:
             MlflowClient(tracking_uri=self.cfg.tracking_uri).search_experiments(max_results=1)
         except Exception as e:  # noqa: BLE001 - any failure to answer is the one-line error
-            raise TrackerUnreachable("logger.mlflow.tracking_uri", self.cfg.tracking_uri, unreachable_reason(e)) from None
+            reason = unreachable_reason(e)
+            raise TrackerUnreachable("logger.mlflow.tracking_uri", self.cfg.tracking_uri, reason) from None
         finally:
             retries.setLevel(level)
 
@@ -463,6 +481,9 @@ class MLflowLogger:
             }
             self.run_id = client.create_run(experiment_id, run_name=self.names.run, tags=tags).info.run_id
             atomic_write_bytes(self.run_dir / "mlflow_run.json", json.dumps({"run_id": self.run_id}).encode())
+        version = mlflow.__version__
+        log.info("logger.mlflow: run %r of experiment %r in %s; MLflow %s wrote it, so view it with MLflow %s or newer"
+                 " (docs/tracking.md)", self.names.run, name, uri, version, version)
         params = [self.entities.Param(k, str(v)) for k, v in hyperparameters(config).items() if k not in logged]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(self.run_id, params=params[i : i + 100])
@@ -544,7 +565,9 @@ class WandbLogger:
         earlier = None
         if cfg.dir is None and resuming(self.run_dir):
             earlier = next((p.stem.removeprefix("run-") for p in latest.glob("run-*.wandb")), None)
-        settings = self.wandb.Settings(x_disable_meta=True, disable_git=True, save_code=False, x_save_requirements=False, program="rnn_jax.train")
+        settings = self.wandb.Settings(
+            x_disable_meta=True, disable_git=True, save_code=False, x_save_requirements=False, program="rnn_jax.train"
+        )
         self.run = self.wandb.init(
             project=cfg.project,
             entity=cfg.entity,
@@ -617,4 +640,5 @@ def make_loggers(cfg: LoggerConfig, run_dir: Path, group: Optional[str] = None, 
     unreachable server stops the run before it compiles."""
     run_dir = Path(run_dir)
     names = RunNames(name or run_dir.name, relative_name(Path(group)) if group else None)
-    return [Guarded(n, LOGGERS[n](section, run_dir, group, names)) for n, section in vars(cfg).items() if section is not None]
+    chosen = [(n, section) for n, section in vars(cfg).items() if section is not None]
+    return [Guarded(n, LOGGERS[n](section, run_dir, group, names)) for n, section in chosen]

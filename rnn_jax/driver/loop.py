@@ -56,7 +56,9 @@ class NothingToTrain(Exception):
         self.summary = summary
 
 
-def run(cfg: Config, run_dir, group: Optional[str] = None, worker: Optional[int] = None, name: Optional[str] = None) -> dict[str, Any]:
+def run(
+    cfg: Config, run_dir, group: Optional[str] = None, worker: Optional[int] = None, name: Optional[str] = None
+) -> dict[str, Any]:
     """Starts `jax.distributed` when the config or the cluster asks for it, chooses the devices and
     the precision `cfg` names, then `train_and_evaluate`, feeding the trackers `cfg.logger` names.
 

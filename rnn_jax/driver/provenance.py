@@ -23,7 +23,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding rnn_jax
 def _git(root: Path, *args: str, timeout: float) -> Optional[str]:
     """`git -C root args`'s output, or None when git is missing, fails or outlasts `timeout`."""
     try:  # its own process group, so a child git started (a hook, a credential helper) ends with it
-        proc = subprocess.Popen(["git", "-C", str(root), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            ["git", "-C", str(root), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
     except OSError:
         return None
     try:
