@@ -25,13 +25,14 @@ from rnn_jax.verification.certificate import Certificate, Node, Outcome, check, 
 from rnn_jax.verification.network import Network, run
 
 # (history, depth) pairs tried in order; each costs about (nodes x 4^depth) forms per round.
-SCHEDULE = ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2), (0, 3), (1, 3), (2, 3))
+SCHEDULE = ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2))
 
 
 class Budget(NamedTuple):
     seconds: float = 4.0  # for one network, all (history, depth) tried together
     rounds: int = 60  # growth rounds per (history, depth)
     grow: float = 0.05  # a grown side moves past the image by this fraction of the box's width
+    refits: int = 3  # rounds whose images re-place every node (basis and box), before growing
     sequences: int = 64  # random sums simulated to place the sets
     steps: int = 64  # steps of each
     schedule: tuple = SCHEDULE
@@ -100,6 +101,16 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
     for rnd in range(budget.rounds):
         if time.perf_counter() > deadline:
             return Attempt(None, Outcome(False, "time budget spent", np.nan), history, depth, rnd)
+        if rnd < budget.refits:
+            part = images(net, node_form(nodes), [n.carry for n in nodes], [n.history for n in nodes], depth, history)
+            if not part.margin.min() > 0:
+                return Attempt(None, Outcome(False, "an output bit is not certain on some set", float(part.margin.min())), history, depth, rnd)
+            nodes, ok = _refit(nodes, part, start_images, budget.grow)
+            if not ok:
+                return Attempt(None, Outcome(False, "a word reaches a carry and history never simulated", np.nan), history, depth, rnd)
+            inverses = [inverse_bound(n.basis) for n in nodes]
+            changed = set(range(len(nodes)))
+            continue
         if changed:
             src = sorted(changed)
             part = images(net, node_form([nodes[i] for i in src]), [nodes[i].carry for i in src], [nodes[i].history for i in src], depth, history)
@@ -130,6 +141,33 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
         if max(float(np.max(n.hi - n.lo)) for n in nodes) > 1e6:
             return Attempt(None, Outcome(False, "the sets grow without bound", margin), history, depth, rnd + 1)
     return Attempt(None, Outcome(False, f"not closed after {budget.rounds} rounds", np.nan), history, depth, budget.rounds)
+
+
+def _refit(nodes, part, start, grow):
+    """Each node re-placed on what lands in it: center and principal axes of the incoming image
+    forms (their generators' spread and their centers'), box spanning them."""
+    forms = [part.form, start.form]
+    targets = [target_index(nodes, part.carry, part.history), target_index(nodes, start.carry, start.history)]
+    if any((t < 0).any() for t in targets):
+        return nodes, False
+    new = list(nodes)
+    for i, node in enumerate(nodes):
+        sel = [(f, t == i) for f, t in zip(forms, targets) if (t == i).any()]
+        if not sel:
+            continue
+        c = np.concatenate([f.c[r] for f, r in sel])
+        center = c.mean(axis=0)
+        spread = (c - center).T @ (c - center)
+        for f, r in sel:  # each image's own extent: its generators and its independent errors
+            spread = spread + np.einsum("rim,rjm->ij", f.G[r], f.G[r]) + np.diag((f.e[r] ** 2).sum(axis=0))
+        _, vecs = np.linalg.eigh(spread / len(c))
+        moved = node._replace(center=center, basis=vecs[:, ::-1])
+        bounds = [coordinates(affine.Form(*(a[r] for a in f)), moved) for f, r in sel]
+        lo, hi = np.concatenate([b[0] for b in bounds]), np.concatenate([b[1] for b in bounds])
+        lo, hi = lo.min(axis=0), hi.max(axis=0)
+        spare = grow * (hi - lo) + 1e-12
+        new[i] = moved._replace(lo=lo - spare, hi=hi + spare)
+    return new, True
 
 
 def _land(form, carries, histories, margins, nodes, inverses):
