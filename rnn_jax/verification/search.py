@@ -75,8 +75,8 @@ def initial_nodes(samples: Samples, history: int) -> list:
         rows = (samples.carry == carry) & np.all(labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1)
         X = samples.states[rows]
         center = X.mean(axis=0)
-        _, _, vt = np.linalg.svd(X - center, full_matrices=True)
-        basis = vt.T  # columns: principal directions (orthonormal)
+        _, vecs = np.linalg.eigh((X - center).T @ (X - center))
+        basis = vecs[:, ::-1]  # columns: principal directions (orthonormal), widest first
         u = (X - center) @ basis
         pad = 1e-6 + 1e-3 * (u.max(axis=0) - u.min(axis=0))
         nodes.append(Node(carry, hist, center, basis, u.min(axis=0) - pad, u.max(axis=0) + pad))
