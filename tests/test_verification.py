@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import mpmath
 import numpy as np
 import pytest
+from rnn_testing import x64
 
 from rnn_jax.build import ModelConfig, build_model
 from rnn_jax.cells import ElmanParams, elman
@@ -16,10 +17,16 @@ from rnn_jax.model import DenseParams, ModelParams, sequence_model
 from rnn_jax.tasks.addition import data as addition
 from rnn_jax.verification import Budget, affine, certificate, from_params, verify
 from rnn_jax.verification.network import NUMPY, PAIRS, Layer, Network, sigmoid, step
-from rnn_testing import x64
 
-CASES = [("elman", 1, {}), ("elman", 1, {"activation": "sigmoid"}), ("elman", 1, {"activation": "relu"}), ("lstm", 1, {}),
-         ("lstm", 1, {"output_tanh": False}), ("gru", 1, {}), ("gru", 2, {})]  # fmt: skip
+CASES = [
+    ("elman", 1, {}),
+    ("elman", 1, {"activation": "sigmoid"}),
+    ("elman", 1, {"activation": "relu"}),
+    ("lstm", 1, {}),
+    ("lstm", 1, {"output_tanh": False}),
+    ("gru", 1, {}),
+    ("gru", 2, {}),
+]
 H = 4
 
 
@@ -40,7 +47,9 @@ def case(request):
 
     def apply(carry, x):  # the cell's own step, in float64
         with x64():
-            return jax.tree.map(np.asarray, model.cell.apply(jax.tree.map(jnp.asarray, params.cell), carry, jnp.asarray(x)))
+            return jax.tree.map(
+                np.asarray, model.cell.apply(jax.tree.map(jnp.asarray, params.cell), carry, jnp.asarray(x))
+            )
 
     return model, params, net, apply
 
@@ -72,7 +81,7 @@ def test_interval_step_on_a_point_is_the_cells_apply(case):
 def test_interval_step_encloses_ten_thousand_points_of_a_random_set(case):
     """The points go through the verifier's float64 NumPy step, which the test above holds to the
     cell's `apply`; every one must land inside the interval step's result."""
-    model, params, net, apply = case
+    _, _, net, _ = case
     rng = np.random.default_rng(1)
     n, m = net.state_size, net.state_size + 2
     c, G, e = rng.uniform(-0.6, 0.6, (1, n)), rng.normal(0, 0.15, (1, n, m)), rng.uniform(0, 0.05, (1, n))
@@ -111,8 +120,11 @@ def as_model(net: Network):
     """The rnn_jax model (float32, as trained) with `net`'s weights."""
     layer = net.layers[0]
     model = sequence_model(elman(3, "sigmoid"), 1)
-    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731 - the weights are exact in float32
-    params = ModelParams(ElmanParams(f32(layer.w_x), f32(layer.w_h), f32(layer.b)), DenseParams(f32(net.w_out[:, None]), f32([net.b_out])))
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    params = ModelParams(
+        ElmanParams(f32(layer.w_x), f32(layer.w_h), f32(layer.b)),
+        DenseParams(f32(net.w_out[:, None]), f32([net.b_out])),
+    )
     return model, params
 
 
@@ -142,7 +154,9 @@ def test_hand_built_adder_is_proved_and_adds_long_sums():
 
 def test_an_adder_with_a_wrong_last_carry_is_refuted_not_proved():
     net = hinton_adder()
-    broken = net._replace(layers=(net.layers[0]._replace(b=net.layers[0].b + np.array([0.0, 0.0, -15.0])),))  # 1 + 1 + 1 now reads as 2
+    broken = net._replace(
+        layers=(net.layers[0]._replace(b=net.layers[0].b + np.array([0.0, 0.0, -15.0])),)
+    )  # 1 + 1 + 1 now reads as 2
     verdict = verify(broken, Budget(seconds=5))
     assert verdict.status == "refuted"
     ce = verdict.counterexamples[0]
@@ -156,12 +170,20 @@ def test_an_adder_with_a_wrong_last_carry_is_refuted_not_proved():
 @pytest.fixture(scope="module")
 def trained_4bit(tmp_path_factory):
     """A run that learned every 4-bit sum (operands below 2^3) with 4 Elman units, in-process."""
-    from rnn_jax.driver.loop import run
     from rnn_testing import compose
 
+    from rnn_jax.driver.loop import run
+
     run_dir = tmp_path_factory.mktemp("run4")
-    cfg = compose("task.bits=4", "model.hidden=4", "train.steps=800", "train.log_every=200", "train.seeds=2", "task.eval_samples=64",
-                            "train.progress=false", "task.generalization_bits=[8]", "task.generalization_samples=16")  # fmt: skip
+    cfg = compose(
+        *("task.bits=4", "model.hidden=4", "train.steps=800", "train.log_every=200", "train.seeds=2"),
+        *(
+            "task.eval_samples=64",
+            "train.progress=false",
+            "task.generalization_bits=[8]",
+            "task.generalization_samples=16",
+        ),
+    )
     summary = run(cfg, run_dir)
     assert summary["per_seed_accuracy"] == [1.0, 1.0], summary["per_seed_accuracy"]  # exact on every 4-bit pair
     return run_dir
@@ -180,7 +202,7 @@ def test_network_exact_on_4_bits_is_refuted_with_operands_it_really_gets_wrong(t
     model = build_model(ModelConfig(**meta["config"]["model"]), 1)
     for i, r in enumerate(out["seeds"]):
         assert r["verdict"] in ("proved", "refuted", "unknown")
-        params = jax.tree.map(lambda a: a[i], state["train"]["params"])
+        params = jax.tree.map(lambda a, i=i: a[i], state["train"]["params"])
         params = ModelParams(ElmanParams(**params["cell"]), DenseParams(**params["readout"]))
         if r["verdict"] == "refuted":
             for ce in r["counterexamples"]:

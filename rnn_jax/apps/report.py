@@ -332,17 +332,20 @@ def group_table(groups: list[Group]) -> tuple[list[str], list[list]]:
     rows = []
     for g in groups:
         gen = g.generalization()
-        rows.append([g.cell, g.bits, g.hidden, len(g.jobs), g.seeds, g.success_rate, g.final_accuracy, g.median_steps, g.failed_seeds] + [gen.get(n) for n in widths] + ([g.proved] if verified else []))
+        row = [g.cell, g.bits, g.hidden, len(g.jobs), g.seeds, g.success_rate, g.final_accuracy, g.median_steps]
+        rows.append(row + [g.failed_seeds] + [gen.get(n) for n in widths] + ([g.proved] if verified else []))
     return header, rows
 
 
 def smallest_proved(jobs: list[Job]) -> Optional[str]:
     """The proved network with the fewest parameters, as a line of the report; None if none."""
-    proved = [(r["parameters"], j.get("hidden"), j.get("cell"), j.name, r["seed"]) for j in jobs for r in (j.verification or {}).get("seeds", []) if r["verdict"] == "proved"]
-    if not proved:
+    seeds = [(j, r) for j in jobs for r in (j.verification or {}).get("seeds", []) if r["verdict"] == "proved"]
+    if not seeds:
         return None
-    params, hidden, cell, job, seed = min(proved)
-    return f"smallest network proved correct at every length: {cell}, {hidden} hidden units, {params} parameters (job {job}, seed {seed})"
+    params, hidden, cell, job, seed = min((r["parameters"], j.get("hidden"), j.get("cell"), j.name, r["seed"])
+                                          for j, r in seeds)
+    network = f"{cell}, {hidden} hidden units, {params} parameters"
+    return f"smallest network proved correct at every length: {network} (job {job}, seed {seed})"
 
 
 def problems(jobs: list[Job]) -> list[str]:
@@ -486,7 +489,8 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
         if any(g.generalization() for g in reported):
             generalization_plot(sweep_dir / "generalization.png", reported)
         if any(not math.isnan(g.proved) for g in reported):
-            heatmap(sweep_dir / "proved.png", reported, lambda g: g.proved, "fraction of seeds proved correct at every length (python -m rnn_jax.verify)", "viridis", 0.0, 1.0)
+            title = "fraction of seeds proved correct at every length (python -m rnn_jax.verify)"
+            heatmap(sweep_dir / "proved.png", reported, lambda g: g.proved, title, "viridis", 0.0, 1.0)
         figures = [name for name in FIGURES if (sweep_dir / name).is_file()]
 
     grid = grid_size(sweep_dir)
@@ -509,7 +513,8 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     md = [f"# Sweep report: {sweep_dir.name}", "", *lines, ""]
     md += ["success: fraction of seeds exact on every evaluated pair; accuracy: mean exact accuracy over seeds; "
            "median steps: over the seeds that solved; NaN seeds: seeds whose loss became NaN or Inf (not solved); "
-           "acc@n: exact accuracy on n-bit numbers; proved: fraction of seeds proved correct at every length.", ""]  # fmt: skip
+           "acc@n: exact accuracy on n-bit numbers; proved: fraction of seeds proved correct at every length "
+           "(`python -m rnn_jax.verify`).", ""]  # fmt: skip
     if notes:
         md += ["## Failed, incomplete or running", "", *[f"- {n}" for n in notes], ""]
     md += ["## By cell, bits and hidden", "", _md_table(header, rows) if rows else "(no job with results yet)", ""]

@@ -25,7 +25,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -36,7 +35,7 @@ from rnn_jax.verification.search import Budget
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    run: Optional[str] = None  # an addition run directory, or a sweep directory of them
+    run: str | None = None  # an addition run directory, or a sweep directory of them
     seconds: float = 1.0  # certificate search budget per seed
     max_bits: int = 256  # widest operands of the counterexample search
     seed: int = 0  # of the simulated sums that place the sets and of the random operands
@@ -75,13 +74,17 @@ def run_dirs(path) -> list[Path]:
         raise VerifyArgError(f"run={path}: no such directory")
     if (path / "summary.json").is_file():
         return [path]
-    jobs = sorted((d for d in path.iterdir() if d.name.isdigit() and (d / "summary.json").is_file()), key=lambda d: int(d.name))
+    jobs = sorted(
+        (d for d in path.iterdir() if d.name.isdigit() and (d / "summary.json").is_file()), key=lambda d: int(d.name)
+    )
     if not jobs:
-        raise VerifyArgError(f"run={path}: neither a run directory (no summary.json) nor a sweep of them (no numbered job with one)")
+        raise VerifyArgError(
+            f"run={path}: neither a run directory (no summary.json) nor a sweep of them (no numbered job with one)"
+        )
     return jobs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sum_program(model_cfg, dtype_name: str):
     """The trained model's output bits for inputs `[T, B, 2]`, jitted once per model config."""
     import jax
@@ -140,7 +143,12 @@ def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
             results.append({"seed": seed_value, "verdict": "unknown", "reason": f"unsupported: {e}"})
             continue
         verdict = verification.verify(net, budget, cfg.max_bits, cfg.seed)
-        entry = {"seed": seed_value, "verdict": verdict.status, "seconds": round(verdict.seconds, 3), "parameters": net.parameter_count}
+        entry = {
+            "seed": seed_value,
+            "verdict": verdict.status,
+            "seconds": round(verdict.seconds, 3),
+            "parameters": net.parameter_count,
+        }
         if verdict.status == "refuted":
             confirmed = confirm(params, config, i if _batched(params) else 0, verdict.counterexamples)
             if confirmed:
@@ -169,7 +177,18 @@ def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
 
 def _counterexample(ce: refute.Counterexample) -> dict:
     """Operands as hexadecimal strings (exact at any width in any JSON reader)."""
-    return {"family": ce.family, "bits": ce.bits, "a": hex(ce.a), "b": hex(ce.b), "sum": hex(ce.a + ce.b), "got": hex(ce.got)}
+    return {
+        "family": ce.family,
+        "bits": ce.bits,
+        "a": hex(ce.a),
+        "b": hex(ce.b),
+        "sum": hex(ce.a + ce.b),
+        "got": hex(ce.got),
+    }
+
+
+def _counts(c: dict) -> str:
+    return f"proved {c['proved']}, refuted {c['refuted']}, unknown {c['unknown']}"
 
 
 def main(argv=None) -> int:
@@ -189,8 +208,10 @@ def main(argv=None) -> int:
             for k in totals:
                 totals[k] += out[k]
             m = out["model"]
-            print(f"{d}: {m['cell']} hidden={m['hidden']} bits={out['bits']}: proved {out['proved']}, refuted {out['refuted']}, unknown {out['unknown']}", flush=True)
-        print(f"{len(dirs)} runs, {sum(totals.values())} seeds: proved {totals['proved']}, refuted {totals['refuted']}, unknown {totals['unknown']} in {time.perf_counter() - start:.1f} s")
+            print(f"{d}: {m['cell']} hidden={m['hidden']} bits={out['bits']}: {_counts(out)}", flush=True)
+        print(
+            f"{len(dirs)} runs, {sum(totals.values())} seeds: {_counts(totals)} in {time.perf_counter() - start:.1f} s"
+        )
     except (VerifyArgError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

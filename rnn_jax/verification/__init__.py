@@ -19,21 +19,32 @@ from rnn_jax.verification.certificate import Certificate, check, describe
 from rnn_jax.verification.network import Network, NetworkError, from_params, seed_count
 from rnn_jax.verification.search import Budget, find_certificate
 
-__all__ = ["Budget", "Certificate", "Network", "NetworkError", "Verdict", "check", "from_params", "seed_count", "verify"]
+__all__ = [
+    "Budget",
+    "Certificate",
+    "Network",
+    "NetworkError",
+    "Verdict",
+    "check",
+    "from_params",
+    "seed_count",
+    "verify",
+]
 
 
 class Verdict(NamedTuple):
     status: str  # "proved" | "refuted" | "unknown"
     reason: str  # for "unknown": why neither; else ""
-    certificate: Optional[Certificate]
+    certificate: Certificate | None
     counterexamples: list  # refute.Counterexample, shortest width first
     seconds: float
     detail: dict  # a short description of the certificate (nodes, history, depth, margin)
 
 
-def verify(net: Network, budget: Budget = Budget(), max_bits: int = 256, seed: int = 0) -> Verdict:
+def verify(net: Network, budget: Optional[Budget] = None, max_bits: int = 256, seed: int = 0) -> Verdict:
     """Refutes `net` (float64 counterexamples, to be confirmed by the caller on the real model),
-    else proves it within `budget`, else "unknown"."""
+    else proves it within `budget` (None: `Budget()`), else "unknown"."""
+    budget = Budget() if budget is None else budget
     start = time.perf_counter()
     found = refute.search(net, max_bits=max_bits, seed=seed)
     if found:
@@ -42,5 +53,6 @@ def verify(net: Network, budget: Budget = Budget(), max_bits: int = 256, seed: i
     seconds = time.perf_counter() - start
     if attempt.certificate is not None and attempt.outcome.ok:
         return Verdict("proved", "", attempt.certificate, [], seconds, describe(attempt.certificate, attempt.outcome))
-    why = f"no certificate within the budget (last tried history {attempt.history}, depth {attempt.depth}: {attempt.outcome.reason})"
+    last = f"history {attempt.history}, depth {attempt.depth}: {attempt.outcome.reason}"
+    why = f"no certificate within the budget (last tried {last})"
     return Verdict("unknown", why, None, [], seconds, {})

@@ -27,7 +27,7 @@ so basis^-1 (z - center) lies within rho / (1 - rho) ||W (z - center)||_inf of W
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -148,7 +148,16 @@ def check(net: Network, cert: Certificate) -> Outcome:
     inverses = [inverse_bound(n.basis) for n in cert.nodes]
     parts = [initial_images(net, cert.history)]
     if cert.nodes:
-        parts.append(images(net, node_form(cert.nodes), [n.carry for n in cert.nodes], [tuple(n.history) for n in cert.nodes], cert.depth, cert.history))
+        parts.append(
+            images(
+                net,
+                node_form(cert.nodes),
+                [n.carry for n in cert.nodes],
+                [tuple(n.history) for n in cert.nodes],
+                cert.depth,
+                cert.history,
+            )
+        )
     margin = min(float(p.margin.min()) for p in parts)
     if not margin > 0:
         return Outcome(False, "an output bit is not certain on some set", margin)
@@ -169,8 +178,13 @@ def target_index(cert_nodes, carries, histories) -> np.ndarray:
     return np.array([index.get((int(c), tuple(h)), -1) for c, h in zip(carries, histories)])
 
 
-def describe(cert: Optional[Certificate], outcome: Optional[Outcome]) -> dict:
+def describe(cert: Certificate | None, outcome: Outcome | None) -> dict:
     """A short JSON description of a certificate (what a reader wants to see, not the sets)."""
     if cert is None:
         return {}
-    return {"nodes": len(cert.nodes), "history": cert.history, "depth": cert.depth, "margin": None if outcome is None else outcome.margin}
+    return {
+        "nodes": len(cert.nodes),
+        "history": cert.history,
+        "depth": cert.depth,
+        "margin": None if outcome is None else outcome.margin,
+    }

@@ -18,7 +18,8 @@ Equations (those of `rnn_jax.cells`, read from the checkpoint's config):
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class Layer(NamedTuple):
     w_x: np.ndarray  # [I, G*H]
     w_h: np.ndarray  # [H, G*H]
     b: np.ndarray  # [G*H]; zeros for an Elman cell without bias
-    b_hn: Optional[np.ndarray] = None  # GRU: [H]
+    b_hn: np.ndarray | None = None  # GRU: [H]
     activation: str = "tanh"  # Elman
     output_tanh: bool = True  # LSTM
 
@@ -136,7 +137,7 @@ def initial_state(net: Network, batch: int = 1) -> np.ndarray:
     return np.zeros((batch, net.state_size))
 
 
-def run(net: Network, pairs: np.ndarray, state: Optional[np.ndarray] = None):
+def run(net: Network, pairs: np.ndarray, state: np.ndarray | None = None):
     """Runs `[T, B]` input pairs (0..3, `a + 2 b`) in float64: `(states [T, B, n], logits [T, B])`,
     the state after each step."""
     T, B = pairs.shape
@@ -156,7 +157,7 @@ class NetworkError(ValueError):
 
 
 def _layer(kind: str, p: dict, model: dict) -> Layer:
-    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731 - float32 values are exact in float64
+    f64 = lambda a: np.asarray(a, np.float64)
     w_x, w_h = f64(p["w_x"]), f64(p["w_h"])
     if kind == "elman":
         b = f64(p["b"]) if p.get("b") is not None else np.zeros(w_h.shape[1])
@@ -181,7 +182,7 @@ def seed_count(params: dict) -> int:
     return int(np.shape(first)[0]) if np.ndim(first) == 3 else 1
 
 
-def from_params(params: dict, model: dict, seed: Optional[int] = None) -> Network:
+def from_params(params: dict, model: dict, seed: int | None = None) -> Network:
     """The network of seed index `seed` from `state["train"]["params"]` (nested dicts of arrays,
     a leading seed axis when the checkpoint has one) and the run's `config["model"]`."""
     kind = model.get("cell")
@@ -190,7 +191,7 @@ def from_params(params: dict, model: dict, seed: Optional[int] = None) -> Networ
     if kind == "elman" and model.get("activation", "tanh") not in ACTIVATIONS:
         raise NetworkError(f"model.activation={model.get('activation')!r}: allowed {', '.join(ACTIVATIONS)}")
     batched = np.ndim(_cell_layers(params["cell"])[0]["w_h"]) == 3
-    pick = (lambda a: None if a is None else np.asarray(a)[seed]) if batched else (lambda a: a)  # noqa: E731
+    pick = (lambda a: None if a is None else np.asarray(a)[seed]) if batched else (lambda a: a)
     cells = [{k: pick(v) for k, v in p.items()} for p in _cell_layers(params["cell"])]
     readout = {k: pick(v) for k, v in params["readout"].items()}
     layers = tuple(_layer(kind, p, model) for p in cells)

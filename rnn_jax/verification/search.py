@@ -21,7 +21,18 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from rnn_jax.verification import affine
-from rnn_jax.verification.certificate import Certificate, Node, Outcome, check, coordinates, images, initial_images, inverse_bound, node_form, target_index
+from rnn_jax.verification.certificate import (
+    Certificate,
+    Node,
+    Outcome,
+    check,
+    coordinates,
+    images,
+    initial_images,
+    inverse_bound,
+    node_form,
+    target_index,
+)
 from rnn_jax.verification.network import Network, run
 
 # (history, depth) pairs tried in order; each costs about (nodes x 4^depth) forms per round.
@@ -72,7 +83,9 @@ def initial_nodes(samples: Samples, history: int) -> list:
     keys = sorted({(int(c), tuple((int(a), int(b)) for a, b in h)) for c, h in zip(samples.carry, labels)})
     nodes = []
     for carry, hist in keys:
-        rows = (samples.carry == carry) & np.all(labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1)
+        rows = (samples.carry == carry) & np.all(
+            labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1
+        )
         X = samples.states[rows]
         center = X.mean(axis=0)
         _, vecs = np.linalg.eigh((X - center).T @ (X - center))
@@ -84,7 +97,7 @@ def initial_nodes(samples: Samples, history: int) -> list:
 
 
 class Attempt(NamedTuple):
-    certificate: Optional[Certificate]
+    certificate: Certificate | None
     outcome: Outcome
     history: int
     depth: int
@@ -104,26 +117,56 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
         if rnd < budget.refits:
             part = images(net, node_form(nodes), [n.carry for n in nodes], [n.history for n in nodes], depth, history)
             if not part.margin.min() > 0:
-                return Attempt(None, Outcome(False, "an output bit is not certain on some set", float(part.margin.min())), history, depth, rnd)
+                return Attempt(
+                    None,
+                    Outcome(False, "an output bit is not certain on some set", float(part.margin.min())),
+                    history,
+                    depth,
+                    rnd,
+                )
             nodes, ok = _refit(nodes, part, start_images, budget.grow)
             if not ok:
-                return Attempt(None, Outcome(False, "a word reaches a carry and history never simulated", np.nan), history, depth, rnd)
+                return Attempt(
+                    None,
+                    Outcome(False, "a word reaches a carry and history never simulated", np.nan),
+                    history,
+                    depth,
+                    rnd,
+                )
             inverses = [inverse_bound(n.basis) for n in nodes]
             changed = set(range(len(nodes)))
             continue
         if changed:
             src = sorted(changed)
-            part = images(net, node_form([nodes[i] for i in src]), [nodes[i].carry for i in src], [nodes[i].history for i in src], depth, history)
+            part = images(
+                net,
+                node_form([nodes[i] for i in src]),
+                [nodes[i].carry for i in src],
+                [nodes[i].history for i in src],
+                depth,
+                history,
+            )
             for k, i in enumerate(src):
                 rows = part.start == k
-                cached[i] = _land(affine.Form(*(a[rows] for a in part.form)), part.carry[rows], [h for h, r in zip(part.history, rows) if r], part.margin[rows], nodes, inverses)
+                cached[i] = _land(
+                    affine.Form(*(a[rows] for a in part.form)),
+                    part.carry[rows],
+                    [h for h, r in zip(part.history, rows) if r],
+                    part.margin[rows],
+                    nodes,
+                    inverses,
+                )
         first = _land(start_images.form, start_images.carry, start_images.history, start_images.margin, nodes, inverses)
         landings = [first] + [cached[i] for i in range(len(nodes))]
         margin = min(m for m, _ in landings)
         if any(None in targets for _, targets in landings):
-            return Attempt(None, Outcome(False, "a word reaches a carry and history never simulated", margin), history, depth, rnd)
+            return Attempt(
+                None, Outcome(False, "a word reaches a carry and history never simulated", margin), history, depth, rnd
+            )
         if not margin > 0:
-            return Attempt(None, Outcome(False, "an output bit is not certain on some set", margin), history, depth, rnd)
+            return Attempt(
+                None, Outcome(False, "an output bit is not certain on some set", margin), history, depth, rnd
+            )
         changed = set()
         for _, targets in landings:
             for t, (lo, hi) in targets.items():
@@ -140,7 +183,9 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
             return Attempt(cert, check(net, cert), history, depth, rnd + 1)
         if max(float(np.max(n.hi - n.lo)) for n in nodes) > 1e6:
             return Attempt(None, Outcome(False, "the sets grow without bound", margin), history, depth, rnd + 1)
-    return Attempt(None, Outcome(False, f"not closed after {budget.rounds} rounds", np.nan), history, depth, budget.rounds)
+    return Attempt(
+        None, Outcome(False, f"not closed after {budget.rounds} rounds", np.nan), history, depth, budget.rounds
+    )
 
 
 def _refit(nodes, part, start, grow):
@@ -185,9 +230,10 @@ def _land(form, carries, histories, margins, nodes, inverses):
     return float(np.min(margins)) if len(margins) else np.inf, out
 
 
-def find_certificate(net: Network, budget: Budget = Budget(), seed: int = 0) -> Attempt:
+def find_certificate(net: Network, budget: Optional[Budget] = None, seed: int = 0) -> Attempt:
     """The first (history, depth) of the schedule whose sets close and pass `check`, or the last
-    failed attempt."""
+    failed attempt (`budget` None: `Budget()`)."""
+    budget = Budget() if budget is None else budget
     deadline = time.perf_counter() + budget.seconds
     longest = max(h for h, _ in budget.schedule)
     samples = simulate(net, np.random.default_rng(seed), budget.sequences, budget.steps, max(longest, 1))
