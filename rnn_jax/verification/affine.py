@@ -24,15 +24,18 @@ and every rounding error is bounded and added to `e`:
   (x (1 + 4(k + 2) u) + (k + 2) TINY, which covers the k roundings of its own computation).
   Rounding errors of the new center and generators are bounded by `_bound` of
   `2 (k + 2) u |.|`-terms; this is Rump's midpoint-radius interval arithmetic (BIT 39, 1999).
-- tanh and the logistic sigmoid are monotone and their slope is largest at 0, so on an input
-  interval [l, u] the slope is at least lam = min(f'(l), f'(u)): f(x) - lam x is nondecreasing,
-  and f(x) in lam x + [f(l) - lam l, f(u) - lam u] (the "DeepZ" relaxation, Singh et al., NeurIPS
-  2018). lam is computed with relative error far below 1e-9 (f' as 1/cosh^2 and
-  e^-|x| / (1 + e^-|x|)^2, no cancellation) and scaled by (1 - 1e-9), so it is a lower bound of
-  the true slope; any lam below the minimum keeps the argument valid. f(l), f(u) come from
-  NumPy's libm tanh/exp, whose errors are a few ulp; they are widened by `FUNC_MARGIN` (1e-13
-  relative + 1e-300 absolute, hundreds of ulp; `tests/test_verification.py` checks the margin
-  against mpmath at 50 digits on 10^4 points, including saturated ones).
+- tanh and the logistic sigmoid: f(x) = lam x + g(x) with lam the chord slope
+  (f(u) - f(l)) / (u - l) of the input interval [l, u], computed in floats (any lam is sound: only
+  the range of g is claimed). g is smooth, so its extremes on [l, u] lie at l, u or where
+  f'(x) = lam, i.e. at +-x0 (f' is even and unimodal); x0 comes from a formula without
+  cancellation with an error delta below 1e-12 (1 + |x0|), and since |g'| <= sup|f''| |x - x0|
+  <= |x - x0| near x0, g at the computed point is within delta^2 < 1e-15 (`CRITICAL_ALLOWANCE`)
+  of its true extreme. g at each candidate is bounded with one ulp outward per operation, and
+  f's values from NumPy's libm tanh/exp are widened by `FUNC_MARGIN` (1e-13 relative + 1e-300
+  absolute, hundreds of ulp; `tests/test_verification.py` checks the margin against mpmath at
+  50 digits on 10^4 points, saturated ones included). This is the chord ("parallelogram")
+  relaxation; for a saturating unit it keeps about half the error of the minimum-slope one of
+  DeepZ (Singh et al., NeurIPS 2018) and keeps the unit's correlation with the set.
 - ReLU: f(x) - lam x is piecewise linear with a kink at 0, so its range is spanned by its values
   at l, u and 0 (when 0 is inside), for any lam.
 - Products: (x0 + a)(y0 + b) = x0 y0 + x0 b + y0 a + a b with |a b| <= rad(x) rad(y).
@@ -49,7 +52,7 @@ from rnn_jax.verification.network import Arith, sigmoid
 U = 2.0**-53  # unit roundoff of float64
 TINY = 1e-300  # covers underflow (and flush-to-zero) of one operation
 FUNC_MARGIN = 1e-13  # relative widening of libm's tanh / exp results
-SLOPE_SHRINK = 1e-9  # relative shrinking of a computed slope so that it is below the true minimum
+CRITICAL_ALLOWANCE = 1e-15  # covers f - lam x at a computed rather than exact critical point (see `act`)
 
 
 class Form(NamedTuple):
@@ -171,6 +174,21 @@ def _scale_shift(x: Form, lam, lo_g, hi_g) -> Form:
     return Form(c, G, e)
 
 
+def _critical(name: str, lam):
+    """The two points +-x0 where f'(x0) = lam (`lam` inside f's range of slopes; else 0, a harmless
+    extra candidate), without cancellation: tanh' = 1 - t^2 = lam at x0 = log(1 + t) - log(lam) / 2,
+    t = sqrt(1 - lam); sigmoid' = lam at x0 = 2 log(1 + r) - log(4 lam), r = sqrt(1 - 4 lam)."""
+    top = 1.0 if name == "tanh" else 0.25
+    inside = (lam > 0) & (lam < top)
+    safe = np.where(inside, lam, 0.5 * top)
+    if name == "tanh":
+        x0 = np.log1p(np.sqrt(1.0 - safe)) - 0.5 * np.log(safe)
+    else:
+        x0 = 2.0 * np.log1p(np.sqrt(1.0 - 4.0 * safe)) - np.log(4.0 * safe)
+    x0 = np.where(inside, x0, 0.0)
+    return x0, -x0
+
+
 def _widen(v, lower: bool):
     """`v` (a libm result) moved outward by `FUNC_MARGIN` relative + `TINY` absolute."""
     delta = FUNC_MARGIN * np.abs(v) + TINY
@@ -197,9 +215,15 @@ def act(name: str, x: Form) -> Form:
         g_hi = np.max([_up(np.maximum(p, 0.0) - _down(lam * p)) for p in points], axis=0)
         return _scale_shift(x, lam, g_lo, g_hi)
     f = np.tanh if name == "tanh" else sigmoid
-    lam = np.minimum(_slope(name, lo), _slope(name, hi)) * (1.0 - SLOPE_SHRINK)
-    g_lo = _down(_widen(f(lo), lower=True) - _up(lam * lo))  # one ulp outward per operation
-    g_hi = _up(_widen(f(hi), lower=False) - _down(lam * hi))
+    wide = hi - lo > 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chord = np.where(wide, (f(hi) - f(lo)) / np.where(wide, hi - lo, 1.0), _slope(name, lo))
+    lam = np.where(np.isfinite(chord), chord, 0.0)  # any slope is sound: the range of f - lam x is bounded below
+    points = [lo, hi] + [np.clip(p, lo, hi) for p in _critical(name, lam)]
+    g_lo = np.min([_down(_widen(f(p), lower=True) - _up(lam * p)) for p in points], axis=0)  # one ulp outward per op
+    g_hi = np.max([_up(_widen(f(p), lower=False) - _down(lam * p)) for p in points], axis=0)
+    allowance = np.where(lam > 0, CRITICAL_ALLOWANCE, 0.0)  # the critical points are computed, not exact
+    g_lo, g_hi = _down(g_lo - allowance), _up(g_hi + allowance)
     return _scale_shift(x, lam, g_lo, g_hi)
 
 

@@ -36,7 +36,7 @@ from rnn_jax.verification.certificate import (
 from rnn_jax.verification.network import Network, run
 
 # (history, depth) pairs tried in order; each costs about (nodes x 4^depth) forms per round.
-SCHEDULE = ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2))
+SCHEDULE = ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2), (3, 2))
 
 
 class Budget(NamedTuple):
