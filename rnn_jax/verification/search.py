@@ -1,16 +1,17 @@
 """The search for a certificate: sets from simulated states, grown until they are closed.
 
 1. Run the network (float64) on random input pairs and label each visited state with its true
-   carry and its last `history` input pairs.
-2. One node per label seen: a box in the principal directions of the node's states (their SVD),
-   around their mean, spanning them. A box in the directions the states spread along follows the
-   network's contraction far better than an axis-aligned one, whose wrapping effect adds the
-   absolute Jacobian products up (`docs/verification.md` has the figures).
+   carry and its last `history` steps (the carry each read and its input pair).
+2. One node per label seen: a box in the principal directions of the node's states (the
+   eigenvectors of their scatter), around their mean, spanning them. A box in the directions the
+   states spread along follows the network's contraction far better than an axis-aligned one,
+   whose wrapping effect adds the absolute Jacobian products up.
 3. Push every node through every word of `depth` steps (rigorous affine forms, the correlations
-   kept across the word: the set is boxed once per word, not once per step) and grow each
-   target node's box to cover what lands in it, with a little to spare, until nothing grows:
-   a fixed point, which `certificate.check` then proves from scratch. Each (history, depth) of
-   the schedule is tried in turn within the time budget.
+   kept across the word: the set is boxed once per word, not once per step). For `refits`
+   rounds each node is re-placed on what lands in it (the principal axes of the incoming images);
+   then each target's box grows to cover what lands in it, with a little to spare, until nothing
+   grows: a fixed point, which `certificate.check` then proves from scratch. Each (history,
+   depth) of the schedule is tried in turn within the time budget.
 """
 
 from __future__ import annotations
@@ -111,62 +112,41 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
     start_images = initial_images(net, history)
     cached: dict[int, tuple] = {}  # source node -> (margin, {target: (lo, hi)})
     changed = set(range(len(nodes)))
+
+    def failed(reason: str, margin: float, rnd: int) -> Attempt:
+        return Attempt(None, Outcome(False, reason, margin), history, depth, rnd)
+
+    uncertain, unseen = "an output bit is not certain on some set", "a word reaches a carry and history never simulated"
     for rnd in range(budget.rounds):
         if time.perf_counter() > deadline:
-            return Attempt(None, Outcome(False, "time budget spent", np.nan), history, depth, rnd)
+            return failed("time budget spent", np.nan, rnd)
         if rnd < budget.refits:
             part = images(net, node_form(nodes), [n.carry for n in nodes], [n.history for n in nodes], depth, history)
             if not part.margin.min() > 0:
-                return Attempt(
-                    None,
-                    Outcome(False, "an output bit is not certain on some set", float(part.margin.min())),
-                    history,
-                    depth,
-                    rnd,
-                )
+                return failed(uncertain, float(part.margin.min()), rnd)
             nodes, ok = _refit(nodes, part, start_images, budget.grow)
             if not ok:
-                return Attempt(
-                    None,
-                    Outcome(False, "a word reaches a carry and history never simulated", np.nan),
-                    history,
-                    depth,
-                    rnd,
-                )
+                return failed(unseen, np.nan, rnd)
             inverses = [inverse_bound(n.basis) for n in nodes]
             changed = set(range(len(nodes)))
             continue
         if changed:
             src = sorted(changed)
-            part = images(
-                net,
-                node_form([nodes[i] for i in src]),
-                [nodes[i].carry for i in src],
-                [nodes[i].history for i in src],
-                depth,
-                history,
-            )
+            sets = [nodes[i] for i in src]
+            part = images(net, node_form(sets), [n.carry for n in sets], [n.history for n in sets], depth, history)
             for k, i in enumerate(src):
                 rows = part.start == k
-                cached[i] = _land(
-                    affine.Form(*(a[rows] for a in part.form)),
-                    part.carry[rows],
-                    [h for h, r in zip(part.history, rows) if r],
-                    part.margin[rows],
-                    nodes,
-                    inverses,
-                )
-        first = _land(start_images.form, start_images.carry, start_images.history, start_images.margin, nodes, inverses)
+                hist = [h for h, r in zip(part.history, rows) if r]
+                form = affine.Form(*(a[rows] for a in part.form))
+                cached[i] = _land(form, part.carry[rows], hist, part.margin[rows], nodes, inverses)
+        start = start_images
+        first = _land(start.form, start.carry, start.history, start.margin, nodes, inverses)
         landings = [first] + [cached[i] for i in range(len(nodes))]
         margin = min(m for m, _ in landings)
         if any(None in targets for _, targets in landings):
-            return Attempt(
-                None, Outcome(False, "a word reaches a carry and history never simulated", margin), history, depth, rnd
-            )
+            return failed(unseen, margin, rnd)
         if not margin > 0:
-            return Attempt(
-                None, Outcome(False, "an output bit is not certain on some set", margin), history, depth, rnd
-            )
+            return failed(uncertain, margin, rnd)
         changed = set()
         for _, targets in landings:
             for t, (lo, hi) in targets.items():
@@ -182,10 +162,8 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
             cert = Certificate(tuple(nodes), history, depth)
             return Attempt(cert, check(net, cert), history, depth, rnd + 1)
         if max(float(np.max(n.hi - n.lo)) for n in nodes) > 1e6:
-            return Attempt(None, Outcome(False, "the sets grow without bound", margin), history, depth, rnd + 1)
-    return Attempt(
-        None, Outcome(False, f"not closed after {budget.rounds} rounds", np.nan), history, depth, budget.rounds
-    )
+            return failed("the sets grow without bound", margin, rnd + 1)
+    return failed(f"not closed after {budget.rounds} rounds", np.nan, budget.rounds)
 
 
 def _refit(nodes, part, start, grow):
