@@ -24,6 +24,7 @@ import numpy as np
 from rnn_jax.verification import affine
 from rnn_jax.verification.certificate import (
     Certificate,
+    Images,
     Node,
     Outcome,
     check,
@@ -134,13 +135,9 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
             src = sorted(changed)
             sets = [nodes[i] for i in src]
             part = images(net, node_form(sets), [n.carry for n in sets], [n.history for n in sets], depth, history)
-            for k, i in enumerate(src):
-                rows = part.start == k
-                hist = [h for h, r in zip(part.history, rows) if r]
-                form = affine.Form(*(a[rows] for a in part.form))
-                cached[i] = _land(form, part.carry[rows], hist, part.margin[rows], nodes, inverses)
-        start = start_images
-        first = _land(start.form, start.carry, start.history, start.margin, nodes, inverses)
+            for i, landing in zip(src, _land(part, len(src), nodes, inverses)):
+                cached[i] = landing
+        first = _land(start_images, 1, nodes, inverses)[0]
         landings = [first] + [cached[i] for i in range(len(nodes))]
         margin = min(m for m, _ in landings)
         if any(None in targets for _, targets in landings):
@@ -185,7 +182,8 @@ def _refit(nodes, part, start, grow):
             spread = spread + np.einsum("rim,rjm->ij", f.G[r], f.G[r]) + np.diag((f.e[r] ** 2).sum(axis=0))
         _, vecs = np.linalg.eigh(spread / len(c))
         moved = node._replace(center=center, basis=vecs[:, ::-1])
-        bounds = [coordinates(affine.Form(*(a[r] for a in f)), moved) for f, r in sel]
+        inverse = inverse_bound(moved.basis)
+        bounds = [coordinates(affine.Form(*(a[r] for a in f)), moved, inverse) for f, r in sel]
         lo, hi = np.concatenate([b[0] for b in bounds]), np.concatenate([b[1] for b in bounds])
         lo, hi = lo.min(axis=0), hi.max(axis=0)
         spare = grow * (hi - lo) + 1e-12
@@ -193,19 +191,24 @@ def _refit(nodes, part, start, grow):
     return new, True
 
 
-def _land(form, carries, histories, margins, nodes, inverses):
-    """`(smallest margin, {target node: (lo, hi)})` of images in their targets' coordinates;
-    the key None marks images whose (carry, history) has no node."""
-    targets = target_index(nodes, carries, histories)
-    out = {}
-    for t in np.unique(targets):
-        if t < 0:
-            out[None] = None
-            continue
+def _land(part: Images, sources: int, nodes, inverses) -> list:
+    """Per start set of `part`: `(smallest margin, {target node: (lo, hi)})`, its images in their
+    targets' coordinates; the key None marks images whose (carry, history) has no node. One
+    rigorous change of coordinates per target, for the images of every start set together."""
+    targets = target_index(nodes, part.carry, part.history)
+    margins = np.full(sources, np.inf)
+    np.minimum.at(margins, part.start, part.margin)
+    out = [(float(m), {}) for m in margins]
+    for s in np.unique(part.start[targets < 0]):
+        out[s][1][None] = None
+    for t in np.unique(targets[targets >= 0]):
         rows = targets == t
-        lo, hi = coordinates(affine.Form(*(a[rows] for a in form)), nodes[t], inverses[t])
-        out[int(t)] = (lo.min(axis=0), hi.max(axis=0))
-    return float(np.min(margins)) if len(margins) else np.inf, out
+        lo, hi = coordinates(affine.Form(*(a[rows] for a in part.form)), nodes[t], inverses[t])
+        starts = part.start[rows]
+        for s in np.unique(starts):
+            sel = starts == s
+            out[s][1][int(t)] = (lo[sel].min(axis=0), hi[sel].max(axis=0))
+    return out
 
 
 def find_certificate(net: Network, budget: Optional[Budget] = None, seed: int = 0) -> Attempt:
