@@ -1,4 +1,4 @@
-"""The Hydra apps at the edge: train, sample, report, bench, bench_addition (each `python -m rnn_jax.NAME`)."""
+"""The Hydra apps at the edge: train, sample, report, bench, bench_addition, verify (each `python -m rnn_jax.NAME`)."""
 
 from pathlib import Path
 
