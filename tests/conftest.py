@@ -53,3 +53,12 @@ def app_in_process(capsys):
         return subprocess.CompletedProcess(args, code, out.out, out.err)
 
     return call
+
+
+@pytest.fixture
+def x64():
+    """Float64 for the test (`jax_enable_x64`), float32 again after it."""
+    from rnn_testing import x64 as float64
+
+    with float64():
+        yield

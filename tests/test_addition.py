@@ -21,12 +21,6 @@ from rnn_jax.tasks.addition.evaluate import GENERALIZATION_SEED, PackedPairs, ge
 from rnn_jax.tasks.addition.task import AdditionTask, addition_loss, addition_model, make, params_from_2015
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
 
 @pytest.mark.parametrize("bits, full_range", [(8, False), (5, True), (70, False)])
 def test_sampled_sums_are_the_sums_of_the_operands(bits, full_range):

@@ -67,12 +67,6 @@ def precision(request):
         yield jnp.float32, 1e-5
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
 
 CASES = {  # each cell built once, so its compiled programs are shared by both precisions' tests
     "elman-tanh": (rj.elman(H, "tanh"), lambda p, xs: np_elman(p, xs, "tanh")),

@@ -20,7 +20,6 @@ from rnn_jax.apps.train import to_config
 from rnn_jax.build import model_config
 from rnn_jax.driver import checkpoint, loop
 from rnn_jax.driver.checkpoint import CheckpointError, steps_in
-from rnn_jax.driver.config import ConfigError
 from rnn_jax.driver.loop import run as train_run
 from rnn_jax.driver.rundir import read_jsonl
 from rnn_jax.tasks.charlm import corpus

@@ -34,12 +34,6 @@ def both_backwards(fast, ref, params, xs, carry):
     ]
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
 def test_fused_equals_autodiff(activation, x64):

@@ -6,13 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax.build import build_cell
 from rnn_jax.cells import LSTMParams
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.loop import run
 from rnn_jax.driver.rundir import read_jsonl
 from rnn_jax.tasks.lstm2014 import reference2014 as ref
-from rnn_jax.tasks.lstm2014.task import initial_params, make_loss, problem
+from rnn_jax.tasks.lstm2014.task import initial_params, make_cell, make_loss, problem
 from rnn_testing import compose
 
 
@@ -20,18 +19,12 @@ def preset(*overrides):
     return compose("experiment=lstm2014", *overrides)
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
 
 @pytest.mark.parametrize("init", ["rand_arr", "sequential"])
 def test_gradient_equals_the_hand_written_backward(x64, init):
     cfg = preset(f"task.init={init}")
     params = initial_params(cfg, jnp.float64)
-    (loss, predictions), grads = jax.value_and_grad(make_loss(build_cell(cfg.model, jnp.float64)), has_aux=True)(params, problem(cfg, jnp.float64))
+    (loss, predictions), grads = jax.value_and_grad(make_loss(make_cell(cfg, jnp.float64)), has_aux=True)(params, problem(cfg, jnp.float64))
     ref_params, xs = ref.stream(0, 100, 50, 4, init)
     ref_loss, ref_grads = ref.loss_and_grads(ref_params, xs)
     np.testing.assert_allclose(predictions, ref.forward(ref_params, xs)[1], rtol=1e-12, atol=1e-15)

@@ -1,7 +1,6 @@
 """The numpy reference of nicodjimenez/lstm: its random stream, forward equations, hand-written
 gradient, published output, and its weights in rnn_jax's LSTM layout."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,12 +20,6 @@ def _small(seed=1, hidden=5, x_dim=3, steps=4, scale=1.0):
                             *(scale * rng.uniform(-1, 1, hidden) for _ in range(4)))
     return params, rng.uniform(-1, 1, (steps, x_dim)), rng.uniform(-0.5, 0.5, steps)
 
-
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
 
 
 def test_rand_arr_stream_reseeds_every_array():

@@ -16,12 +16,6 @@ from rnn_jax.tasks.charlm.corpus import layout
 N, H, V = 13, 4, 7  # 13 rows: most chunk sizes below leave a partial last chunk
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
 
 def reference(h, w, b, targets):
     """The definition, on the whole [N, V] logits."""

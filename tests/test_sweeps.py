@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from rnn_jax.apps.hydra_callbacks import SweepRecord
 from rnn_jax.apps.train import to_config  # registers the schema

@@ -1,4 +1,4 @@
-"""The apps at the edge: train, sample, report, bench, bench_addition, corpus (each `python -m rnn_jax.NAME`)."""
+"""The apps at the edge: train, sample, report, bench, bench_addition, verify, corpus (each `python -m rnn_jax.NAME`)."""
 
 from pathlib import Path
 

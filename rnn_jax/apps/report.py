@@ -8,7 +8,10 @@ Reads every job of a Hydra multirun (`<sweep dir>/<job>/summary.json`, and the j
   (cell, bits, hidden) and the per-job table;
 - `success.png`: success rate (fraction of seeds exact on every evaluated pair) over bits x hidden,
   one panel per cell; `steps.png`: the median steps to solve over the seeds that solved;
-  `generalization.png`: mean accuracy against test bit width, one panel per (training bits, cell).
+  `generalization.png`: mean accuracy against test bit width, one panel per (training bits, cell);
+- with `python -m rnn_jax.verify` run on the sweep first (each job's `verification.json`): the
+  fraction of seeds proved correct at every length per group, `proved.png`, and the smallest
+  proved network.
 
 It works on a sweep that is still running: a job without `summary.json` is listed as running or
 missing. Jobs that share (cell, bits, hidden) but differ in anything else (the backend, the
@@ -81,6 +84,14 @@ class Job:
         return tuple(self.get(k) for k in GROUP_KEYS)
 
     @property
+    def verification(self) -> Optional[dict]:
+        """The job's `verification.json` (`python -m rnn_jax.verify`), None when absent."""
+        try:
+            return json.loads((self.path / "verification.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    @property
     def task(self) -> Optional[str]:
         """"addition", "charlm", or None when neither the summary nor the config says."""
         return (self.summary or {}).get("task") or (self.settings.get("task") or {}).get("name")
@@ -120,6 +131,12 @@ class Group:
     @property
     def median_steps(self) -> float:
         return median_solved(self._seed_lists("steps_to_solve"))
+
+    @property
+    def proved(self) -> float:
+        """Fraction of the verified seeds proved correct at every length; NaN when none verified."""
+        verdicts = [r["verdict"] for j in self.finished() for r in (j.verification or {}).get("seeds", [])]
+        return float(np.mean([v == "proved" for v in verdicts])) if verdicts else math.nan
 
     @property
     def failed_seeds(self) -> int:
@@ -310,11 +327,25 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 def group_table(groups: list[Group]) -> tuple[list[str], list[list]]:
     widths = sorted({n for g in groups for n in g.generalization()})
     header = ["cell", "bits", "hidden", "jobs", "seeds", "success", "accuracy", "median steps", "NaN seeds"] + [f"acc@{n}" for n in widths]
+    verified = any(not math.isnan(g.proved) for g in groups)
+    header += ["proved"] if verified else []
     rows = []
     for g in groups:
         gen = g.generalization()
-        rows.append([g.cell, g.bits, g.hidden, len(g.jobs), g.seeds, g.success_rate, g.final_accuracy, g.median_steps, g.failed_seeds] + [gen.get(n) for n in widths])
+        row = [g.cell, g.bits, g.hidden, len(g.jobs), g.seeds, g.success_rate, g.final_accuracy, g.median_steps]
+        rows.append(row + [g.failed_seeds] + [gen.get(n) for n in widths] + ([g.proved] if verified else []))
     return header, rows
+
+
+def smallest_proved(jobs: list[Job]) -> Optional[str]:
+    """The proved network with the fewest parameters, as a line of the report; None if none."""
+    seeds = [(j, r) for j in jobs for r in (j.verification or {}).get("seeds", []) if r["verdict"] == "proved"]
+    if not seeds:
+        return None
+    params, hidden, cell, job, seed = min((r["parameters"], j.get("hidden"), j.get("cell"), j.name, r["seed"])
+                                          for j, r in seeds)
+    network = f"{cell}, {hidden} hidden units, {params} parameters"
+    return f"smallest network proved correct at every length: {network} (job {job}, seed {seed})"
 
 
 def problems(jobs: list[Job]) -> list[str]:
@@ -426,6 +457,7 @@ def generalization_plot(path: Path, groups: list[Group]) -> None:
 
 FIGURES = {
     "success.png": "success rate over bits x hidden, one panel per cell",
+    "proved.png": "fraction of seeds proved correct at every length",
     "steps.png": "median steps to solve (seeds that solved)",
     "generalization.png": "accuracy vs test bit width",
 }
@@ -456,6 +488,9 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
             notes.append("steps.png is not written: no seed solved in any job")
         if any(g.generalization() for g in reported):
             generalization_plot(sweep_dir / "generalization.png", reported)
+        if any(not math.isnan(g.proved) for g in reported):
+            title = "fraction of seeds proved correct at every length (python -m rnn_jax.verify)"
+            heatmap(sweep_dir / "proved.png", reported, lambda g: g.proved, title, "viridis", 0.0, 1.0)
         figures = [name for name in FIGURES if (sweep_dir / name).is_file()]
 
     grid = grid_size(sweep_dir)
@@ -468,6 +503,9 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     if left_out:
         tasks = sorted({str(j.task) for j in left_out})
         lines.append(f"{len(left_out)} {'/'.join(tasks)} jobs left out ({', '.join(j.name for j in left_out)}): this report covers binary addition")
+    smallest = smallest_proved(jobs)
+    if smallest:
+        lines.append(smallest)
     if pooled:
         lines.append(f"jobs sharing (cell, bits, hidden) are pooled (their seeds count together) across: {', '.join(pooled)}")
     text = "\n".join(lines + [""] + ([_md_table(header, rows)] if rows else ["(no job with results yet)"]) + ([""] + notes if notes else []))
@@ -475,7 +513,8 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     md = [f"# Sweep report: {sweep_dir.name}", "", *lines, ""]
     md += ["success: fraction of seeds exact on every evaluated pair; accuracy: mean exact accuracy over seeds; "
            "median steps: over the seeds that solved; NaN seeds: seeds whose loss became NaN or Inf (not solved); "
-           "acc@n: exact accuracy on n-bit numbers.", ""]  # fmt: skip
+           "acc@n: exact accuracy on n-bit numbers; proved: fraction of seeds proved correct at every length "
+           "(`python -m rnn_jax.verify`).", ""]  # fmt: skip
     if notes:
         md += ["## Failed, incomplete or running", "", *[f"- {n}" for n in notes], ""]
     md += ["## By cell, bits and hidden", "", _md_table(header, rows) if rows else "(no job with results yet)", ""]

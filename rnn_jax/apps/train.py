@@ -30,6 +30,7 @@ from rnn_jax.build import MODEL_CONFIGS
 from rnn_jax.driver.backend import BackendError
 from rnn_jax.driver.checkpoint import CheckpointError
 from rnn_jax.driver.config import Config, ConfigError, validate
+from rnn_jax.driver.loggers import job_name
 from rnn_jax.driver.loop import NothingToTrain, run
 from rnn_jax.driver.optim import OPTIM_CONFIGS
 from rnn_jax.driver.rundir import RunDirectoryError, atomic_write_json, write_summary
@@ -200,7 +201,8 @@ def job(dcfg: DictConfig) -> float:
         # device k modulo how many there are, so 8 workers on an 8-GPU node use 8 GPUs.
         worker = hydra_cfg.job.num if sweeping and "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower() else None
         group = str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None
-        summary = run(to_config(dcfg), run_dir, group=group, worker=worker)
+        name = job_name(hydra_cfg.overrides.task, run_dir)  # what the job changed: its name in the trackers
+        summary = run(to_config(dcfg), run_dir, group=group, worker=worker, name=name)
     except NothingToTrain as done:
         restore_earlier_run_config()  # the rerun changed nothing, its .hydra/ record included
         print(f"{done}", file=sys.stderr)

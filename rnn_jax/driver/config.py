@@ -34,7 +34,7 @@ class TrainConfig:
     are under `task`."""
 
     steps: int = 1000
-    log_every: int = 100  # steps per compiled chunk; Python is touched only between chunks
+    log_every: Any = "auto"  # steps per compiled chunk, or auto (tasks.base.log_every); Python runs only between chunks
     dtype: str = "float32"
     unroll_steps: int = 1  # lax.scan unroll of the loop over training steps inside a chunk
     resume: Optional[str] = None  # a run directory to continue from (default: this run's own, if it has a checkpoint)
@@ -111,7 +111,8 @@ def validate(cfg: Config) -> Config:
     if o.warmup_steps is not None:
         check_at_least("optim.warmup_steps", o.warmup_steps, 0)
     check_at_least("train.steps", t.steps, 1)
-    check_at_least("train.log_every", t.log_every, 1)
+    if t.log_every != "auto" and not (isinstance(t.log_every, int) and t.log_every >= 1):
+        raise ConfigError("train.log_every", t.log_every, "allowed: auto, or an integer >= 1")
     check_at_least("train.unroll_steps", t.unroll_steps, 1)
     check_choice("train.dtype", t.dtype, tuple(DTYPES))
     check_choice("train.resume_changes", t.resume_changes, RESUME_CHANGES)

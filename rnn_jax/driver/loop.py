@@ -39,8 +39,9 @@ from rnn_jax.driver.distributed import is_writer
 from rnn_jax.driver.loggers import make_loggers
 from rnn_jax.driver.memory import check_memory
 from rnn_jax.driver.optim import SCHEDULES_OVER_TRAINING, make_optimizer
+from rnn_jax.driver.provenance import code_version
 from rnn_jax.driver.rundir import MetricsLog, atomic_write_bytes, finite_or_null, interrupts_deferred, read_jsonl, run_lock, write_summary
-from rnn_jax.tasks.base import Task, place, to_host
+from rnn_jax.tasks.base import Task, log_every, place, to_host
 from rnn_jax.tasks.registry import TASKS
 
 POLL_SECONDS = 0.05  # how often the host looks whether a chunk has ended (and lets signals in)
@@ -55,12 +56,15 @@ class NothingToTrain(Exception):
         self.summary = summary
 
 
-def run(cfg: Config, run_dir, group: Optional[str] = None, worker: Optional[int] = None) -> dict[str, Any]:
+def run(
+    cfg: Config, run_dir, group: Optional[str] = None, worker: Optional[int] = None, name: Optional[str] = None
+) -> dict[str, Any]:
     """Starts `jax.distributed` when the config or the cluster asks for it, chooses the devices and
     the precision `cfg` names, then `train_and_evaluate`, feeding the trackers `cfg.logger` names.
 
     `group`: the sweep the run belongs to, if any; `worker`: the number of a sweep worker that
-    runs one job per device (it gets one device, its number modulo how many there are)."""
+    runs one job per device (it gets one device, its number modulo how many there are); `name`: the
+    job's name in the trackers (its overrides, `loggers.job_name`)."""
     validate(cfg)
     initialize_distributed(cfg.backend.distributed)
     # Process-wide, so set for every job: a float32 job after a float64 one in the same sweep
@@ -70,7 +74,7 @@ def run(cfg: Config, run_dir, group: Optional[str] = None, worker: Optional[int]
     devices, device = select_backend(cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker, spec.parallel(cfg))
     print(f"devices: {device['device_use']} {devices.platform}", file=sys.stderr)
     check_memory(cfg, spec.memory(cfg))
-    loggers = make_loggers(cfg.logger, Path(run_dir), group) if is_writer() else []
+    loggers = make_loggers(cfg.logger, Path(run_dir), group, name) if is_writer() else []
     return train_and_evaluate(cfg, Path(run_dir), devices, device, loggers)
 
 
@@ -92,7 +96,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: di
     task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), devices)
     state_spec, consts_spec = task.partition or (None, None)
     task = task._replace(consts=place(task.consts, devices.mesh, consts_spec))
-    header = {"task": name, **device, "config": dataclasses.asdict(cfg)}
+    header = {"task": name, **device, "code": code_version(), "config": dataclasses.asdict(cfg)}
     timing = Timing()
     try:
         with timing.compiling():
@@ -106,7 +110,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: di
         raise NothingToTrain(run_dir, resumed.step, json.loads((run_dir / "summary.json").read_text()))
     kept = continue_metrics(resumed.source, run_dir, resumed.step) if is_writer() else []
     for logger in loggers:
-        logger.start(header["config"])
+        logger.start(header["config"], header["code"])
     loop = Loop(cfg, task, run_dir, resumed, timing, loggers, last_record=kept[-1] if kept else None)
     try:
         return _finish(loop, resumed, header, loggers, t_start)
@@ -296,7 +300,8 @@ class Loop:
     def next_stop(self) -> int:
         """The next step at which the host must look: a log, a validation or the end."""
         t, s = self.cfg.train, self.step
-        ends = [t.steps, (s // t.log_every + 1) * t.log_every]
+        every = log_every(t)
+        ends = [t.steps, (s // every + 1) * every]
         if self.task.eval_every:
             ends.append((s // self.task.eval_every + 1) * self.task.eval_every)
         return min(ends)
@@ -309,8 +314,11 @@ class Loop:
         t0 = time.perf_counter()
         state, outputs = self.compiled[k](*args)
         # Wait by polling, not by blocking in XLA: a signal must not wait for a long chunk's end.
+        # The first polls come soon, so a short chunk is not rounded up to a whole POLL_SECONDS.
+        wait = POLL_SECONDS / 64
         while not all(x.is_ready() for x in jax.tree.leaves(outputs)):
-            time.sleep(POLL_SECONDS)
+            time.sleep(wait)
+            wait = min(1.25 * wait, POLL_SECONDS)  # a chunk waits at most a quarter longer than it runs
         return state, to_host(outputs), time.perf_counter() - t0
 
     def train(self) -> bool:

@@ -24,6 +24,19 @@ def check_has_model(cfg) -> None:
         raise ConfigError("model", None, f"task {cfg.task.name} trains a model: choose one with model=elman (or lstm, gru, ...)")
 
 
+AUTO_LOGS = 200  # train.log_every=auto logs about this many times over train.steps, at most every 100 steps
+
+
+def log_every(train) -> int:
+    """The steps per compiled chunk (between two log lines) of `train` (a `TrainConfig`): its
+    `log_every`, or for `auto` `train.steps // AUTO_LOGS` within 1..100, so that a short run still
+    draws a curve (2000 steps: every 10, which the default addition run, stopping when solved at
+    about step 150, turns into some 15 points) and a long one pays for one log per 100 steps."""
+    if train.log_every != "auto":
+        return int(train.log_every)
+    return max(1, min(100, train.steps // AUTO_LOGS))
+
+
 class Task(NamedTuple):
     """One task, as the driver runs it.
 

@@ -25,7 +25,7 @@ from rnn_jax.model import DenseParams, ModelParams
 from rnn_jax.tasks.addition import data as addition
 from rnn_jax.tasks.addition import reference2015
 from rnn_jax.tasks.addition.evaluate import EVAL_PIECE_FLOATS, EvalSet, eval_set, exact_fraction, generalization_pairs, packed_exact
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_has_model, to_host
+from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_has_model, log_every, to_host
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 LOSSES = ("bce", "mse")
@@ -275,7 +275,7 @@ def memory(cfg) -> dict:
     T = addition.sequence_length(task.bits, task.full_range)
     pairs = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
     size = 8 if t.dtype == "float64" else 4
-    S, B, K = cfg.task.seeds, cfg.task.batch_size, min(t.log_every, t.steps)
+    S, B, K = cfg.task.seeds, cfg.task.batch_size, min(log_every(t), t.steps)
     shapes = jax.eval_shape(lambda key: addition_model(cfg).init(key, 2), jax.random.key(0))
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     first = shapes.cell if hasattr(shapes.cell, "w_h") else shapes.cell[0]  # a cell's params, or a stack's

@@ -64,6 +64,11 @@ def problem(cfg, dtype) -> Problem:
     return Problem(jnp.asarray(xs, dtype), jnp.asarray(cfg.task.targets, dtype))
 
 
+def make_cell(cfg, dtype, platform=None):
+    """The reference's network: one LSTM layer of `task.hidden` cells without the output tanh."""
+    return lstm(cfg.task.hidden, output_tanh=False, dtype=dtype, platform=platform)
+
+
 def make_loss(cell):
     """`loss(params, problem) -> (sum_t (h_t[0] - y_t)^2, h[:, 0])` over one unbatched sequence."""
 
@@ -77,7 +82,7 @@ def make_loss(cell):
 
 def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     dtype = dtype_of(cfg.train.dtype)
-    cell = lstm(cfg.task.hidden, output_tanh=False, dtype=dtype, platform=devices.platform)
+    cell = make_cell(cfg, dtype, devices.platform)
     step = make_step(make_loss(cell), optimizer)
 
     def chunk(state: TrainState, p: Problem, start, k: int):

@@ -1,0 +1,226 @@
+"""Proves or refutes each seed of trained addition networks at every length.
+
+    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=256] [seed=0]
+
+For every run directory (the one given, or each numbered job of a sweep) and every seed in its
+`checkpoints/last`, the verdict is one of:
+
+- proved: a certificate (`rnn_jax.verification.certificate`) shows, with rigorous affine
+  arithmetic, that the network adds operands of every length exactly (real arithmetic on its
+  float32 weights);
+- refuted: operands it adds wrongly, found in float64 and confirmed by running the trained model
+  itself (rnn_jax's own cell, its training dtype) against Python integers;
+- unknown: neither within `seconds` of certificate search per seed (never counted as proved).
+
+Each run's verdicts go into `verification.json` beside its `summary.json`; the report
+(`python -m rnn_jax.report`) reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnn_jax import verification
+from rnn_jax.verification import refute
+from rnn_jax.verification.search import Budget
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    run: str | None = None  # an addition run directory, or a sweep directory of them
+    seconds: float = 1.5  # certificate search budget per seed
+    max_bits: int = 256  # widest operands of the counterexample search
+    seed: int = 0  # of the simulated sums that place the sets and of the random operands
+
+
+class VerifyArgError(ValueError):
+    """A bad command-line argument or run directory; the message names it."""
+
+
+def parse_args(argv) -> VerifyConfig:
+    fields = {f.name: f for f in dataclasses.fields(VerifyConfig)}
+    values = {}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq or key not in fields:
+            raise VerifyArgError(f"{arg!r}: expected key=value with key one of {', '.join(fields)}")
+        kind = type(fields[key].default) if fields[key].default is not None else str
+        try:
+            values[key] = kind(value)
+        except ValueError:
+            raise VerifyArgError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}") from None
+    cfg = VerifyConfig(**values)
+    if cfg.run is None:
+        raise VerifyArgError("run=<addition run dir or sweep dir> is required")
+    if not cfg.seconds > 0:
+        raise VerifyArgError(f"seconds={cfg.seconds}: must be > 0")
+    if cfg.max_bits < 4:
+        raise VerifyArgError(f"max_bits={cfg.max_bits}: must be >= 4")
+    return cfg
+
+
+def run_dirs(path) -> list[Path]:
+    """The run directories under `path`: itself if it holds a summary, else its numbered jobs."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise VerifyArgError(f"run={path}: no such directory")
+    if (path / "summary.json").is_file():
+        return [path]
+    jobs = sorted(
+        (d for d in path.iterdir() if d.name.isdigit() and (d / "summary.json").is_file()), key=lambda d: int(d.name)
+    )
+    if not jobs:
+        raise VerifyArgError(
+            f"run={path}: neither a run directory (no summary.json) nor a sweep of them (no numbered job with one)"
+        )
+    return jobs
+
+
+@functools.cache
+def _sum_program(model_cfg, dtype_name: str):
+    """The trained model's output bits for inputs `[T, B, 2]`, jitted once per model config."""
+    import jax
+
+    import dataclasses
+
+    from rnn_jax.build import MODEL_CONFIGS, build_model, dtype_of
+
+    fields = dict(model_cfg)
+    schema = MODEL_CONFIGS[fields["cell"]]  # runs recorded before per-cell schemas hold every cell's keys
+    model = build_model(schema(**{f.name: fields[f.name] for f in dataclasses.fields(schema) if f.name in fields}), 1, output_activation="sigmoid", dtype=dtype_of(dtype_name))
+    return model, jax.jit(lambda params, xs: model.logits(params, xs)[1][..., 0] > 0)
+
+
+def confirm(params_nested: dict, config: dict, seed_index: int, found: list) -> list:
+    """The counterexamples the trained model itself (rnn_jax's cells, the training dtype) gets
+    wrong, checked against Python integers."""
+    import jax
+
+    from rnn_jax.driver import checkpoint
+    from rnn_jax.tasks.addition import data as addition
+
+    model, program = _sum_program(tuple(sorted(config["model"].items())), config["train"]["dtype"])
+    template = jax.eval_shape(lambda key: model.init(key, 2), jax.random.PRNGKey(0))
+    one = jax.tree.map(lambda a: np.asarray(a)[seed_index], params_nested) if _batched(params_nested) else params_nested
+    params = checkpoint.to_target("checkpoint", jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template), one)
+    confirmed = []
+    for ce in found:
+        batch = addition.encode([ce.a], [ce.b], ce.bits, full_range=True, dtype=np.dtype(config["train"]["dtype"]))
+        bits = np.asarray(program(params, batch.inputs))[:, 0]
+        got = sum(int(b) << t for t, b in enumerate(bits))
+        if got != ce.a + ce.b:
+            confirmed.append(ce._replace(got=got))
+    return confirmed
+
+
+def _batched(params: dict) -> bool:
+    return np.ndim(params["readout"]["w"]) == 3
+
+
+def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
+    """Verdicts of every seed of one run; written to `verification.json` and returned."""
+    from rnn_jax.driver import checkpoint
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    config = summary.get("config") or {}
+    task = (config.get("task") or {}).get("name", summary.get("task"))
+    if task != "addition":
+        raise VerifyArgError(f"{run_dir}: task {task!r}; the verifier checks addition runs")
+    state, _ = checkpoint.load(run_dir / "checkpoints" / "last")
+    params = state["train"]["params"]
+    budget = Budget(seconds=cfg.seconds)
+    seeds = summary.get("seed_values") or list(range(verification.seed_count(params)))
+    results = []
+    for i, seed_value in enumerate(seeds):
+        index = i if _batched(params) else None
+        try:
+            net = verification.from_params(params, config["model"], index)
+        except verification.NetworkError as e:
+            results.append({"seed": seed_value, "verdict": "unknown", "reason": f"unsupported: {e}"})
+            continue
+        verdict = verification.verify(net, budget, cfg.max_bits, cfg.seed)
+        entry = {
+            "seed": seed_value,
+            "verdict": verdict.status,
+            "seconds": round(verdict.seconds, 3),
+            "parameters": net.parameter_count,
+        }
+        if verdict.status == "refuted":
+            confirmed = confirm(params, config, i if _batched(params) else 0, verdict.counterexamples)
+            if confirmed:
+                entry["counterexamples"] = [_counterexample(ce) for ce in confirmed]
+            else:
+                entry.update(verdict="unknown", reason="float64 counterexamples that the trained model adds correctly")
+        elif verdict.status == "proved":
+            entry["certificate"] = verdict.detail
+        else:
+            entry["reason"] = verdict.reason
+        results.append(entry)
+    out = {
+        "model": config["model"],
+        "bits": config["task"]["bits"],
+        "seconds_per_seed": cfg.seconds,
+        "max_bits": cfg.max_bits,
+        "seed": cfg.seed,
+        "proved": sum(r["verdict"] == "proved" for r in results),
+        "refuted": sum(r["verdict"] == "refuted" for r in results),
+        "unknown": sum(r["verdict"] == "unknown" for r in results),
+        "seeds": results,
+    }
+    (run_dir / "verification.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _counterexample(ce: refute.Counterexample) -> dict:
+    """Operands as hexadecimal strings (exact at any width in any JSON reader)."""
+    return {
+        "family": ce.family,
+        "bits": ce.bits,
+        "a": hex(ce.a),
+        "b": hex(ce.b),
+        "sum": hex(ce.a + ce.b),
+        "got": hex(ce.got),
+    }
+
+
+def _counts(c: dict) -> str:
+    return f"proved {c['proved']}, refuted {c['refuted']}, unknown {c['unknown']}"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    from rnn_jax.driver.checkpoint import CheckpointError
+
+    try:
+        cfg = parse_args(argv)
+        dirs = run_dirs(cfg.run)
+        start = time.perf_counter()
+        totals = {"proved": 0, "refuted": 0, "unknown": 0}
+        for d in dirs:
+            out = verify_run(d, cfg)
+            for k in totals:
+                totals[k] += out[k]
+            m = out["model"]
+            print(f"{d}: {m['cell']} hidden={m['hidden']} bits={out['bits']}: {_counts(out)}", flush=True)
+        print(
+            f"{len(dirs)} runs, {sum(totals.values())} seeds: {_counts(totals)} in {time.perf_counter() - start:.1f} s"
+        )
+    except (VerifyArgError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

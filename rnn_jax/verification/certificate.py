@@ -1,0 +1,190 @@
+"""Certificates of correctness at every length, and their rigorous check.
+
+A certificate is a finite abstraction of the network as a ripple-carry adder. Its nodes are sets
+of states, each labelled with a carry and the last `history` input pairs; each set is a box in its
+own basis (a parallelotope):
+
+    S = { center + basis @ u :  lo <= u <= hi }
+
+`check(net, cert)` proves, with the rigorous affine arithmetic of `rnn_jax.verification.affine`:
+
+1. from the initial (zero) state, for every word of `max(history, 1)` input pairs: every output
+   bit is the sum bit, and the final state lies in the node of its carry and history;
+2. from every node, for every word of `depth` input pairs: every output bit is the sum bit for the
+   node's carry, and the final state lies in the node of the carry and history it reaches.
+
+By induction over blocks of `depth` steps, after `max(history, 1) + i * depth` steps of any input
+sequence the state lies in the node of its true carry and history, and every output bit of every
+step is right: every sequence is a prefix of a longer one whose steps the words cover. A network
+so certified adds operands of every length exactly (in real arithmetic on its float32 weights;
+see `docs/verification.md` for what that leaves out).
+
+Containment of an affine form Z in S uses an approximate inverse W of `basis` (rows) and
+rho = ||I - W basis||_inf, bounded rigorously: basis^-1 = (I - R)^-1 W with ||R|| <= rho < 1,
+so basis^-1 (z - center) lies within rho / (1 - rho) ||W (z - center)||_inf of W (z - center).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+
+from rnn_jax.verification import affine
+from rnn_jax.verification.network import PAIRS, Network, initial_state, step
+
+A_BITS = np.array([0, 1, 0, 1])  # pair p = a + 2 b
+B_BITS = np.array([0, 0, 1, 1])
+
+
+class Node(NamedTuple):
+    carry: int
+    history: tuple  # the last steps as (carry before, input pair 0..3 = a + 2 b), oldest first
+    center: np.ndarray  # [n]
+    basis: np.ndarray  # [n, n]: the set is center + basis @ u
+    lo: np.ndarray  # [n]
+    hi: np.ndarray  # [n]
+
+
+class Certificate(NamedTuple):
+    nodes: tuple
+    history: int  # how many past input pairs label a node
+    depth: int  # steps of the words checked from each node
+
+
+class Images(NamedTuple):
+    """Every word of `depth` pairs run from every start set: `[B * 4^depth]` rows, start-major."""
+
+    form: affine.Form  # the final states
+    carry: np.ndarray  # [R] the true carry after the word
+    history: list  # [R] tuples: the history the final state has
+    margin: np.ndarray  # [R] smallest signed logit margin over the word's steps (> 0: every bit right)
+    start: np.ndarray  # [R] index of the start set
+
+
+def carry_and_bit(carry: np.ndarray, pair: np.ndarray):
+    total = carry + A_BITS[pair] + B_BITS[pair]
+    return total // 2, total % 2
+
+
+def _tile(form: affine.Form, k: int) -> affine.Form:
+    return affine.Form(*(np.repeat(a, k, axis=0) for a in form))
+
+
+def images(net: Network, start: affine.Form, carries, histories, depth: int, keep: int) -> Images:
+    """Runs every word of `depth` input pairs from each start set; `keep` past pairs label the ends."""
+    B = start.c.shape[0]
+    form, carry = start, np.asarray(carries)
+    hist = list(histories)
+    index = np.arange(B)
+    margin = np.full(B, np.inf)
+    for _ in range(depth):
+        R = form.c.shape[0]
+        form, carry, index, margin = _tile(form, 4), np.repeat(carry, 4), np.repeat(index, 4), np.repeat(margin, 4)
+        pair = np.tile(np.arange(4), R)
+        hist = [h for h in hist for _ in range(4)]
+        hist = [(h + ((int(c), p),))[-keep:] if keep else () for h, c, p in zip(hist, carry, pair)]
+        carry, bit = carry_and_bit(carry, pair)
+        state, logit = step(affine.AFFINE, net, form, affine.point(PAIRS[pair]))
+        lo, hi = affine.interval(logit)
+        margin = np.minimum(margin, np.where(bit == 1, lo[:, 0], -hi[:, 0]))
+        form = affine.absorb(state)
+    return Images(form, carry, hist, margin, index)
+
+
+def node_form(nodes) -> affine.Form:
+    """The nodes' sets as affine forms (one row each, n generators): center + basis diag(rad) eps."""
+    lo, hi = np.stack([n.lo for n in nodes]), np.stack([n.hi for n in nodes])
+    basis, center = np.stack([n.basis for n in nodes]), np.stack([n.center for n in nodes])
+    mid = 0.5 * (lo + hi)
+    rad = np.maximum(affine._up(hi - mid), affine._up(mid - lo))
+    base = affine.Form(mid, rad[:, :, None] * np.eye(lo.shape[1]), np.zeros_like(mid))  # u as a form (exact)
+    form = affine.Form(*(np.empty_like(a) for a in base))
+    for i in range(len(nodes)):  # center + basis @ u, each node with its own basis
+        one = affine.shift(affine.linear(affine.Form(*(a[i : i + 1] for a in base)), basis[i].T, None), center[i])
+        for dst, src in zip(form, one):
+            dst[i : i + 1] = src
+    return form
+
+
+def inverse_bound(basis: np.ndarray):
+    """`(W, rho)`: an approximate inverse of `basis` and a rigorous bound on ||I - W basis||_inf."""
+    W = np.linalg.inv(basis)
+    n = basis.shape[0]
+    P = W @ basis
+    err = affine._err(np.abs(W) @ np.abs(basis), n)
+    rows = affine._bound((np.abs(np.eye(n) - P) + err).sum(axis=1), n)  # |I - P| rounded: 1 op, covered
+    return W, float(affine._up(rows.max() * (1 + 4 * affine.U)))
+
+
+def coordinates(form: affine.Form, node: Node, inverse=None):
+    """Rigorous `(lo, hi)` of basis^-1 (z - center) over the rows of `form`, `[R, n]` each."""
+    W, rho = inverse_bound(node.basis) if inverse is None else inverse
+    if not rho < 0.5:
+        return np.full(form.c.shape, -np.inf), np.full(form.c.shape, np.inf)
+    u = affine.linear(affine.shift(form, -node.center), W.T, None)
+    lo, hi = affine.interval(u)
+    slack = affine._up(affine._up(rho / (1 - rho)) * np.maximum(np.abs(lo), np.abs(hi)).max(axis=1, keepdims=True))
+    return affine._down(lo - slack), affine._up(hi + slack)
+
+
+class Outcome(NamedTuple):
+    ok: bool
+    reason: str  # why not, or ""
+    margin: float  # the smallest logit margin met (> 0 when every bit is right)
+
+
+def words(length: int):
+    return list(itertools.product(range(4), repeat=length))
+
+
+def initial_images(net: Network, history: int) -> Images:
+    return images(net, affine.point(initial_state(net)), [0], [()], max(history, 1), history)
+
+
+def check(net: Network, cert: Certificate) -> Outcome:
+    """Proves (ok=True) or fails to prove that `cert` certifies `net` (see the module docstring)."""
+    inverses = [inverse_bound(n.basis) for n in cert.nodes]
+    parts = [initial_images(net, cert.history)]
+    if cert.nodes:
+        parts.append(
+            images(
+                net,
+                node_form(cert.nodes),
+                [n.carry for n in cert.nodes],
+                [tuple(n.history) for n in cert.nodes],
+                cert.depth,
+                cert.history,
+            )
+        )
+    margin = min(float(p.margin.min()) for p in parts)
+    if not margin > 0:
+        return Outcome(False, "an output bit is not certain on some set", margin)
+    for part in parts:
+        targets = target_index(cert.nodes, part.carry, part.history)
+        if (targets < 0).any():
+            return Outcome(False, "a word reaches a carry and history that has no node", margin)
+        for t in np.unique(targets):
+            rows = targets == t
+            lo, hi = coordinates(affine.Form(*(a[rows] for a in part.form)), cert.nodes[t], inverses[t])
+            if not ((lo >= cert.nodes[t].lo).all() and (hi <= cert.nodes[t].hi).all()):
+                return Outcome(False, f"an image leaves node {t}", margin)
+    return Outcome(True, "", margin)
+
+
+def target_index(cert_nodes, carries, histories) -> np.ndarray:
+    index = {(n.carry, tuple(n.history)): i for i, n in enumerate(cert_nodes)}
+    return np.array([index.get((int(c), tuple(h)), -1) for c, h in zip(carries, histories)])
+
+
+def describe(cert: Certificate | None, outcome: Outcome | None) -> dict:
+    """A short JSON description of a certificate (what a reader wants to see, not the sets)."""
+    if cert is None:
+        return {}
+    return {
+        "nodes": len(cert.nodes),
+        "history": cert.history,
+        "depth": cert.depth,
+        "margin": None if outcome is None else outcome.margin,
+    }

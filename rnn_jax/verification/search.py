@@ -1,0 +1,228 @@
+"""The search for a certificate: sets from simulated states, grown until they are closed.
+
+1. Run the network (float64) on random input pairs and label each visited state with its true
+   carry and its last `history` steps (the carry each read and its input pair).
+2. One node per label seen: a box in the principal directions of the node's states (the
+   eigenvectors of their scatter), around their mean, spanning them. A box in the directions the
+   states spread along follows the network's contraction far better than an axis-aligned one,
+   whose wrapping effect adds the absolute Jacobian products up.
+3. Push every node through every word of `depth` steps (rigorous affine forms, the correlations
+   kept across the word: the set is boxed once per word, not once per step). For `refits`
+   rounds each node is re-placed on what lands in it (the principal axes of the incoming images);
+   then each target's box grows to cover what lands in it, with a little to spare, until nothing
+   grows: a fixed point, which `certificate.check` then proves from scratch. Each (history,
+   depth) of the schedule is tried in turn within the time budget.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from rnn_jax.verification import affine
+from rnn_jax.verification.certificate import (
+    Certificate,
+    Images,
+    Node,
+    Outcome,
+    check,
+    coordinates,
+    images,
+    initial_images,
+    inverse_bound,
+    node_form,
+    target_index,
+)
+from rnn_jax.verification.network import Network, run
+
+# (history, depth) pairs tried in order; each costs about (nodes x 4^depth) forms per round.
+SCHEDULE = ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2), (3, 2))
+
+
+class Budget(NamedTuple):
+    seconds: float = 4.0  # for one network, all (history, depth) tried together
+    rounds: int = 60  # growth rounds per (history, depth)
+    grow: float = 0.05  # a grown side moves past the image by this fraction of the box's width
+    refits: int = 3  # rounds whose images re-place every node (basis and box), before growing
+    sequences: int = 64  # random sums simulated to place the sets
+    steps: int = 64  # steps of each
+    schedule: tuple = SCHEDULE
+
+
+class Samples(NamedTuple):
+    states: np.ndarray  # [N, n]
+    carry: np.ndarray  # [N]
+    steps: np.ndarray  # [N, L, 2]: the last L steps as (carry before, input pair), oldest first
+
+
+def true_carries(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(carry after each step, sum bit of each step)` for `[T, B]` input pairs from carry 0."""
+    carry = np.zeros(pairs.shape[1], dtype=np.int64)
+    carries, bits = np.empty(pairs.shape, np.int64), np.empty(pairs.shape, np.int64)
+    for t, p in enumerate(pairs):
+        total = carry + (p & 1) + (p >> 1)
+        carry, bits[t] = total // 2, total % 2
+        carries[t] = carry
+    return carries, bits
+
+
+def simulate(net: Network, rng: np.random.Generator, sequences: int, steps: int, keep: int = 3) -> Samples:
+    """States visited on random sums after `keep` steps, with their carries and last pairs."""
+    pairs = rng.integers(0, 4, size=(steps, sequences))
+    states, _ = run(net, pairs)
+    carries, _ = true_carries(pairs)
+    before = np.concatenate([np.zeros_like(carries[:1]), carries[:-1]])  # the carry each step reads
+    t = np.arange(keep, steps)
+    past = np.stack([np.stack([before[t - keep + 1 + i], pairs[t - keep + 1 + i]], -1) for i in range(keep)], axis=-2)
+    return Samples(states[t].reshape(-1, net.state_size), carries[t].ravel(), past.reshape(-1, keep, 2))
+
+
+def initial_nodes(samples: Samples, history: int) -> list:
+    """One node per (carry, last `history` steps) seen: a box in the principal axes of its states."""
+    labels = samples.steps[:, samples.steps.shape[1] - history :]  # [N, history, 2]
+    keys = sorted({(int(c), tuple((int(a), int(b)) for a, b in h)) for c, h in zip(samples.carry, labels)})
+    nodes = []
+    for carry, hist in keys:
+        rows = (samples.carry == carry) & np.all(
+            labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1
+        )
+        X = samples.states[rows]
+        center = X.mean(axis=0)
+        _, vecs = np.linalg.eigh((X - center).T @ (X - center))
+        basis = vecs[:, ::-1]  # columns: principal directions (orthonormal), widest first
+        u = (X - center) @ basis
+        pad = 1e-6 + 1e-3 * (u.max(axis=0) - u.min(axis=0))
+        nodes.append(Node(carry, hist, center, basis, u.min(axis=0) - pad, u.max(axis=0) + pad))
+    return nodes
+
+
+class Attempt(NamedTuple):
+    certificate: Certificate | None
+    outcome: Outcome
+    history: int
+    depth: int
+    rounds: int
+
+
+def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, deadline: float) -> Attempt:
+    """Grows the nodes' boxes until every image lands inside (see the module docstring)."""
+    nodes = list(nodes)
+    inverses = [inverse_bound(n.basis) for n in nodes]
+    start_images = initial_images(net, history)
+    cached: dict[int, tuple] = {}  # source node -> (margin, {target: (lo, hi)})
+    changed = set(range(len(nodes)))
+
+    def failed(reason: str, margin: float, rnd: int) -> Attempt:
+        return Attempt(None, Outcome(False, reason, margin), history, depth, rnd)
+
+    uncertain, unseen = "an output bit is not certain on some set", "a word reaches a carry and history never simulated"
+    for rnd in range(budget.rounds):
+        if time.perf_counter() > deadline:
+            return failed("time budget spent", np.nan, rnd)
+        if rnd < budget.refits:
+            part = images(net, node_form(nodes), [n.carry for n in nodes], [n.history for n in nodes], depth, history)
+            if not part.margin.min() > 0:
+                return failed(uncertain, float(part.margin.min()), rnd)
+            nodes, ok = _refit(nodes, part, start_images, budget.grow)
+            if not ok:
+                return failed(unseen, np.nan, rnd)
+            inverses = [inverse_bound(n.basis) for n in nodes]
+            changed = set(range(len(nodes)))
+            continue
+        if changed:
+            src = sorted(changed)
+            sets = [nodes[i] for i in src]
+            part = images(net, node_form(sets), [n.carry for n in sets], [n.history for n in sets], depth, history)
+            for i, landing in zip(src, _land(part, len(src), nodes, inverses)):
+                cached[i] = landing
+        first = _land(start_images, 1, nodes, inverses)[0]
+        landings = [first] + [cached[i] for i in range(len(nodes))]
+        margin = min(m for m, _ in landings)
+        if any(None in targets for _, targets in landings):
+            return failed(unseen, margin, rnd)
+        if not margin > 0:
+            return failed(uncertain, margin, rnd)
+        changed = set()
+        for _, targets in landings:
+            for t, (lo, hi) in targets.items():
+                node = nodes[t]
+                if (lo < node.lo).any() or (hi > node.hi).any():
+                    new_lo, new_hi = np.minimum(node.lo, lo), np.maximum(node.hi, hi)
+                    spare = budget.grow * (new_hi - new_lo) + 1e-12
+                    new_lo = np.where(lo < node.lo, new_lo - spare, node.lo)
+                    new_hi = np.where(hi > node.hi, new_hi + spare, node.hi)
+                    nodes[t] = node._replace(lo=new_lo, hi=new_hi)
+                    changed.add(t)
+        if not changed:
+            cert = Certificate(tuple(nodes), history, depth)
+            return Attempt(cert, check(net, cert), history, depth, rnd + 1)
+        if max(float(np.max(n.hi - n.lo)) for n in nodes) > 1e6:
+            return failed("the sets grow without bound", margin, rnd + 1)
+    return failed(f"not closed after {budget.rounds} rounds", np.nan, budget.rounds)
+
+
+def _refit(nodes, part, start, grow):
+    """Each node re-placed on what lands in it: center and principal axes of the incoming image
+    forms (their generators' spread and their centers'), box spanning them."""
+    forms = [part.form, start.form]
+    targets = [target_index(nodes, part.carry, part.history), target_index(nodes, start.carry, start.history)]
+    if any((t < 0).any() for t in targets):
+        return nodes, False
+    new = list(nodes)
+    for i, node in enumerate(nodes):
+        sel = [(f, t == i) for f, t in zip(forms, targets) if (t == i).any()]
+        if not sel:
+            continue
+        c = np.concatenate([f.c[r] for f, r in sel])
+        center = c.mean(axis=0)
+        spread = (c - center).T @ (c - center)
+        for f, r in sel:  # each image's own extent: its generators and its independent errors
+            spread = spread + np.einsum("rim,rjm->ij", f.G[r], f.G[r]) + np.diag((f.e[r] ** 2).sum(axis=0))
+        _, vecs = np.linalg.eigh(spread / len(c))
+        moved = node._replace(center=center, basis=vecs[:, ::-1])
+        inverse = inverse_bound(moved.basis)
+        bounds = [coordinates(affine.Form(*(a[r] for a in f)), moved, inverse) for f, r in sel]
+        lo, hi = np.concatenate([b[0] for b in bounds]), np.concatenate([b[1] for b in bounds])
+        lo, hi = lo.min(axis=0), hi.max(axis=0)
+        spare = grow * (hi - lo) + 1e-12
+        new[i] = moved._replace(lo=lo - spare, hi=hi + spare)
+    return new, True
+
+
+def _land(part: Images, sources: int, nodes, inverses) -> list:
+    """Per start set of `part`: `(smallest margin, {target node: (lo, hi)})`, its images in their
+    targets' coordinates; the key None marks images whose (carry, history) has no node. One
+    rigorous change of coordinates per target, for the images of every start set together."""
+    targets = target_index(nodes, part.carry, part.history)
+    margins = np.full(sources, np.inf)
+    np.minimum.at(margins, part.start, part.margin)
+    out = [(float(m), {}) for m in margins]
+    for s in np.unique(part.start[targets < 0]):
+        out[s][1][None] = None
+    for t in np.unique(targets[targets >= 0]):
+        rows = targets == t
+        lo, hi = coordinates(affine.Form(*(a[rows] for a in part.form)), nodes[t], inverses[t])
+        starts = part.start[rows]
+        for s in np.unique(starts):
+            sel = starts == s
+            out[s][1][int(t)] = (lo[sel].min(axis=0), hi[sel].max(axis=0))
+    return out
+
+
+def find_certificate(net: Network, budget: Optional[Budget] = None, seed: int = 0) -> Attempt:
+    """The first (history, depth) of the schedule whose sets close and pass `check`, or the last
+    failed attempt (`budget` None: `Budget()`)."""
+    budget = Budget() if budget is None else budget
+    deadline = time.perf_counter() + budget.seconds
+    longest = max(h for h, _ in budget.schedule)
+    samples = simulate(net, np.random.default_rng(seed), budget.sequences, budget.steps, max(longest, 1))
+    attempt = Attempt(None, Outcome(False, "no (history, depth) tried", np.nan), 0, 0, 0)
+    for history, depth in budget.schedule:
+        if time.perf_counter() > deadline:
+            break
+        attempt = close(net, initial_nodes(samples, history), history, depth, budget, deadline)
+        if attempt.certificate is not None and attempt.outcome.ok:
+            return attempt
+    return attempt

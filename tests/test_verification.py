@@ -1,0 +1,243 @@
+"""The adder verifier: its interval step against the cells themselves, its proofs on a hand-built
+adder, its counterexamples on a network trained on 4-bit sums (checked against Python integers),
+and the app and the report end to end."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+from rnn_testing import x64
+
+from rnn_jax.build import build_model, model_config
+from rnn_jax.cells import ElmanParams, elman
+from rnn_jax.model import DenseParams, ModelParams, sequence_model
+from rnn_jax.tasks.addition import data as addition
+from rnn_jax.verification import Budget, affine, certificate, from_params, verify
+from rnn_jax.verification.network import NUMPY, PAIRS, Layer, Network, sigmoid, step
+
+CASES = [
+    ("elman", 1, {}),
+    ("elman", 1, {"activation": "sigmoid"}),
+    ("elman", 1, {"activation": "relu"}),
+    ("lstm", 1, {}),
+    ("lstm", 1, {"output_tanh": False}),
+    ("gru", 1, {}),
+    ("gru", 2, {}),
+]
+H = 4
+
+
+def nested(p) -> dict:
+    """Model params as the nested dicts a checkpoint holds."""
+    cell = p.cell._asdict() if hasattr(p.cell, "_asdict") else [c._asdict() for c in p.cell]
+    return jax.tree.map(np.asarray, {"cell": cell, "readout": p.readout._asdict()})
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}{c[1]}{''.join(f'-{v}' for v in c[2].values())}")
+def case(request):
+    """A float64 model with random weights (scaled up so that units saturate) and its verifier twin."""
+    cell, layers, extra = request.param
+    with x64():
+        model = build_model(model_config(cell, hidden=H, layers=layers, **extra), 1, dtype=jnp.float64)
+        params = jax.tree.map(lambda a: 2.0 * np.asarray(a), model.init(jax.random.PRNGKey(3), 2))  # float64 NumPy
+    net = from_params(nested(params), {"cell": cell, **extra})
+
+    def apply(carry, x):  # the cell's own step, in float64
+        with x64():
+            return jax.tree.map(
+                np.asarray, model.cell.apply(jax.tree.map(jnp.asarray, params.cell), carry, jnp.asarray(x))
+            )
+
+    return model, params, net, apply
+
+
+def flat(carry) -> np.ndarray:
+    """A cell's carry (a stack's tuple, an LSTM's (h, c)) as the verifier's flat state."""
+    return np.concatenate([np.asarray(a) for a in jax.tree.leaves(carry)], axis=-1)
+
+
+def unflat(model, state):
+    leaves, tree = jax.tree.flatten(model.cell.initial_carry(state.shape[:1], jnp.float64))
+    sizes = np.cumsum([a.shape[-1] for a in leaves])[:-1]
+    return jax.tree.unflatten(tree, [jnp.asarray(a) for a in np.split(state, sizes, axis=-1)])
+
+
+def test_interval_step_on_a_point_is_the_cells_apply(case):
+    model, params, net, apply = case
+    rng = np.random.default_rng(0)
+    state = rng.uniform(-1, 1, (4, net.state_size))
+    with x64():
+        carry, h = apply(unflat(model, state), PAIRS)
+    logit = h @ params.readout.w[:, 0] + params.readout.b[0]
+    form, out = step(affine.AFFINE, net, affine.point(state), affine.point(PAIRS))
+    np.testing.assert_allclose(form.c, flat(carry), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out.c[:, 0], logit, rtol=0, atol=1e-12)
+    assert affine.radius(form).max() < 1e-11  # only the rounding bounds
+
+
+def test_interval_step_encloses_ten_thousand_points_of_a_random_set(case):
+    """The points go through the verifier's float64 NumPy step, which the test above holds to the
+    cell's `apply`; every one must land inside the interval step's result."""
+    _, _, net, _ = case
+    rng = np.random.default_rng(1)
+    n, m = net.state_size, net.state_size + 2
+    c, G, e = rng.uniform(-0.6, 0.6, (1, n)), rng.normal(0, 0.15, (1, n, m)), rng.uniform(0, 0.05, (1, n))
+    eps, delta = rng.uniform(-1, 1, (10_000, m)), rng.uniform(-1, 1, (10_000, n))
+    points = c + eps @ G[0].T + delta * e  # [N, n] inside the form
+    for pair in range(4):
+        form, out = step(affine.AFFINE, net, affine.Form(c, G, e), affine.point(PAIRS[pair : pair + 1]))
+        lo, hi = affine.interval(form)
+        state, logit = step(NUMPY, net, points, np.broadcast_to(PAIRS[pair], (len(points), 2)))
+        assert np.all((lo <= state) & (state <= hi))
+        l_lo, l_hi = affine.interval(out)
+        assert np.all((l_lo[0, 0] <= logit) & (logit <= l_hi[0, 0]))
+
+
+def test_transcendental_margin_covers_libm_against_mpmath():
+    """`affine.FUNC_MARGIN` holds for NumPy's tanh and the verifier's sigmoid: 10^4 points, many
+    saturated, against 50-digit mpmath."""
+    t = np.random.default_rng(2).normal(0, 8, 10_000)
+    mpmath.mp.dps = 50
+    exact_tanh = np.array([float(mpmath.tanh(mpmath.mpf(x))) for x in t])
+    exact_sig = np.array([float(1 / (1 + mpmath.exp(-mpmath.mpf(x)))) for x in t])
+    for got, exact in ((np.tanh(t), exact_tanh), (sigmoid(t), exact_sig)):
+        assert np.all(np.abs(got - exact) <= affine.FUNC_MARGIN * np.abs(got) + affine.TINY)
+
+
+def hinton_adder(k: float = 20.0) -> Network:
+    """3 sigmoid units with large hand-set weights: unit i fires when a + b + carry >= i + 1 (the
+    carry is unit 2, fed back); the sum bit is u1 - u2 + u3."""
+    w_h = np.zeros((3, 3))
+    w_h[1] = k  # the carry feeds every unit
+    layer = Layer("elman", k * np.ones((2, 3)), w_h, -k * np.array([0.5, 1.5, 2.5]), activation="sigmoid")
+    return Network((layer,), 10.0 * np.array([1.0, -1.0, 1.0]), -5.0)
+
+
+def as_model(net: Network):
+    """The rnn_jax model (float32, as trained) with `net`'s weights."""
+    layer = net.layers[0]
+    model = sequence_model(elman(3, "sigmoid"), 1)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    params = ModelParams(
+        ElmanParams(f32(layer.w_x), f32(layer.w_h), f32(layer.b)),
+        DenseParams(f32(net.w_out[:, None]), f32([net.b_out])),
+    )
+    return model, params
+
+
+def adds_exactly(model, params, bits: int, count: int, seed: int = 0) -> bool:
+    """`count` random sums of `bits`-bit operands through the model, against Python integers."""
+    rng = np.random.default_rng(seed)
+    a = [int.from_bytes(rng.bytes(bits // 8), "little") for _ in range(count)]
+    b = [int.from_bytes(rng.bytes(bits // 8), "little") for _ in range(count)]
+    batch = addition.encode(a, b, bits, full_range=True)
+    _, logits = jax.jit(model.logits)(params, jnp.asarray(batch.inputs))
+    got = addition.bits_int(np.asarray(logits[..., 0] > 0))
+    return got == [x + y for x, y in zip(a, b)]
+
+
+def test_hand_built_adder_is_proved_and_adds_long_sums():
+    net = hinton_adder()
+    verdict = verify(net, Budget(seconds=30))
+    assert verdict.status == "proved", verdict.reason
+    assert certificate.check(net, verdict.certificate).ok
+    # The check can fail: a node's box shrunk to a point no longer holds what lands in it.
+    node = verdict.certificate.nodes[0]
+    shrunk = node._replace(lo=(node.lo + node.hi) / 2, hi=(node.lo + node.hi) / 2)
+    assert not certificate.check(net, verdict.certificate._replace(nodes=(shrunk,) + verdict.certificate.nodes[1:])).ok
+    # 10^4 random 64-bit sums (65 steps; 64 bits keeps this under a second) through rnn_jax's own cell.
+    assert adds_exactly(*as_model(net), bits=64, count=10_000)
+
+
+def test_an_adder_with_a_wrong_last_carry_is_refuted_not_proved():
+    net = hinton_adder()
+    broken = net._replace(
+        layers=(net.layers[0]._replace(b=net.layers[0].b + np.array([0.0, 0.0, -15.0])),)
+    )  # 1 + 1 + 1 now reads as 2
+    verdict = verify(broken, Budget(seconds=5))
+    assert verdict.status == "refuted"
+    ce = verdict.counterexamples[0]
+    assert ce.got != ce.a + ce.b
+    model, params = as_model(broken)
+    batch = addition.encode([ce.a], [ce.b], ce.bits, full_range=True)
+    _, logits = model.logits(params, jnp.asarray(batch.inputs))
+    assert addition.bits_int(np.asarray(logits[..., 0] > 0)) == [ce.got]
+
+
+@pytest.fixture(scope="module")
+def trained_4bit(tmp_path_factory):
+    """A run that learned every 4-bit sum (operands below 2^3) with 4 Elman units, in-process."""
+    from rnn_testing import compose
+
+    from rnn_jax.driver.loop import run
+
+    run_dir = tmp_path_factory.mktemp("run4")
+    cfg = compose(
+        *("task.bits=4", "model.hidden=4", "train.steps=800", "train.log_every=200", "task.seeds=2"),
+        *(
+            "task.eval_samples=64",
+            "train.progress=false",
+            "task.generalization_bits=[8]",
+            "task.generalization_samples=16",
+        ),
+    )
+    summary = run(cfg, run_dir)
+    assert summary["per_seed_accuracy"] == [1.0, 1.0], summary["per_seed_accuracy"]  # exact on every 4-bit pair
+    return run_dir
+
+
+def test_network_exact_on_4_bits_is_refuted_with_operands_it_really_gets_wrong(trained_4bit, capsys):
+    from rnn_jax.apps import verify as app
+    from rnn_jax.driver import checkpoint
+
+    before = (trained_4bit / "summary.json").read_text()
+    assert app.main([f"run={trained_4bit}", "seconds=1"]) == 0
+    assert (trained_4bit / "summary.json").read_text() == before  # the summary is not rewritten
+    out = json.loads((trained_4bit / "verification.json").read_text())
+    assert [r["seed"] for r in out["seeds"]] == [0, 1]
+    state, meta = checkpoint.load(trained_4bit)
+    model = build_model(model_config(**meta["config"]["model"]), 1)
+    for i, r in enumerate(out["seeds"]):
+        assert r["verdict"] in ("proved", "refuted", "unknown")
+        params = jax.tree.map(lambda a, i=i: a[i], state["train"]["params"])
+        params = ModelParams(ElmanParams(**params["cell"]), DenseParams(**params["readout"]))
+        if r["verdict"] == "refuted":
+            for ce in r["counterexamples"]:
+                a, b, bits = int(ce["a"], 16), int(ce["b"], 16), ce["bits"]
+                assert max(a, b) >= 8  # exact on every operand below 2^3: it fails on wider ones only
+                _, logits = model.logits(params, jnp.asarray(addition.encode([a], [b], bits, full_range=True).inputs))
+                got = addition.bits_int(np.asarray(logits[..., 0] > 0))[0]
+                assert got == int(ce["got"], 16) != a + b
+        if r["verdict"] == "proved":  # a proof must agree with 10^4 random 64-bit sums
+            assert adds_exactly(model, params, bits=64, count=10_000)
+    assert any(r["verdict"] == "refuted" for r in out["seeds"])
+    assert "proved" in capsys.readouterr().out
+
+
+def test_report_reads_the_fraction_proved_from_verification_json(trained_4bit):
+    """The report's table gets a "proved" column from each job's verification.json (the figure,
+    proved.png, is drawn by the same `heatmap` as success.png; tests/test_report.py covers it)."""
+    from rnn_jax.apps import report
+
+    verdicts = [r["verdict"] for r in json.loads((trained_4bit / "verification.json").read_text())["seeds"]]
+    jobs = report.load_jobs(trained_4bit)
+    header, rows = report.group_table(report.group_jobs(jobs))
+    assert header[-1] == "proved" and rows[0][-1] == verdicts.count("proved") / len(verdicts)
+    line = report.smallest_proved(jobs)
+    assert (line is None) == ("proved" not in verdicts)
+    if line:
+        assert "elman, 4 hidden units, 41 parameters" in line  # 2*4 + 16 + 4 weights and biases, readout 4 + 1
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    from rnn_jax.apps import verify as app
+
+    assert app.main([f"run={tmp_path / 'nowhere'}"]) == 2
+    assert "run=" in capsys.readouterr().err
+    assert app.main(["seconds=0", f"run={tmp_path}"]) == 2
+    assert "seconds=0" in capsys.readouterr().err
+    assert app.main(["budget=3"]) == 2
+    assert "budget=3" in capsys.readouterr().err
