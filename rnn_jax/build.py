@@ -31,6 +31,10 @@ class ModelConfig:
     recurrent_init: Optional[str] = None  # None: same as init
     forget_bias: float = 1.0  # LSTM only
     output_tanh: bool = True  # LSTM only: h = o * tanh(c); false: h = o * c (the 2014 numpy LSTM)
+    r_min: float = 0.0  # LRU only: initial eigenvalue moduli lie on the ring [r_min, r_max]
+    r_max: float = 1.0  # LRU only
+    max_phase: float = 6.283185307179586  # LRU only: initial eigenvalue phases in [0, max_phase] (2 pi)
+    scan: str = "auto"  # mingru, minlstm, lru, rglru only: sequential | parallel | auto (rnn_jax.unroll)
     readout_bias: bool = True
     readout_init: str = "pytorch"
     unroll: Optional[int] = None  # lax.scan unroll of the time loop; None: the measured default for the backend
