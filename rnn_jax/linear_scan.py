@@ -28,12 +28,11 @@ from rnn_jax.scan import restarts
 
 SCANS = ("auto", "sequential", "parallel")
 
-AUTO_MIN_STEPS = {"cpu": 1 << 30}
-"""`scan="auto"` takes the parallel path from this many steps on, per platform (see
-`docs/parallel_cells.md` for the measurement on the CPU). Platforms not listed take
-`DEFAULT_MIN_STEPS`."""
-
-DEFAULT_MIN_STEPS = 256
+AUTO_MIN_STEPS = {"cpu": None}
+"""`scan="auto"` takes the parallel path from this many steps on, per platform; None: never.
+Measured on the CPU with `python -m rnn_jax.bench preset=linear` (docs/parallel_cells.md): the
+sequential scan was the faster at every length measured there. A platform not listed has no
+measurement behind it and runs sequentially, the path every cell has."""
 
 
 class ComplexPair(NamedTuple):
@@ -77,10 +76,11 @@ def linear_step(eqs: LinearEquations, params, h, xp):
 
 
 def choose(scan: str, steps: int, platform: Optional[str]) -> str:
-    """ "sequential" or "parallel" for `scan` ("auto" by the measured length `AUTO_MIN_STEPS`)."""
+    """ "sequential" or "parallel" for `scan` ("auto": by the measured length `AUTO_MIN_STEPS`)."""
     if scan != "auto":
         return scan
-    return "parallel" if steps >= AUTO_MIN_STEPS.get(platform, DEFAULT_MIN_STEPS) else "sequential"
+    threshold = AUTO_MIN_STEPS.get(platform)
+    return "parallel" if threshold is not None and steps >= threshold else "sequential"
 
 
 def _where(flags, x, y):

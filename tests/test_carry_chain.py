@@ -60,16 +60,16 @@ def test_an_exact_adder_holds_every_chain_and_a_forgetful_one_none():
     assert failed["longest_exact_carry_chain"] == [40, 0] and failed["accuracy_at_bits"] == {"300": 0.5}
 
 
-def test_an_addition_run_of_a_linear_cell_stack_reports_its_carry_chains(tmp_path):
-    """The task's summary carries the evaluation's fields, at the configured lengths, for a 2-layer
-    RG-LRU (the new cells through build_cell, the task and its memory estimate)."""
+def test_an_addition_run_of_a_linear_cell_reports_its_carry_chains(tmp_path):
+    """The task's summary carries the evaluation's fields, at the configured lengths, for an
+    RG-LRU (a new cell through build_cell, the task and its memory estimate)."""
     from rnn_testing import TINY, compose
 
     from rnn_jax.driver.loop import run
 
     chains = ["task.carry_chain_lengths=[3,20]", "task.long_random_bits=[50]", "task.chain_piece_steps=16"]
     tiny = [o for o in TINY if not o.startswith(("task.carry_chain_lengths", "task.long_random_bits"))]
-    summary = run(compose(*tiny, *chains, "model.cell=rglru", "model.layers=2"), tmp_path)
+    summary = run(compose(*tiny, *chains, "model.cell=rglru"), tmp_path)
     assert summary["status"] == "ok" and summary["config"]["model"]["cell"] == "rglru"
     (longest,) = summary["longest_exact_carry_chain"]
     per_seed = summary["carry_chain_per_seed"]

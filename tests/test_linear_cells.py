@@ -17,8 +17,7 @@ T, B, I, H = 8, 3, 5, 4
 NAMES = ["mingru", "minlstm", "lru", "rglru"]
 CELLS = {
     "mingru": rj.mingru(H),
-    "mingru-plain": rj.mingru(H, positive_candidate=False),
-    "minlstm": rj.minlstm(H),
+    "minlstm": rj.minlstm(H, positive_candidate=False),
     "lru": rj.lru(H, r_min=0.4, r_max=0.99, max_phase=3.0),
     "rglru": rj.rglru(H),
 }
@@ -32,19 +31,19 @@ def g(z):
     return np.where(z >= 0, z + 0.5, sigmoid(z))
 
 
-def np_mingru(p, h, x, positive=True):
-    """Feng et al. 2024, Sec. 3.1.3 (g: Appendix)."""
+def np_mingru(p, h, x):
+    """Feng et al. 2024, Sec. 3.1.3, with the Appendix's positive candidate g."""
     z = sigmoid(x @ p.w[:, :H] + p.b[:H])
-    cand = x @ p.w[:, H:] + p.b[H:]
-    h = (1 - z) * h + z * (g(cand) if positive else cand)
+    h = (1 - z) * h + z * g(x @ p.w[:, H:] + p.b[H:])
     return h, h
 
 
 def np_minlstm(p, h, x):
-    """Feng et al. 2024, Sec. 3.2.3, normalised gates."""
+    """Feng et al. 2024, Sec. 3.2.3, normalised gates, the candidate without g (Sec. 3.2.3 as
+    written; `positive_candidate=False`)."""
     f = sigmoid(x @ p.w[:, :H] + p.b[:H])
     i = sigmoid(x @ p.w[:, H : 2 * H] + p.b[H : 2 * H])
-    h = f / (f + i) * h + i / (f + i) * g(x @ p.w[:, 2 * H :] + p.b[2 * H :])
+    h = f / (f + i) * h + i / (f + i) * (x @ p.w[:, 2 * H :] + p.b[2 * H :])
     return h, h
 
 
@@ -69,7 +68,6 @@ def np_rglru(p, h, x, c=8.0):
 
 REFERENCES = {
     "mingru": np_mingru,
-    "mingru-plain": functools.partial(np_mingru, positive=False),
     "minlstm": np_minlstm,
     "lru": np_lru,
     "rglru": np_rglru,
@@ -224,3 +222,22 @@ def test_initial_eigenvalues_lie_where_the_papers_put_them():
     assert modulus.max() > 0.85 and modulus.min() < 0.55  # spread over the ring, not a point
     a_c = (1 / (1 + np.exp(-np.float64(init(rj.rglru(256), 3).lam)))) ** 8
     assert a_c.min() >= 0.9 - 1e-6 and a_c.max() <= 0.999 + 1e-6 and a_c.max() - a_c.min() > 0.09
+
+
+def runs_a_scan_loop(cell, steps, **kwargs):
+    """Whether `unroll` of `cell` over `steps` steps traces to a `lax.scan` (the sequential path;
+    the parallel one has none)."""
+    params = jax.eval_shape(lambda: cell.init(jax.random.PRNGKey(0), I))  # traced only, never run
+    xs = jax.ShapeDtypeStruct((steps, B, I), jnp.float32)
+    return "scan[" in str(jax.make_jaxpr(lambda p, xs: rj.unroll(cell, p, xs, **kwargs))(params, xs))
+
+
+def test_auto_takes_the_measured_threshold_and_the_cells_own_choice(monkeypatch):
+    from rnn_jax import linear_scan
+
+    monkeypatch.setitem(linear_scan.AUTO_MIN_STEPS, "cpu", 6)
+    cell = rj.mingru(H, platform="cpu")
+    assert runs_a_scan_loop(cell, 5) and not runs_a_scan_loop(cell, 6)
+    assert runs_a_scan_loop(rj.mingru(H, platform="tpu"), 6)  # not measured: sequential
+    assert not runs_a_scan_loop(rj.lru(H, scan="parallel"), 2)  # the cell's own choice
+    assert runs_a_scan_loop(rj.lru(H, scan="parallel"), 2, scan="sequential")  # unroll's overrides it
