@@ -55,7 +55,10 @@ def test_an_exact_adder_holds_every_chain_and_a_forgetful_one_none():
     fields = carry_chain.summary(groups, per_group, np.array([True, True]))
     assert fields["longest_exact_carry_chain"] == [40, 0]
     assert fields["accuracy_at_bits"] == {"300": 0.5}  # the exact seed 1.0, the forgetful one 0.0
-    assert fields["carry_chain_per_seed"]["adversarial_40"] == [1.0, 2 / 3]  # + 0 carries nothing, + (2^n - 1) renews it each step
+    assert fields["carry_chain_per_seed"]["adversarial_40"] == [
+        1.0,
+        2 / 3,
+    ]  # + 0 carries nothing, + (2^n - 1) renews it each step
     failed = carry_chain.summary(groups, per_group, np.array([True, False]))  # a non-finite seed counts as wrong
     assert failed["longest_exact_carry_chain"] == [40, 0] and failed["accuracy_at_bits"] == {"300": 0.5}
 

@@ -224,7 +224,8 @@ def assert_close_in_norm(a, b, tol):
 
 
 @pytest.mark.parametrize(
-    "name, backward", [(n, b) for n in ["elman", "lstm", "gru", "stack"] for b in ["fused", "autodiff"]] + [("rglru", "auto")]
+    "name, backward",
+    [(n, b) for n in ["elman", "lstm", "gru", "stack"] for b in ["fused", "autodiff"]] + [("rglru", "auto")],
 )
 def test_inputs_and_a_given_carry_follow_the_parameters_dtype(name, backward):
     """bf16 parameters take float32 data (and a float32 carry): the run is the bf16 run of the

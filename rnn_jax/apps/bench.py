@@ -194,7 +194,9 @@ def rnn_jax_runner(p: Point, cfg: BenchConfig, implementation: str) -> Runner:
         variants.update(rnn_jax_sequential=dict(scan="sequential"), rnn_jax_parallel=dict(scan="parallel"))
     else:
         variants.update(
-            rnn_jax_fused=dict(backward="fused"), rnn_jax_autodiff=dict(backward="autodiff"), rnn_jax_remat=dict(remat=True)
+            rnn_jax_fused=dict(backward="fused"),
+            rnn_jax_autodiff=dict(backward="autodiff"),
+            rnn_jax_remat=dict(remat=True),
         )
     options = variants.get(implementation)
     if options is None or (linear and p.dtype != "float32"):

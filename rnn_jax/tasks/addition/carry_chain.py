@@ -113,7 +113,10 @@ def exact(model, params, all_groups: list[Group], piece_steps: int, compile_opti
     R = max(g.inputs.shape[1] for g in all_groups)
     C = min(piece_steps, max(g.inputs.shape[0] for g in all_groups))
     initial = model.cell.initial_carry((R,), dtype)
-    start = lambda: (jax.tree.map(lambda c: jnp.broadcast_to(c, (S, *c.shape)), initial), jnp.zeros((S, R), bool))  # noqa: E731
+
+    def start():  # the initial carry and no wrong bit, for every seed
+        return jax.tree.map(lambda c: jnp.broadcast_to(c, (S, *c.shape)), initial), jnp.zeros((S, R), bool)
+
     carry, wrong = start()
     shapes = (params, carry, wrong, np.zeros((C, R, 2), np.uint8), np.zeros((C, R), np.uint8), np.zeros((C, R), bool))
     program = piece_program(model, dtype, compile_options, jax.tree.map(_spec, shapes))

@@ -236,10 +236,13 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
             "generalization_per_seed": {str(n): [float(a) for a in per_width[:, j]] for j, n in enumerate(widths)},
             "compile_seconds": compile_seconds,
         }
-        chains = carry_chain.groups(task.carry_chain_lengths, task.carry_chain_samples, task.long_random_bits, task.long_random_samples)
+        chains = carry_chain.groups(
+            task.carry_chain_lengths, task.carry_chain_samples, task.long_random_bits, task.long_random_samples
+        )
         if chains:
             t0 = time.perf_counter()
-            per_group = carry_chain.exact(model, state.train.params, chains, task.chain_piece_steps, compile_options(platform))
+            params, piece = state.train.params, task.chain_piece_steps
+            per_group = carry_chain.exact(model, params, chains, piece, compile_options(platform))
             summary.update(carry_chain.summary(chains, per_group, finite), carry_chain_seconds=time.perf_counter() - t0)
         if not finite.any():
             summary["error"] = "loss became NaN or Inf in every seed"
@@ -291,7 +294,7 @@ def memory(cfg) -> dict:
     shapes = jax.eval_shape(lambda key: addition_model(cfg).init(key, 2), jax.random.key(0))
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     first = shapes.cell[0] if m.layers > 1 else shapes.cell  # a stack's first layer, or the cell's params
-    gates = first.w_h.shape[1] // m.hidden if hasattr(first, "w_h") else 3  # Elman 1, GRU 3, LSTM 4; linear cells: a, b, h
+    gates = first.w_h.shape[1] // m.hidden if hasattr(first, "w_h") else 3  # Elman 1, GRU 3, LSTM 4; linear: a, b, h
     per_step = m.layers * m.hidden * (gates + 2)  # gate values and state a step keeps for the backward pass
     widths = sum(n + task.full_range for n in set(task.generalization_bits))
     return {
@@ -301,8 +304,10 @@ def memory(cfg) -> dict:
         ("the backward pass", "train.batch_size"): 2 * S * B * T * per_step * size,
         ("an evaluation piece", "task.eval_samples"): min(pairs * T * m.hidden * m.layers * S, EVAL_PIECE_FLOATS) * (gates + 2) * size,
         ("parameters and optimizer state", "model.hidden"): 4 * S * params * size,
-        ("a carry-chain piece", "task.chain_piece_steps"): S * max(3, task.carry_chain_samples, task.long_random_samples)
-        * min(task.chain_piece_steps, chain_steps(task)) * m.hidden * m.layers * (gates + 2) * size,
+        ("a carry-chain piece", "task.chain_piece_steps"): S
+        * max(3, task.carry_chain_samples, task.long_random_samples)
+        * min(task.chain_piece_steps, chain_steps(task))
+        * (m.hidden * m.layers * (gates + 2) * size),
     }
 
 
