@@ -241,3 +241,13 @@ def test_auto_takes_the_measured_threshold_and_the_cells_own_choice(monkeypatch)
     assert runs_a_scan_loop(rj.mingru(H, platform="tpu"), 6)  # not measured: sequential
     assert not runs_a_scan_loop(rj.lru(H, scan="parallel"), 2)  # the cell's own choice
     assert runs_a_scan_loop(rj.lru(H, scan="parallel"), 2, scan="sequential")  # unroll's overrides it
+
+
+def test_the_flax_sequence_module_passes_scan_through():
+    from flax import linen as nn  # noqa: F401 - the adapter needs Flax
+
+    xs = jnp.zeros((B, T, I))
+    for scan, loop in [("parallel", False), ("sequential", True)]:
+        module = rj.RNNModule(rj.lru(H), scan=scan)
+        variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), xs))
+        assert ("scan[" in str(jax.make_jaxpr(module.apply)(variables, xs))) == loop
