@@ -18,6 +18,8 @@ from rnn_jax.cells import (
     stack,
 )
 from rnn_jax.fused import BACKEND_DEFAULTS, elman_sequence, gru_sequence, lstm_sequence
+from rnn_jax.linear_cells import LRUParams, MinGRUParams, MinLSTMParams, RGLRUParams, lru, mingru, minlstm, rglru
+from rnn_jax.linear_scan import ComplexPair, LinearEquations, linear_sequence
 from rnn_jax.initializers import INITIALIZERS, get_initializer
 from rnn_jax.model import Dense, DenseParams, ModelParams, SequenceModel, dense, sequence_model
 from rnn_jax.scan import masked_scan, sequence_mask
@@ -43,6 +45,17 @@ def __dir__():
 
 __all__ = [
     "BACKEND_DEFAULTS",
+    "ComplexPair",
+    "LinearEquations",
+    "LRUParams",
+    "MinGRUParams",
+    "MinLSTMParams",
+    "RGLRUParams",
+    "linear_sequence",
+    "lru",
+    "mingru",
+    "minlstm",
+    "rglru",
     "Bidirectional",
     "BidirectionalCarry",
     "BidirectionalParams",

@@ -43,7 +43,7 @@ class Bidirectional(NamedTuple):
       init: `(key, input_size) -> BidirectionalParams`.
       initial_carry: `(batch_shape=(), dtype=None) -> BidirectionalCarry`, all zeros.
       apply: `(params, xs, carry=None, *, lengths=None, mask=None, resets=None, time_major=True,
-        unroll=None) -> (BidirectionalCarry, ys)`, the keyword arguments as in `rnn_jax.unroll`
+        unroll=None, scan="auto") -> (BidirectionalCarry, ys)`, the keyword arguments as in `rnn_jax.unroll`
         (the backward direction runs with `reverse=True`); `ys` is `merge(ys_fw, ys_bw)`.
       output_size: the width of `ys`.
       fw, bw: the two cells.
@@ -94,10 +94,11 @@ def bidirectional(cell_fw: Cell, cell_bw: Cell, merge: Callable[[Any, Any], Any]
         resets=None,
         time_major: bool = True,
         unroll: Optional[int] = None,
+        scan: str = "auto",
     ):
         check_sequence(init, initial_carry, params, xs, carry, time_major)  # params.fw, ... named in its errors
         fw, bw = (None, None) if carry is None else carry
-        options = dict(lengths=lengths, mask=mask, resets=resets, time_major=time_major, unroll=unroll)
+        options = dict(lengths=lengths, mask=mask, resets=resets, time_major=time_major, unroll=unroll, scan=scan)
         fw, ys_fw = _unroll(cell_fw, params.fw, xs, fw, reverse=False, **options)
         bw, ys_bw = _unroll(cell_bw, params.bw, xs, bw, reverse=True, **options)
         return BidirectionalCarry(fw, bw), merge(ys_fw, ys_bw)

@@ -55,8 +55,41 @@ class GRUConfig(ModelConfig):
     cell: str = "gru"
 
 
+@dataclass(frozen=True)
+class LinearConfig(ModelConfig):
+    """The linear-recurrence cells (`rnn_jax.linear_cells`): their sequence runs by either scan."""
+
+    scan: str = "auto"  # sequential | parallel | auto (rnn_jax.unroll)
+
+
+@dataclass(frozen=True)
+class MinGRUConfig(LinearConfig):
+    cell: str = "mingru"
+
+
+@dataclass(frozen=True)
+class MinLSTMConfig(LinearConfig):
+    cell: str = "minlstm"
+
+
+@dataclass(frozen=True)
+class LRUConfig(LinearConfig):
+    cell: str = "lru"
+    r_min: float = 0.0  # initial eigenvalue moduli lie on the ring [r_min, r_max]
+    r_max: float = 1.0
+    max_phase: float = 6.283185307179586  # initial eigenvalue phases in [0, max_phase] (2 pi)
+
+
+@dataclass(frozen=True)
+class RGLRUConfig(LinearConfig):
+    cell: str = "rglru"
+
+
 # The `model` schema of each cell (conf/model/<name>.yaml): a new cell adds its line here.
-MODEL_CONFIGS = {"elman": ElmanConfig, "lstm": LSTMConfig, "gru": GRUConfig}
+MODEL_CONFIGS = {
+    "elman": ElmanConfig, "lstm": LSTMConfig, "gru": GRUConfig,
+    "mingru": MinGRUConfig, "minlstm": MinLSTMConfig, "lru": LRUConfig, "rglru": RGLRUConfig,
+}  # fmt: skip
 
 
 def model_config(cell: str = "elman", **fields) -> ModelConfig:

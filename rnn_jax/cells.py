@@ -43,12 +43,15 @@ class SpeedOptions(NamedTuple):
       backward: "fused", "autodiff" or "auto" (see `lstm`).
       remat: `jax.checkpoint` each step of the plain scan.
       matmul_dtype: operand dtype of the matmuls, or None.
+      scan: for the linear-recurrence cells, "sequential", "parallel" or "auto" (see
+        `rnn_jax.unroll`'s `scan`, which overrides it when not "auto").
     """
 
     platform: str
     backward: str = "auto"
     remat: bool = False
     matmul_dtype: Any = None
+    scan: str = "auto"
 
 
 class ElmanEquations(NamedTuple):
@@ -373,4 +376,7 @@ def stack(cells: Sequence[Cell]) -> Cell:
     return Cell(init, initial_carry, apply, cells[-1].hidden_size, layers=cells)
 
 
-CELLS = {"elman": elman, "lstm": lstm, "gru": gru}
+# The linear-recurrence cells build on this module's `Cell`; they join the one registry here.
+from rnn_jax.linear_cells import LINEAR_CELLS  # noqa: E402
+
+CELLS = {"elman": elman, "lstm": lstm, "gru": gru, **LINEAR_CELLS}

@@ -62,6 +62,7 @@ class RNNModule(nn.Module):
       cell: any `rnn_jax` `Cell`.
       time_major, reverse, return_carry: as in `nn.RNN`.
       unroll: `lax.scan` unroll, None for the cell's platform default.
+      scan: "sequential", "parallel" or "auto", as in `rnn_jax.unroll` (linear-recurrence cells).
     """
 
     cell: Cell
@@ -69,6 +70,7 @@ class RNNModule(nn.Module):
     reverse: bool = False
     return_carry: bool = False
     unroll: Optional[int] = None
+    scan: str = "auto"
 
     @nn.compact
     def __call__(self, xs, *, initial_carry=None, seq_lengths=None, resets=None, mask=None):
@@ -86,5 +88,6 @@ class RNNModule(nn.Module):
             reverse=self.reverse,
             time_major=self.time_major,
             unroll=self.unroll,
+            scan=self.scan,
         )
         return (carry, ys) if self.return_carry else ys

@@ -63,7 +63,7 @@ class SequenceModel(NamedTuple):
 
     `init(key, input_size) -> ModelParams`;
     `apply(params, xs, carry=None, *, lengths=None, mask=None, resets=None, time_major=True,
-    unroll=None) -> (final_carry, outputs)` with `xs` `[T, *batch, input_size]` and outputs
+    unroll=None, scan="auto") -> (final_carry, outputs)` with `xs` `[T, *batch, input_size]` and outputs
     `[T, *batch, output_size]` after `output_activation` (the keyword arguments as in `unroll`);
     `logits(...)` is the same before the activation (what a numerically stable loss wants).
     """

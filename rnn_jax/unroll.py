@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax import fused
-from rnn_jax._checks import check_bool, check_sequence, layout
+from rnn_jax._checks import check_bool, check_choice, check_sequence, layout
 from rnn_jax.cells import Cell
+from rnn_jax.linear_cells import LINEAR_CELLS
+from rnn_jax.linear_scan import SCANS, LinearEquations, choose, linear_sequence
 from rnn_jax.scan import masked_scan, sequence_mask
 
 
@@ -63,6 +65,7 @@ def unroll(
     reverse: bool = False,
     time_major: bool = True,
     unroll: Optional[int] = None,
+    scan: str = "auto",
 ):
     """Runs `cell` over the sequence `xs`.
 
@@ -92,6 +95,13 @@ def unroll(
         `time_major=False`).
       unroll: how many steps `lax.scan` unrolls per loop iteration (a speed knob only). None: the
         cell's choice for its platform (Elman, LSTM and GRU: `rnn_jax.fused.BACKEND_DEFAULTS`), else 1.
+      scan: for the linear-recurrence cells (`rnn_jax.linear_cells`), "sequential" (`lax.scan` of
+        the step), "parallel" (`lax.associative_scan` of the whole sequence,
+        `rnn_jax.linear_scan`; same results up to rounding, gradients by autodiff through it) or
+        "auto" (the cell's own `options.scan`; where that is "auto" too, by sequence length, as
+        measured for the cell's platform: `rnn_jax.linear_scan.AUTO_MIN_STEPS`). Other cells run
+        sequentially; "parallel" is an error for them (in a `stack`, for any layer that is not a
+        linear recurrence).
 
     Returns:
       `(final_carry, ys)` with `ys` of shape `[T, *batch, hidden_size]` (`[*batch, T, hidden_size]`
@@ -104,6 +114,7 @@ def unroll(
       are not bools.
     """
     check_bool(reverse, "reverse")
+    check_choice(scan, "scan", SCANS)
     batch_shape = check_sequence(cell.init, cell.initial_carry, params, xs, carry, time_major)
     mask = _per_step(mask, "mask", xs, time_major)
     resets = _per_step(resets, "resets", xs, time_major)
@@ -119,27 +130,38 @@ def unroll(
     if cell.layers:
         carries = []
         for layer, p, c in zip(cell.layers, params, carry):
-            c, xs = unroll_layer(layer, p, xs, c, mask, resets, reverse, unroll)
+            c, xs = unroll_layer(layer, p, xs, c, mask, resets, reverse, unroll, scan)
             carries.append(c)
         carry, ys = tuple(carries), xs
     else:
-        carry, ys = unroll_layer(cell, params, xs, carry, mask, resets, reverse, unroll)
+        carry, ys = unroll_layer(cell, params, xs, carry, mask, resets, reverse, unroll, scan)
     return carry, (ys if time_major else jnp.moveaxis(ys, 0, -2))
 
 
-def unroll_layer(cell: Cell, params, xs, carry, mask, resets, reverse: bool, unroll: Optional[int]):
+def unroll_layer(
+    cell: Cell, params, xs, carry, mask, resets, reverse: bool, unroll: Optional[int], scan: str = "auto"
+):
     """One layer over the time-major sequence `xs`; `mask` and `resets` are `[T, *batch]` or None.
 
     A cell whose `equations` have a fused whole-sequence path (Elman, LSTM, GRU) runs through it
     when its `options` resolve to the fused backward on their platform; otherwise `lax.scan` of
     the plain step, with the input projection hoisted out of the loop as one `[T*B, I] x [I, G]`
     matmul or applied inside each step, as the platform's defaults say (a cell without `options`:
-    hoisted, unroll 1 unless given).
+    hoisted, unroll 1 unless given). A linear-recurrence cell runs through the parallel scan
+    when `scan` says so ("auto": `rnn_jax.linear_scan.choose`).
     """
     dtype = _param_dtype(params)
     if dtype is not None:  # a given carry follows the layer's parameters, as its inputs do
         carry = jax.tree.map(lambda c: c.astype(dtype), carry)
     opts = cell.options
+    if isinstance(cell.equations, LinearEquations):
+        if scan == "auto" and opts is not None:
+            scan = opts.scan
+        if choose(scan, xs.shape[0], None if opts is None else opts.platform) == "parallel":
+            return linear_sequence(cell.equations, params, cell.project(params, xs), carry, mask, resets, reverse)
+    elif scan == "parallel":
+        names = ", ".join(LINEAR_CELLS)
+        raise ValueError(f"scan='parallel' needs a linear-recurrence cell ({names}); this layer is not one")
     if opts is None:
         unroll, remat, hoist = unroll or 1, False, True
     else:

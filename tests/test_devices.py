@@ -19,7 +19,8 @@ from rnn_testing import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ["task.bits=4", "model.hidden=4", "task.seeds=8", "train.steps=60", "train.log_every=20", "task.batch_size=8",
-         "task.stop_when_solved=false", "train.progress=false", "task.generalization_bits=[6]", "task.generalization_samples=16"]  # fmt: skip
+         "task.stop_when_solved=false", "train.progress=false", "task.generalization_bits=[6]", "task.generalization_samples=16",
+         "task.carry_chain_lengths=[]", "task.long_random_bits=[]"]  # fmt: skip
 
 
 config = compose

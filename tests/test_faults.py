@@ -97,7 +97,9 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 def test_the_memory_estimate_is_within_a_factor_of_2_of_the_peak(tmp_path):
     """Where the evaluation set dominates (600-bit sums): the estimate against the peak resident
     memory of the run's process, compiled as a user's run is (not with the tests' cheap flags)."""
-    overrides = ["task.bits=600", "train.steps=10", "train.log_every=10", "train.progress=false", "task.generalization_bits=[16]"]
+    overrides = ["task.bits=600", "train.steps=10", "train.log_every=10", "train.progress=false",
+                 "task.generalization_bits=[16]",
+                 "task.carry_chain_lengths=[]", "task.long_random_bits=[]"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     out = subprocess.run([sys.executable, "-c", MEASURE, *overrides, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -36,6 +36,8 @@ TINY = [
     "task.eval_samples=64",
     "task.generalization_bits=[6,8]",
     "task.generalization_samples=16",
+    "task.carry_chain_lengths=[]",
+    "task.long_random_bits=[]",
 ]
 
 
@@ -82,16 +84,23 @@ def grid(params) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
-def test_capacity_preset_is_the_72_job_grid_and_every_job_validates():
-    cfg = compose_config("sweep=capacity")
+@pytest.mark.parametrize(
+    "sweep, count, cells, seeds",
+    [
+        ("capacity", 4 * 6 * 3, {"elman", "lstm", "gru"}, 8),
+        ("capacity_cells", 4 * 2 * 7, {"elman", "lstm", "gru", "mingru", "minlstm", "lru", "rglru"}, 4),
+    ],
+)
+def test_capacity_presets_are_their_grids_and_every_job_validates(sweep, count, cells, seeds):
+    cfg = compose_config(f"sweep={sweep}")
     jobs = grid(cfg.hydra.sweeper.params)
-    assert len(jobs) == 4 * 6 * 3
-    assert {j["model"] for j in jobs} == {"elman", "lstm", "gru"}
-    assert cfg.task.seeds == 8 and cfg.task.stop_when_solved
+    assert len(jobs) == count
+    assert {j["model"] for j in jobs} == cells
+    assert cfg.task.seeds == seeds and cfg.task.stop_when_solved
     assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
     for job in jobs:  # each job as Hydra composes it (model=<cell> picks the cell's schema), validated
-        cfg = validate(to_config(compose_config("sweep=capacity", *(f"{key}={value}" for key, value in job.items()), hydra=False)))
-        assert (cfg.model.cell, cfg.model.hidden, cfg.task.bits) == (job["model"], int(job["model.hidden"]), int(job["task.bits"]))
+        cfg = validate(to_config(compose_config(f"sweep={sweep}", *(f"{key}={value}" for key, value in job.items()), hydra=False)))
+        assert (cfg.model.cell, cfg.model.hidden) == (job["model"], int(job["model.hidden"]))
 
 
 def test_backend_configs_default_to_a_compilation_cache_under_experiments():

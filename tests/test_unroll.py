@@ -21,6 +21,7 @@ CELLS = {
     "lstm": rj.lstm(H),
     "gru": rj.gru(H),
     "stack": rj.stack([rj.lstm(H), rj.gru(H + 1), rj.elman(H)]),
+    "minlstm": rj.minlstm(H),  # a linear-recurrence cell (sequential at T = 8 on the CPU; tests/test_linear_cells.py)
 }
 
 
@@ -222,8 +223,10 @@ def assert_close_in_norm(a, b, tol):
     assert np.linalg.norm(a - b) <= tol * np.linalg.norm(b), (np.linalg.norm(a - b), np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("name", ["elman", "lstm", "gru", "stack"])
-@pytest.mark.parametrize("backward", ["fused", "autodiff"])
+@pytest.mark.parametrize(
+    "name, backward",
+    [(n, b) for n in ["elman", "lstm", "gru", "stack"] for b in ["fused", "autodiff"]] + [("rglru", "auto")],
+)
 def test_inputs_and_a_given_carry_follow_the_parameters_dtype(name, backward):
     """bf16 parameters take float32 data (and a float32 carry): the run is the bf16 run of the
     data cast to bf16, and the gradient with respect to the data comes back in float32, equal to
@@ -233,6 +236,7 @@ def test_inputs_and_a_given_carry_follow_the_parameters_dtype(name, backward):
         "lstm": lambda: rj.lstm(H, dtype=jnp.bfloat16, backward=backward),
         "gru": lambda: rj.gru(H, dtype=jnp.bfloat16, backward=backward),
         "stack": lambda: rj.stack([rj.lstm(H, dtype=jnp.bfloat16, backward=backward), rj.gru(H, backward=backward)]),
+        "rglru": lambda: rj.rglru(H, dtype=jnp.bfloat16, scan="parallel"),
     }
     cell = make[name]()
     params = init(cell, I)

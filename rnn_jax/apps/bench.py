@@ -27,10 +27,21 @@ import numpy as np
 
 from rnn_jax.apps import CONF_DIR
 
-CELL_NAMES = ("lstm", "gru")
+LINEAR_CELL_NAMES = ("mingru", "minlstm", "lru", "rglru")  # rnn_jax only, sequential and parallel scans
+CELL_NAMES = ("lstm", "gru", *LINEAR_CELL_NAMES)
 MODES = ("train", "forward")
 DTYPES = ("float32", "bfloat16")
-IMPLEMENTATIONS = ("rnn_jax", "rnn_jax_fused", "rnn_jax_autodiff", "rnn_jax_remat", "flax", "flax_optimized", "torch")
+IMPLEMENTATIONS = (
+    "rnn_jax",
+    "rnn_jax_fused",
+    "rnn_jax_autodiff",
+    "rnn_jax_remat",
+    "rnn_jax_sequential",
+    "rnn_jax_parallel",
+    "flax",
+    "flax_optimized",
+    "torch",
+)
 BASELINES = ("torch", "flax")  # the columns of ratios in bench.md
 
 
@@ -177,14 +188,22 @@ def rnn_jax_runner(p: Point, cfg: BenchConfig, implementation: str) -> Runner:
     from rnn_jax.tasks.charlm.model import Batch, char_lm, make_loss
     from rnn_jax.training import init_state, make_step
 
-    options = {
-        "rnn_jax": dict(),
-        "rnn_jax_fused": dict(backward="fused"),
-        "rnn_jax_autodiff": dict(backward="autodiff"),
-        "rnn_jax_remat": dict(remat=True),
-    }[implementation]
-    matmul_dtype = jnp.bfloat16 if p.dtype == "bfloat16" else None
-    cell = rj.CELLS[p.cell](p.hidden, matmul_dtype=matmul_dtype, **options)
+    linear = p.cell in LINEAR_CELL_NAMES
+    variants = {"rnn_jax": dict(), "rnn_jax_sequential": dict()}  # LSTM, GRU: their one (sequential) default path
+    if linear:  # the linear-recurrence cells: the scan, f32 only
+        variants.update(rnn_jax_sequential=dict(scan="sequential"), rnn_jax_parallel=dict(scan="parallel"))
+    else:
+        variants.update(
+            rnn_jax_fused=dict(backward="fused"),
+            rnn_jax_autodiff=dict(backward="autodiff"),
+            rnn_jax_remat=dict(remat=True),
+        )
+    options = variants.get(implementation)
+    if options is None or (linear and p.dtype != "float32"):
+        return None
+    if p.dtype == "bfloat16":
+        options = dict(options, matmul_dtype=jnp.bfloat16)
+    cell = rj.CELLS[p.cell](p.hidden, **options)
     unroll = p.unroll or None
     resolved = fused.resolve(options.get("backward", "auto"), unroll, options.get("remat", False))[1]
     key_p, key_t, key_x = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
@@ -214,7 +233,7 @@ def flax_runner(p: Point, cfg: BenchConfig, implementation: str) -> Optional[Run
     import jax.numpy as jnp
     from flax import linen as nn
 
-    if implementation == "flax_optimized" and p.cell != "lstm":
+    if (implementation == "flax_optimized" and p.cell != "lstm") or p.cell in LINEAR_CELL_NAMES:
         return None
     cell_type = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}[p.cell]
     if implementation == "flax_optimized":
@@ -250,7 +269,7 @@ def torch_runner(p: Point, cfg: BenchConfig) -> Optional[Runner]:
     prepare_torch_threads()
     import torch
 
-    if p.dtype != "float32":
+    if p.dtype != "float32" or p.cell in LINEAR_CELL_NAMES:
         return None
     torch.manual_seed(cfg.seed)
     embed = torch.nn.Embedding(cfg.vocab, p.input)

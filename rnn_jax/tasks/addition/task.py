@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 from rnn_jax.build import build_model, dtype_of
 from rnn_jax.cells import ElmanParams
 from rnn_jax.model import DenseParams, ModelParams
+from rnn_jax.tasks.addition import carry_chain
 from rnn_jax.tasks.addition import data as addition
 from rnn_jax.tasks.addition import reference2015
 from rnn_jax.tasks.addition.evaluate import EVAL_PIECE_FLOATS, EvalSet, eval_set, exact_fraction, generalization_pairs, packed_exact
@@ -47,6 +48,13 @@ class AdditionTask:
     seeds: int = 1  # independent replicas trained at once with vmap (the run's parallel axis)
     batch_size: int = 64  # operand pairs per replica and step
     stop_when_solved: bool = True  # stop at the first evaluation where every seed is exact
+    # After training (tasks/addition/carry_chain.py): adversarial sums (2^n-1)+1, +0, +(2^n-1) and
+    # carries propagated over runs of L bits, for each n = L here; [] skips both.
+    carry_chain_lengths: List[int] = field(default_factory=lambda: [10, 100, 1000])
+    carry_chain_samples: int = 4  # random pairs per carry-run length
+    long_random_bits: List[int] = field(default_factory=lambda: [1000])  # random operands this wide; [] skips
+    long_random_samples: int = 4  # random pairs per width
+    chain_piece_steps: int = 4096  # time steps evaluated at once (memory: S x R x steps x hidden values)
 
 
 def check(cfg) -> None:
@@ -63,6 +71,11 @@ def check(cfg) -> None:
         raise ConfigError("task.generalization_bits", list(task.generalization_bits), "must name at least one width, e.g. [16, 32]")
     for n in task.generalization_bits:
         check_at_least("task.generalization_bits", n, 1)
+    for key in ("carry_chain_lengths", "long_random_bits"):
+        for n in getattr(task, key):
+            check_at_least(f"task.{key}", n, 1)
+    for key in ("carry_chain_samples", "long_random_samples", "chain_piece_steps"):
+        check_at_least(f"task.{key}", getattr(task, key), 1)
     if task.data == "numpy2015" and not (m.cell == "elman" and m.layers == 1 and task.batch_size == 1):
         raise ConfigError("task.data", task.data, "numpy2015 replays the 2015 script: needs model=elman, model.layers=1, task.batch_size=1")
 
@@ -229,6 +242,14 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
             "generalization_per_seed": {str(n): [float(a) for a in per_width[:, j]] for j, n in enumerate(widths)},
             "compile_seconds": compile_seconds,
         }
+        chains = carry_chain.groups(
+            task.carry_chain_lengths, task.carry_chain_samples, task.long_random_bits, task.long_random_samples
+        )
+        if chains:
+            t0 = time.perf_counter()
+            params, piece = state.train.params, task.chain_piece_steps
+            per_group = carry_chain.exact(model, params, chains, piece, compile_options(platform))
+            summary.update(carry_chain.summary(chains, per_group, finite), carry_chain_seconds=time.perf_counter() - t0)
         if not finite.any():
             summary["error"] = "loss became NaN or Inf in every seed"
         return summary
@@ -278,8 +299,8 @@ def memory(cfg) -> dict:
     S, B, K = cfg.task.seeds, cfg.task.batch_size, min(log_every(t), t.steps)
     shapes = jax.eval_shape(lambda key: addition_model(cfg).init(key, 2), jax.random.key(0))
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
-    first = shapes.cell if hasattr(shapes.cell, "w_h") else shapes.cell[0]  # a cell's params, or a stack's
-    gates = first.w_h.shape[1] // m.hidden  # Elman 1, GRU 3, LSTM 4
+    first = shapes.cell[0] if m.layers > 1 else shapes.cell  # a stack's first layer, or the cell's params
+    gates = first.w_h.shape[1] // m.hidden if hasattr(first, "w_h") else 3  # Elman 1, GRU 3, LSTM 4; linear: a, b, h
     per_step = m.layers * m.hidden * (gates + 2)  # gate values and state a step keeps for the backward pass
     widths = sum(n + task.full_range for n in set(task.generalization_bits))
     return {
@@ -289,7 +310,17 @@ def memory(cfg) -> dict:
         ("the backward pass", "task.batch_size"): 2 * S * B * T * per_step * size,
         ("an evaluation piece", "task.eval_samples"): min(pairs * T * m.hidden * m.layers * S, EVAL_PIECE_FLOATS) * (gates + 2) * size,
         ("parameters and optimizer state", "model.hidden"): 4 * S * params * size,
+        ("a carry-chain piece", "task.chain_piece_steps"): S
+        * max(3, task.carry_chain_samples, task.long_random_samples)
+        * min(task.chain_piece_steps, chain_steps(task))
+        * (m.hidden * m.layers * (gates + 2) * size),
     }
+
+
+def chain_steps(task: AdditionTask) -> int:
+    """The longest sequence of the carry-chain evaluation (`carry_chain`), 0 when there is none."""
+    runs = [2 * carry_chain.PAD + n + 3 for n in task.carry_chain_lengths]
+    return max([*runs, *(n + 1 for n in task.long_random_bits)], default=0)
 
 
 SPEC = TaskSpec(AdditionTask, check, make, memory, parallel=lambda cfg: ("task.seeds", cfg.task.seeds), objective="success_rate", description="binary addition: exact-sum accuracy over seeds, length generalisation")
