@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from rnn_jax.apps.hydra_callbacks import SweepRecord
 from rnn_jax.apps.train import to_config  # registers the schema
@@ -98,8 +99,13 @@ def test_capacity_presets_are_their_grids_and_every_job_validates(sweep, count, 
     assert {j["model"] for j in jobs} == cells
     assert cfg.task.seeds == seeds and cfg.task.stop_when_solved
     assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
-    for job in jobs:  # each job as Hydra composes it (model=<cell> picks the cell's schema), validated
-        cfg = validate(to_config(compose_config(f"sweep={sweep}", *(f"{key}={value}" for key, value in job.items()), hydra=False)))
+    schemas = {cell: compose_config(f"sweep={sweep}", f"model={cell}", hydra=False) for cell in cells}  # model=<cell>: its schema
+    for job in jobs:  # each job's config, validated
+        job_cfg = schemas[job["model"]].copy()
+        for key, value in job.items():
+            if key != "model":
+                OmegaConf.update(job_cfg, key, yaml.safe_load(value))
+        cfg = validate(to_config(job_cfg))
         assert (cfg.model.cell, cfg.model.hidden) == (job["model"], int(job["model.hidden"]))
 
 
@@ -184,53 +190,6 @@ def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, ca
     lines = rep.stdout.splitlines()
     assert any(line.startswith("job 0 ") and "model.hidden=0" in line for line in lines)
     assert any(line.startswith("job 1 ") and "NaN" in line for line in lines)
-
-
-LAUNCHERS = {  # plugin, overrides, and what shows the jobs ran through it
-    "joblib": (
-        "hydra_plugins.hydra_joblib_launcher",
-        ["hydra/launcher=parallel"],
-        lambda out, sweep: "Joblib.Parallel(n_jobs=2" in out.stderr + out.stdout,
-    ),
-    "submitit_local": (
-        "hydra_plugins.hydra_submitit_launcher",
-        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
-        lambda out, sweep: (sweep / ".submitit").is_dir(),
-    ),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", list(LAUNCHERS))
-def test_launcher_runs_two_jobs_in_worker_processes(tmp_path, cache_dir, launcher):
-    plugin, overrides, ran_through_it = LAUNCHERS[launcher]
-    pytest.importorskip(plugin)
-    sweep = tmp_path / "sweep"
-    out = multirun(sweep, *overrides, "model.hidden=2,4", cache=cache_dir)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert ran_through_it(out, sweep)
-    jobs = job_dirs(sweep)
-    assert [summary_of(d)["status"] for d in jobs] == ["ok", "ok"]
-    assert [setting(summary_of(d), "model.hidden") for d in jobs] == [2, 4]
-    # Each job, in its worker process, wrote its own outcome for the sweeping process to judge.
-    outcomes = [json.loads((sweep / "job_outcomes" / f"{d.name}.json").read_text()) for d in jobs]
-    assert [(o["status"], o["dir"]) for o in outcomes] == [("ok", str(d)) for d in jobs]
-
-
-@pytest.mark.slow
-def test_optuna_preset_maximises_the_success_rate_the_jobs_return(tmp_path, cache_dir):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    sweep = tmp_path / "sweep"
-    out = multirun(sweep, "sweep=optuna", "hydra.sweeper.n_trials=2", "model.hidden=choice(2,4)", cache=cache_dir)
-    assert out.returncode == 0, out.stderr[-2000:]
-    jobs = job_dirs(sweep)
-    assert len(jobs) == 2
-    summaries = [summary_of(d) for d in jobs]
-    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(result["best_params"]) == {"optim.lr", "model.hidden"}
-    assert result["best_value"] == max(s["success_rate"] for s in summaries)
-    for d, s in zip(jobs, summaries):
-        assert setting(s, "optim.lr") == pytest.approx(float(overrides_of(d)["optim.lr"]))
 
 
 # One sweep per sweep directory, judged by its own jobs. In-process sweeps (`app_in_process`) of
