@@ -632,24 +632,18 @@ def test_a_rerun_with_more_steps_continues_the_tracker_runs(tracked, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_is_one_mlflow_experiment_with_one_run_per_job_and_one_tensorboard_run_each(tmp_path):
+def test_a_sweep_is_one_mlflow_experiment_with_one_run_per_job_and_one_tensorboard_run_each(tmp_path, app_in_process, monkeypatch):
     """Run from `tmp_path` (so the sweep's relative name is `sweep`); each job is named by the overrides
-    its `.hydra/overrides.yaml` records, less the tracker choice and the progress bar."""
+    its `.hydra/overrides.yaml` records, less the tracker choice and the progress bar. The sweep
+    runs in this process, through the app's own `main`, as `python -m rnn_jax.train -m` would."""
     needs("mlflow")
     needs("tensorboard")
     import yaml
 
     sweep = tmp_path / "sweep"
     args = [a for a in TINY if not a.startswith("model.hidden")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "rnn_jax.train", "-m", "logger=[mlflow,tensorboard]", "model.hidden=2,4", *args,
-         "hydra.sweep.dir=sweep"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=tmp_path,
-        check=False,
-    )
+    monkeypatch.chdir(tmp_path)
+    proc = app_in_process("-m", "logger=[mlflow,tensorboard]", "model.hidden=2,4", *args, "hydra.sweep.dir=sweep")
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = []
     for job in ("0", "1"):
