@@ -67,7 +67,16 @@ class CharRNN(nn.Module):
 class Trainer:
     """The training loop, a step at a time: `run(k)` takes `k` steps, `evaluate()` gives val bpc."""
 
-    def __init__(self, data: Data, seq_len: int = 50, lr: float = 2e-3, decay_rate: float = 0.97, decay_steps: int = 155, clip: float = 5.0, seed: int = 0):
+    def __init__(
+        self,
+        data: Data,
+        seq_len: int = 50,
+        lr: float = 2e-3,
+        decay_rate: float = 0.97,
+        decay_steps: int = 155,
+        clip: float = 5.0,
+        seed: int = 0,
+    ):
         torch.manual_seed(seed)
         self.data, self.T, self.clip = data, seq_len, clip
         self.model = CharRNN(data.vocab_size)
@@ -119,7 +128,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=None, help="UTF-8 text; default: rnn_jax's default corpus")
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--eval-at", type=int, action="append", default=None, help="steps after which to print validation bpc")
+    p.add_argument(
+        "--eval-at", type=int, action="append", default=None, help="steps after which to print validation bpc"
+    )
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0: PyTorch's default")
     p.add_argument("--seed", type=int, default=0)
@@ -128,8 +139,10 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     data = load(a.corpus)
     tr = Trainer(data, seed=a.seed)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; V={data.vocab_size}, "
-          f"{tr.n_batches} training batches of 50 x 50; uniform: {math.log2(data.vocab_size):.3f} bpc")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; V={data.vocab_size}, "
+        f"{tr.n_batches} training batches of 50 x 50; uniform: {math.log2(data.vocab_size):.3f} bpc"
+    )
     eval_at = set(a.eval_at or [a.steps])
     if 0 in eval_at:
         print(f"step 0: val bpc {tr.evaluate():.4f}")

@@ -62,7 +62,9 @@ class JaxTrainer:
             def body(s: State, i):
                 k = i % n
                 inputs, targets = batch_at(streams, k, T)
-                train, (loss, carry) = step(s.train, Batch(inputs, targets, reset_at_epoch_start(k, s.carry, zero), None))
+                train, (loss, carry) = step(
+                    s.train, Batch(inputs, targets, reset_at_epoch_start(k, s.carry, zero), None)
+                )
                 return State(train, carry), loss
 
             return jax.lax.scan(body, state, step_ids)
@@ -89,8 +91,11 @@ def main(argv=None):
     p.add_argument("--impl", action="append", help="plain, fused, fused_bf16, torch (default: all four, torch first)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps-per-call", type=int, default=10)
-    p.add_argument("--eps-outside-sqrt", action="store_true",
-                   help="rnn_jax's RMSprop as PyTorch's, g / (sqrt(v) + eps) (the app's: g / sqrt(v + eps))")
+    p.add_argument(
+        "--eps-outside-sqrt",
+        action="store_true",
+        help="rnn_jax's RMSprop as PyTorch's, g / (sqrt(v) + eps) (the app's: g / sqrt(v + eps))",
+    )
     a = p.parse_args(argv)
     impls = a.impl or ["torch", "plain", "fused", "fused_bf16"]
 
@@ -103,13 +108,17 @@ def main(argv=None):
             trainers[name] = charrnn_torch.Trainer(data)
         else:
             readout, _, dtype = name.partition("_")
-            trainers[name] = JaxTrainer(data, readout, jnp.bfloat16 if dtype == "bf16" else None, eps_in_sqrt=not a.eps_outside_sqrt)
+            trainers[name] = JaxTrainer(
+                data, readout, jnp.bfloat16 if dtype == "bf16" else None, eps_in_sqrt=not a.eps_outside_sqrt
+            )
     import torch
 
-    print(f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"{platform.machine()}, {os.cpu_count()} CPUs; V={data.vocab_size}, B={B} T={T}, float32; "
-          f"{a.rounds} rounds x {a.steps_per_call} steps after a warm-up call; rnn_jax's RMSprop eps "
-          f"{'outside' if a.eps_outside_sqrt else 'inside'} the square root")
+    print(
+        f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; V={data.vocab_size}, B={B} T={T}, float32; "
+        f"{a.rounds} rounds x {a.steps_per_call} steps after a warm-up call; rnn_jax's RMSprop eps "
+        f"{'outside' if a.eps_outside_sqrt else 'inside'} the square root"
+    )
     val0 = {name: tr.evaluate() for name, tr in trainers.items()}
     curves = {name: tr.run(a.steps_per_call) for name, tr in trainers.items()}  # warm-up (compiles)
     seconds = {name: [] for name in trainers}
@@ -126,10 +135,14 @@ def main(argv=None):
     print(f"\n{'implementation':<14} {'chars/s (median)':>17} {'min..max':>17} {'/ ' + base:>10} {'per round':>10}")
     for name, s in seconds.items():
         lo, hi = chars / max(s), chars / min(s)
-        print(f"{name:<14} {cps[name]:17.0f} {lo:8.0f}..{hi:<8.0f} {cps[name] / cps[base]:10.2f} {per_round[name]:10.2f}")
+        print(
+            f"{name:<14} {cps[name]:17.0f} {lo:8.0f}..{hi:<8.0f} {cps[name] / cps[base]:10.2f} {per_round[name]:10.2f}"
+        )
     total = len(next(iter(curves.values())))
     marks = sorted({0, 9, total // 2 - 1, total - 1})
-    print(f"\ntraining bpc at steps {[m + 1 for m in marks]} (uniform: {math.log2(data.vocab_size):.3f}); validation bpc at 0 and {total}:")
+    print(
+        f"\ntraining bpc at steps {[m + 1 for m in marks]} (uniform: {math.log2(data.vocab_size):.3f}); validation bpc at 0 and {total}:"
+    )
     for name, c in curves.items():
         bpc = " ".join(f"{c[m] / math.log(2):7.3f}" for m in marks)
         print(f"{name:<14} {bpc}   val {val0[name]:.3f} -> {trainers[name].evaluate():.3f}")

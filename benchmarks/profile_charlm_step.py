@@ -38,7 +38,6 @@ from rnn_jax.tasks.charlm.model import Batch, char_lm, cross_entropy, make_loss
 from rnn_jax.training import init_state, make_step
 from rnn_jax.unroll import unroll
 
-
 MEMORY = {}  # (V, part) -> bytes of scratch memory of the compiled training step
 
 
@@ -158,8 +157,12 @@ def parts(V: int, B: int, T: int, E: int, H: int, readouts, seed: int = 0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vocab", type=int, action="append", help="vocabulary sizes (default 6041)")
-    p.add_argument("--readout", action="append", help=f"readouts among {sorted(sm.READOUTS)}, each optionally /CHUNK_SIZE and /bf16 "
-                   "(e.g. fused/256/bf16; default: plain and fused)")
+    p.add_argument(
+        "--readout",
+        action="append",
+        help=f"readouts among {sorted(sm.READOUTS)}, each optionally /CHUNK_SIZE and /bf16 "
+        "(e.g. fused/256/bf16; default: plain and fused)",
+    )
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seq-len", type=int, default=50)
     p.add_argument("--embedding", type=int, default=64)
@@ -170,8 +173,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     vocabs = a.vocab or [6041]
     readouts = a.readout or ["plain", "fused"]
-    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}; "
-          f"B={a.batch} T={a.seq_len} E={a.embedding} H={a.hidden} float32; median of {a.rounds} interleaved rounds")
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}; "
+        f"B={a.batch} T={a.seq_len} E={a.embedding} H={a.hidden} float32; median of {a.rounds} interleaved rounds"
+    )
     timers = {}
     for V in vocabs:
         for name, (fn, args_fn) in parts(V, a.batch, a.seq_len, a.embedding, a.hidden, readouts).items():

@@ -18,9 +18,9 @@ from rnn_jax.cells import (
     stack,
 )
 from rnn_jax.fused import BACKEND_DEFAULTS, elman_sequence, gru_sequence, lstm_sequence
+from rnn_jax.initializers import INITIALIZERS, get_initializer
 from rnn_jax.linear_cells import LRUParams, MinGRUParams, MinLSTMParams, RGLRUParams, lru, mingru, minlstm, rglru
 from rnn_jax.linear_scan import ComplexPair, LinearEquations, linear_sequence
-from rnn_jax.initializers import INITIALIZERS, get_initializer
 from rnn_jax.model import Dense, DenseParams, ModelParams, SequenceModel, dense, sequence_model
 from rnn_jax.scan import masked_scan, sequence_mask
 from rnn_jax.softmax import softmax_cross_entropy

@@ -25,7 +25,9 @@ def check_choice(value, name: str, allowed) -> str:
 
 def check_width(x, expected: int, name: str = "x") -> None:
     if x.shape[-1:] != (expected,):
-        raise ValueError(f"{name} must have last dimension {expected} (the input size the params were made for), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have last dimension {expected} (the input size the params were made for), got shape {tuple(x.shape)}"
+        )
 
 
 def as_input(x, w, name: str = "x"):

@@ -114,7 +114,9 @@ def build_cell(cfg: ModelConfig, dtype=None, platform: Optional[str] = None) -> 
     return cells[0] if cfg.layers == 1 else stack(cells)
 
 
-def build_model(cfg: ModelConfig, output_size: int, *, output_activation=None, dtype=None, platform=None) -> SequenceModel:
+def build_model(
+    cfg: ModelConfig, output_size: int, *, output_activation=None, dtype=None, platform=None
+) -> SequenceModel:
     """Cell stack -> dense readout of width `output_size` -> `output_activation`."""
     return sequence_model(
         build_cell(cfg, dtype, platform),

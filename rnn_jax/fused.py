@@ -160,7 +160,9 @@ def _lstm_forward(w_h, xp, h0, c0, mask, proj, reverse, unroll, matmul_dtype, ou
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
-def lstm_sequence(w_h, xp, h0, c0, mask, proj=None, reverse=False, unroll=1, matmul_dtype=None, output_tanh=True, resets=None):
+def lstm_sequence(
+    w_h, xp, h0, c0, mask, proj=None, reverse=False, unroll=1, matmul_dtype=None, output_tanh=True, resets=None
+):
     """The LSTM recurrence over a whole sequence; returns `(h_T, c_T, ys)`.
 
     Args:

@@ -107,4 +107,3 @@ def sequence_model(
         return carry, out_act(z)
 
     return SequenceModel(init, apply, logits, cell, readout)
-

@@ -16,6 +16,7 @@ few elementwise passes (bias, max, exp, row and column sums) and two gradient ma
 the unnormalised exponentials, the softmax's row scale applied to their small operands; the
 one-hot half of the loss and of the gradients is gathered or scattered once for all rows.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -102,7 +103,9 @@ def _operand(x, dtype):
 
 def _matmul(x, y, dtype, contract=((1,), (0,))):
     """`x @ y` (or another contraction) with operands cast to `dtype`, accumulated in `x`'s dtype."""
-    return jax.lax.dot_general(_operand(x, dtype), _operand(y, dtype), (contract, ((), ())), preferred_element_type=x.dtype)
+    return jax.lax.dot_general(
+        _operand(x, dtype), _operand(y, dtype), (contract, ((), ())), preferred_element_type=x.dtype
+    )
 
 
 def _chunked(h, chunk: int):

@@ -138,9 +138,7 @@ def unroll(
     return carry, (ys if time_major else jnp.moveaxis(ys, 0, -2))
 
 
-def unroll_layer(
-    cell: Cell, params, xs, carry, mask, resets, reverse: bool, unroll: Optional[int], scan: str = "auto"
-):
+def unroll_layer(cell: Cell, params, xs, carry, mask, resets, reverse: bool, unroll: Optional[int], scan: str = "auto"):
     """One layer over the time-major sequence `xs`; `mask` and `resets` are `[T, *batch]` or None.
 
     A cell whose `equations` have a fused whole-sequence path (Elman, LSTM, GRU) runs through it

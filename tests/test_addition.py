@@ -1,25 +1,31 @@
 """Binary addition: data, metric, the 2015 gradient and trajectory, seeds, generalisation."""
 
 import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import rnn_jax as rj
+from rnn_jax.build import model_config
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.backend import one_device
-from rnn_jax.build import model_config
 from rnn_jax.driver.config import Config, TrainConfig
-from rnn_jax.driver.optim import SGDConfig
 from rnn_jax.driver.loop import run
-from rnn_jax.driver.optim import make_optimizer
+from rnn_jax.driver.optim import SGDConfig, make_optimizer
 from rnn_jax.model import DenseParams, ModelParams
 from rnn_jax.tasks.addition import data as addition
 from rnn_jax.tasks.addition import evaluate, reference2015
-from rnn_jax.tasks.addition.evaluate import GENERALIZATION_SEED, PackedPairs, generalization_pairs, in_pieces, pack_pairs, packed_exact
+from rnn_jax.tasks.addition.evaluate import (
+    GENERALIZATION_SEED,
+    PackedPairs,
+    generalization_pairs,
+    in_pieces,
+    pack_pairs,
+    packed_exact,
+)
 from rnn_jax.tasks.addition.task import AdditionTask, addition_loss, addition_model, make, params_from_2015
-
 
 
 @pytest.mark.parametrize("bits, full_range", [(8, False), (5, True), (70, False)])
@@ -54,7 +60,9 @@ def test_all_pairs_covers_every_pair_once():
     batch = addition.all_pairs(4)
     pairs = set(zip(addition.bits_int(batch.inputs[..., 0]), addition.bits_int(batch.inputs[..., 1])))
     assert len(pairs) == batch.inputs.shape[1] == 64 == addition.operand_count(4, False)
-    assert addition.bits_int(batch.targets[..., 0]) == [a + b for a, b in zip(*map(addition.bits_int, (batch.inputs[..., 0], batch.inputs[..., 1])))]
+    assert addition.bits_int(batch.targets[..., 0]) == [
+        a + b for a, b in zip(*map(addition.bits_int, (batch.inputs[..., 0], batch.inputs[..., 1])))
+    ]
 
 
 def test_exact_accuracy_needs_every_bit():
@@ -67,7 +75,15 @@ def test_exact_accuracy_needs_every_bit():
 def model_2015():
     cfg = Config(
         task=AdditionTask(loss="mse", data="numpy2015", batch_size=1),
-        model=model_config("elman", hidden=16, activation="sigmoid", use_bias=False, init="uniform", readout_bias=False, readout_init="uniform"),
+        model=model_config(
+            "elman",
+            hidden=16,
+            activation="sigmoid",
+            use_bias=False,
+            init="uniform",
+            readout_bias=False,
+            readout_init="uniform",
+        ),
         optim=SGDConfig(lr=0.1),
         train=TrainConfig(steps=300, dtype="float64", log_every=100),
     )
@@ -90,7 +106,9 @@ def test_gradient_equals_the_2015_update(x64):
 def test_numpy2015_replay_follows_the_reference_trajectory(tmp_path):
     cfg = model_2015()
     cfg = dataclasses.replace(
-        cfg, train=dataclasses.replace(cfg.train, progress=False), task=dataclasses.replace(cfg.task, generalization_bits=[8], generalization_samples=8)
+        cfg,
+        train=dataclasses.replace(cfg.train, progress=False),
+        task=dataclasses.replace(cfg.task, generalization_bits=[8], generalization_samples=8),
     )
     try:
         run(cfg, tmp_path)
@@ -116,7 +134,10 @@ def perfect_adder(dtype=jnp.float32, carry_weight=1.0) -> ModelParams:
 
 
 def test_generalization_of_a_hand_set_adder():
-    cfg = Config(task=AdditionTask(generalization_bits=[64, 8], generalization_samples=500), model=model_config("elman", hidden=3, activation="sigmoid"))
+    cfg = Config(
+        task=AdditionTask(generalization_bits=[64, 8], generalization_samples=500),
+        model=model_config("elman", hidden=3, activation="sigmoid"),
+    )
     model = addition_model(cfg)
     widths, pieces = generalization_pairs([64, 8], 500, False, 3)
     assert widths == [8, 64] and pieces.inputs.shape == (1, 64, -(-500 // 8) + 500, 2)
@@ -132,7 +153,9 @@ def test_generalization_of_a_hand_set_adder():
     assert exact[1].mean() < exact[0].mean()
 
 
-@pytest.mark.parametrize("cell,layers,full_range,rows", [("elman", 1, False, 1000), ("lstm", 2, True, 7), ("gru", 1, False, 16)])
+@pytest.mark.parametrize(
+    "cell,layers,full_range,rows", [("elman", 1, False, 1000), ("lstm", 2, True, 7), ("gru", 1, False, 16)]
+)
 def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, rows):
     """Pairs of several widths packed end to end in rows, and the rows cut into pieces of `rows`,
     are judged exactly as when each width's batch runs through `model.logits` on its own; a
@@ -160,7 +183,9 @@ def test_packed_evaluation_equals_each_pair_run_alone(cell, layers, full_range, 
 def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkeypatch):
     """A wide task's evaluation set is cut into pieces (here forced small: 3 pieces, the last one
     padded); the accuracy equals `exact_accuracy` on the whole set at once."""
-    cfg = Config(task=AdditionTask(bits=5, eval_samples=100), model=model_config("elman", hidden=3, activation="sigmoid"))
+    cfg = Config(
+        task=AdditionTask(bits=5, eval_samples=100), model=model_config("elman", hidden=3, activation="sigmoid")
+    )
     model = addition_model(cfg)
     monkeypatch.setattr(evaluate, "EVAL_PIECE_FLOATS", 5 * 3 * 40)  # 40 rows per piece
     pieces = evaluate.eval_set(5, False, 100, 3)
@@ -170,13 +195,18 @@ def test_the_evaluation_set_in_pieces_gives_the_accuracy_of_the_whole_set(monkey
     _, logits = model.logits(params, whole.inputs)
     expected = float(addition.exact_accuracy(logits, whole.targets))
     assert 0 < expected < 1
-    assert float(jax.jit(evaluate.exact_fraction, static_argnums=0)(model, params, pieces)) == pytest.approx(expected, abs=1e-7)
+    assert float(jax.jit(evaluate.exact_fraction, static_argnums=0)(model, params, pieces)) == pytest.approx(
+        expected, abs=1e-7
+    )
 
 
 def test_a_seed_left_with_non_finite_weights_is_a_failed_seed():
     """Its losses were finite up to its last update, which left NaN weights: the summary lists it
     under failed_seeds with accuracy 0, and the other seed keeps its figures."""
-    cfg = Config(task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16, seeds=2), model=model_config("lstm", hidden=4))
+    cfg = Config(
+        task=AdditionTask(bits=4, generalization_bits=[8], generalization_samples=16, seeds=2),
+        model=model_config("lstm", hidden=4),
+    )
     task = make(cfg, make_optimizer(cfg.optim, cfg.train.steps), one_device())
     state = task.init()
     params = state.train.params

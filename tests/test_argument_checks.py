@@ -38,10 +38,16 @@ OTHER_PARAMS = {
     "elman": (rj.lstm(H), ELMAN, LSTM),
     "lstm": (rj.gru(H), LSTM, GRU),
     "gru": (rj.elman(H), GRU, ELMAN),
-    "stack": (rj.stack([rj.lstm(H), rj.lstm(H)]), f"tuple({LSTM}, {GRU.replace('w_x=[3', 'w_x=[4')})",
-              f"tuple({LSTM}, {LSTM.replace('w_x=[3', 'w_x=[4')})"),
-    "bidirectional": (rj.bidirectional(rj.gru(H), rj.lstm(H)), f"BidirectionalParams(fw={LSTM}, bw={GRU})",
-                      f"BidirectionalParams(fw={GRU}, bw={LSTM})"),
+    "stack": (
+        rj.stack([rj.lstm(H), rj.lstm(H)]),
+        f"tuple({LSTM}, {GRU.replace('w_x=[3', 'w_x=[4')})",
+        f"tuple({LSTM}, {LSTM.replace('w_x=[3', 'w_x=[4')})",
+    ),
+    "bidirectional": (
+        rj.bidirectional(rj.gru(H), rj.lstm(H)),
+        f"BidirectionalParams(fw={LSTM}, bw={GRU})",
+        f"BidirectionalParams(fw={GRU}, bw={LSTM})",
+    ),
 }
 
 
@@ -153,8 +159,10 @@ def test_carry_of_another_cell(kind):
     want, got = {
         "elman": ("[3, 4]", "LSTMCarry(h=[3, 4], c=[3, 4])"),
         "lstm": ("LSTMCarry(h=[3, 4], c=[3, 4])", "[3, 4]"),
-        "bidirectional": ("BidirectionalCarry(fw=LSTMCarry(h=[3, 4], c=[3, 4]), bw=[3, 4])",
-                          "BidirectionalCarry(fw=[3, 4], bw=LSTMCarry(h=[3, 4], c=[3, 4]))"),
+        "bidirectional": (
+            "BidirectionalCarry(fw=LSTMCarry(h=[3, 4], c=[3, 4]), bw=[3, 4])",
+            "BidirectionalCarry(fw=[3, 4], bw=LSTMCarry(h=[3, 4], c=[3, 4]))",
+        ),
     }[kind]
     with pytest.raises(TypeError) as error:
         run(LAYERS[kind], params_of(LAYERS[kind]), sds(T, B, I), carry_of(other, (B,)))
@@ -216,8 +224,11 @@ def test_cell_apply_refuses_params_of_another_cell_and_carry_or_x_of_another_siz
     )
     with pytest.raises(ValueError) as error:
         apply(layer, params, carry, sds(B, 5))
-    assert re.fullmatch(r"x must have last dimension 3, the input size of the params \(params\S*\.w_x has shape "
-                        r"\(3, \d+\)\), got shape \(3, 5\)", one_line(error))
+    assert re.fullmatch(
+        r"x must have last dimension 3, the input size of the params \(params\S*\.w_x has shape "
+        r"\(3, \d+\)\), got shape \(3, 5\)",
+        one_line(error),
+    )
 
 
 @pytest.mark.parametrize("kind", ["elman", "lstm", "gru"])
@@ -235,12 +246,18 @@ def test_cell_step_refuses_params_of_another_hidden_size(kind):
 def test_softmax_cross_entropy_names_each_bad_argument():
     h, w, b, t = sds(6, 4), sds(4, 5), sds(5), sds(6, dtype=jnp.int32)
     cases = [
-        ((sds(2, 3, 4), w, b, t), ValueError,
-         "h must be [N, H] (leading axes flattened by the caller), got shape (2, 3, 4)"),
+        (
+            (sds(2, 3, 4), w, b, t),
+            ValueError,
+            "h must be [N, H] (leading axes flattened by the caller), got shape (2, 3, 4)",
+        ),
         ((h, sds(3, 5), b, t), ValueError, "w must be [H, V] with H = 4 (h's last axis), got shape (3, 5)"),
         ((h, w, sds(4), t), ValueError, "b must be [V] = (5,) (w's last axis) or None, got shape (4,)"),
-        ((h, w, b, sds(6, 1, dtype=jnp.int32)), ValueError,
-         "targets must be [N] = (6,) (h's first axis), got shape (6, 1)"),
+        (
+            (h, w, b, sds(6, 1, dtype=jnp.int32)),
+            ValueError,
+            "targets must be [N] = (6,) (h's first axis), got shape (6, 1)",
+        ),
         ((h, w, b, sds(6)), TypeError, "targets must be integer ids, got dtype float32"),
     ]
     for args, kind, message in cases:

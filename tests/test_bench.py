@@ -27,7 +27,9 @@ def compose_cfg(*overrides) -> bench.BenchConfig:
 
 @pytest.mark.slow
 def test_bench_runs_end_to_end_and_writes_every_field(tmp_path):
-    cfg = compose_cfg("preset=tiny", "cells=[gru]", "dtype=[float32]", "implementations=[rnn_jax,flax,flax_optimized,torch]")
+    cfg = compose_cfg(
+        "preset=tiny", "cells=[gru]", "dtype=[float32]", "implementations=[rnn_jax,flax,flax_optimized,torch]"
+    )
     assert isinstance(cfg, bench.BenchConfig)
     bench.run(cfg, tmp_path)
     result = json.loads((tmp_path / "bench.json").read_text())
@@ -60,16 +62,35 @@ def test_a_record_summarises_the_measured_times():
     p = bench.Point("lstm", "train", 32, 128, 8, 4, "float32", 0)
     env = {"device_kind": "cpu", "backend": "cpu", "versions": {"jax": "x"}}
     r = bench.record(p, "rnn_jax", bench.Runner(None, 0.5, 1), [k / 1000 for k in (3, 1, 2, 10, 4, 5, 9, 6, 8, 7)], env)
-    assert r["median_ms"] == pytest.approx(5.5) and r["p10_ms"] == pytest.approx(1.9) and r["p90_ms"] == pytest.approx(9.1)
+    assert (
+        r["median_ms"] == pytest.approx(5.5) and r["p10_ms"] == pytest.approx(1.9) and r["p90_ms"] == pytest.approx(9.1)
+    )
     assert r["tokens_per_s"] == pytest.approx(4096 / 0.0055) and r["steps"] == 10
     assert (r["unroll"], r["unroll_requested"], r["compile_s"]) == (1, 0, 0.5)
 
 
 def test_ratios_compare_against_the_baselines_at_the_same_point():
     def rec(impl, ms, dtype="float32", unroll=0):
-        return dict(implementation=impl, cell="lstm", mode="train", batch=1, seq_len=2, hidden=3, input=4, dtype=dtype, unroll_requested=unroll, median_ms=ms)
+        return dict(
+            implementation=impl,
+            cell="lstm",
+            mode="train",
+            batch=1,
+            seq_len=2,
+            hidden=3,
+            input=4,
+            dtype=dtype,
+            unroll_requested=unroll,
+            median_ms=ms,
+        )
 
-    records = [rec("torch", 100.0), rec("flax", 150.0), rec("rnn_jax", 50.0), rec("rnn_jax", 40.0, "bfloat16"), rec("rnn_jax", 75.0, unroll=4)]
+    records = [
+        rec("torch", 100.0),
+        rec("flax", 150.0),
+        rec("rnn_jax", 50.0),
+        rec("rnn_jax", 40.0, "bfloat16"),
+        rec("rnn_jax", 75.0, unroll=4),
+    ]
     got = bench.ratios(records)
     assert got[2] == {"torch": 2.0, "flax": 3.0}
     assert got[3] == {"torch": None, "flax": None}  # no baseline measured in bf16
@@ -107,7 +128,9 @@ def test_the_entry_point_prints_one_line_for_a_bad_value(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: implementations: 'nope' is not allowed; allowed: " + ", ".join(bench.IMPLEMENTATIONS)]
+    assert proc.stderr.strip().splitlines() == [
+        "error: implementations: 'nope' is not allowed; allowed: " + ", ".join(bench.IMPLEMENTATIONS)
+    ]
 
 
 def test_pytorch_threads_sleep_instead_of_spinning_in_a_fresh_process():
@@ -115,7 +138,9 @@ def test_pytorch_threads_sleep_instead_of_spinning_in_a_fresh_process():
     pytest.importorskip("torch")
     code = "from rnn_jax.apps import bench; import json; print(json.dumps(bench.environment()))"
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True
+    )
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["omp_wait_policy"] == "PASSIVE" and got["torch_threads"] >= 1
 

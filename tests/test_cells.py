@@ -67,10 +67,12 @@ def precision(request):
         yield jnp.float32, 1e-5
 
 
-
 CASES = {  # each cell built once, so its compiled programs are shared by both precisions' tests
     "elman-tanh": (rj.elman(H, "tanh"), lambda p, xs: np_elman(p, xs, "tanh")),
-    "elman-sigmoid-nobias": (rj.elman(H, "sigmoid", use_bias=False, init="uniform"), lambda p, xs: np_elman(p, xs, "sigmoid")),
+    "elman-sigmoid-nobias": (
+        rj.elman(H, "sigmoid", use_bias=False, init="uniform"),
+        lambda p, xs: np_elman(p, xs, "sigmoid"),
+    ),
     "lstm": (rj.lstm(H), np_lstm),
     "lstm-no-output-tanh": (rj.lstm(H, output_tanh=False), lambda p, xs: np_lstm(p, xs, output_tanh=False)),
     "gru": (rj.gru(H), np_gru),
@@ -93,7 +95,9 @@ def test_cell_matches_numpy_over_a_sequence(name, precision):
     ref_carry, ref_ys = reference(to_np(params), np.asarray(xs, np.float64))
     assert ys.dtype == dtype
     np.testing.assert_allclose(ys, ref_ys, rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(np.concatenate(jax.tree.leaves(carry)), np.concatenate(jax.tree.leaves(ref_carry)), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(
+        np.concatenate(jax.tree.leaves(carry)), np.concatenate(jax.tree.leaves(ref_carry)), rtol=rtol, atol=rtol
+    )
 
 
 @pytest.mark.parametrize("output_tanh", [True, False])
@@ -108,8 +112,14 @@ def test_lstm_output_tanh_every_way_it_runs_matches_numpy_in_float64(output_tanh
 
     @jit
     def every_way(params, xs):
-        runs = {(b, r): rj.unroll(c, params, xs, lengths=jnp.asarray(lengths), reverse=r) for b, c in cells.items() for r in (False, True)}
-        return runs, cells["fused"].apply(params, cells["fused"].initial_carry((B,), jnp.float64), xs[0])  # one plain step
+        runs = {
+            (b, r): rj.unroll(c, params, xs, lengths=jnp.asarray(lengths), reverse=r)
+            for b, c in cells.items()
+            for r in (False, True)
+        }
+        return runs, cells["fused"].apply(
+            params, cells["fused"].initial_carry((B,), jnp.float64), xs[0]
+        )  # one plain step
 
     runs, (carry, y) = every_way(params, xs)
     for (backward, reverse), (carry, ys) in runs.items():
@@ -141,12 +151,16 @@ def test_lstm_matches_flax_lstmcell():
     params = init(cell, I)
     fcell = nn.LSTMCell(H)
     x0 = jnp.zeros((B, I))
-    fparams = jax.eval_shape(lambda: fcell.init(jax.random.PRNGKey(2), fcell.initialize_carry(jax.random.PRNGKey(3), x0.shape), x0))
+    fparams = jax.eval_shape(
+        lambda: fcell.init(jax.random.PRNGKey(2), fcell.initialize_carry(jax.random.PRNGKey(3), x0.shape), x0)
+    )
     p = to_flax_lstm(params, H)
     assert jax.tree.structure(p) == jax.tree.structure(fparams["params"])
     xs = normal(1, (T, B, I))
     fc0 = (jnp.zeros((B, H)), jnp.zeros((B, H)))  # what initialize_carry gives: zeros (c, h)
-    (carry, ys), (fc, fys) = jit(lambda p, params, xs: (rj.unroll(cell, params, xs), flax_loop(fcell, p, fc0, xs)))(p, params, xs)
+    (carry, ys), (fc, fys) = jit(lambda p, params, xs: (rj.unroll(cell, params, xs), flax_loop(fcell, p, fc0, xs)))(
+        p, params, xs
+    )
     np.testing.assert_allclose(ys, fys, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(carry.c, fc[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(carry.h, fc[1], rtol=1e-5, atol=1e-6)
@@ -163,7 +177,9 @@ def test_gru_matches_flax_grucell():
     fparams = jax.eval_shape(lambda x: fcell.init(jax.random.PRNGKey(2), jnp.zeros((B, H)), x), xs[0])
     assert jax.tree.structure(p) == jax.tree.structure(fparams["params"])
     fh = jnp.zeros((B, H))
-    (carry, ys), (fh, fys) = jit(lambda p, params, xs: (rj.unroll(cell, params, xs), flax_loop(fcell, p, fh, xs)))(p, params, xs)
+    (carry, ys), (fh, fys) = jit(lambda p, params, xs: (rj.unroll(cell, params, xs), flax_loop(fcell, p, fh, xs)))(
+        p, params, xs
+    )
     np.testing.assert_allclose(ys, fys, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(carry, fh, rtol=1e-5, atol=1e-6)
 

@@ -247,7 +247,13 @@ def test_presets_compose_to_char_rnn_defaults():
     cfg = make_cfg("experiment=charlm")
     assert isinstance(cfg.task, CharLMTask) and cfg.task.corpus is None
     assert (cfg.model.cell, cfg.model.layers, cfg.model.hidden) == ("lstm", 2, 128)
-    assert (cfg.task.seq_len, cfg.task.batch_size, cfg.optim.name, cfg.optim.lr, cfg.optim.clip_norm) == (50, 50, "rmsprop", 0.002, 5.0)
+    assert (cfg.task.seq_len, cfg.task.batch_size, cfg.optim.name, cfg.optim.lr, cfg.optim.clip_norm) == (
+        50,
+        50,
+        "rmsprop",
+        0.002,
+        5.0,
+    )
     assert cfg.optim.schedule == "exponential"
     with pytest.raises(Exception, match="seeds"):  # a setting of another task is not a key here
         make_cfg("experiment=charlm", "task.seeds=2")
@@ -329,7 +335,11 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
     (run_dir / "summary.json").unlink()
     summary = train_run(cfg, run_dir)
     assert summary["resumed_from"].endswith("last/6") and summary["steps"] == 12
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), params_of(run_dir)[0], params_of(straight_run[0])[0])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        params_of(run_dir)[0],
+        params_of(straight_run[0])[0],
+    )
     for step in steps_in(run_dir / "checkpoints" / "last"):
         damage(run_dir / "checkpoints" / "last" / str(step))
     with pytest.raises(CheckpointError, match="no step reads back"):
@@ -338,7 +348,9 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
     addition_run = tmp_path / "addition_run"
     shutil.copytree(straight_run[0] / "checkpoints" / "best", addition_run / "checkpoints" / "last")
     step_dir = addition_run / "checkpoints" / "last" / str(steps_in(addition_run / "checkpoints" / "last")[0])
-    meta_file = next(p for p in (step_dir / "meta").iterdir() if p.suffix in ("", ".json") and p.is_file() and "metadata" in p.name)
+    meta_file = next(
+        p for p in (step_dir / "meta").iterdir() if p.suffix in ("", ".json") and p.is_file() and "metadata" in p.name
+    )
     meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "task": "addition"}))
     with pytest.raises(CheckpointError, match="sampling needs a charlm run"):
         load_model(addition_run / "checkpoints" / "last")
@@ -346,10 +358,17 @@ def test_bad_checkpoints_give_checkpoint_error(straight_run, text_file, tmp_path
         train_run(tiny(text_file, f"train.resume='{addition_run}'"), tmp_path / "x3")
 
     hidden = json.loads((straight_run[0] / "summary.json").read_text())["config"]["model"]["hidden"]
-    with pytest.raises(CheckpointError, match=rf"does not fit this run: it was trained with model\.hidden={hidden} \(now 8\)$"):
-        train_run(tiny(text_file, "model.hidden=8", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"), tmp_path / "x")
+    with pytest.raises(
+        CheckpointError, match=rf"does not fit this run: it was trained with model\.hidden={hidden} \(now 8\)$"
+    ):
+        train_run(
+            tiny(text_file, "model.hidden=8", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"), tmp_path / "x"
+        )
     with pytest.raises(CheckpointError, match=r"optim\.name=\w+ \(now sgd\), task\.batch_size=4 \(now 3\)"):
-        train_run(tiny(text_file, "optim=sgd", "task.batch_size=3", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"), tmp_path / "x2")
+        train_run(
+            tiny(text_file, "optim=sgd", "task.batch_size=3", "task.dropout=0.2", f"train.resume='{straight_run[0]}'"),
+            tmp_path / "x2",
+        )
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         train_run(tiny(text_file, f"train.resume='{tmp_path / 'nowhere'}'"), tmp_path / "x4")
     other = tmp_path / "other.txt"

@@ -12,10 +12,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from rnn_testing import compose
 
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.loop import run
-from rnn_testing import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ["task.bits=4", "model.hidden=4", "task.seeds=8", "train.steps=60", "train.log_every=20", "task.batch_size=8",
@@ -31,7 +31,9 @@ def app(*args, devices=1, extra_env=None, wait=True):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, **(extra_env or {})}
     cmd = [sys.executable, "-m", "rnn_jax.train", *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -66,7 +68,9 @@ def test_seeds_split_over_4_devices_give_the_one_device_results(tmp_path):
     # otherwise, so float32 rounding differs a little and grows with the steps (as for
     # task.seeds=S against single runs; measured after 300 Adam steps: 7e-6 on weights of ~3).
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=2e-8 * 60), a, b)
-    assert [r["loss"] for r in lines(tmp_path / "four")] == pytest.approx([r["loss"] for r in lines(tmp_path / "one")], abs=1e-6)
+    assert [r["loss"] for r in lines(tmp_path / "four")] == pytest.approx(
+        [r["loss"] for r in lines(tmp_path / "one")], abs=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +87,17 @@ def test_a_charlm_batch_split_over_4_devices_follows_the_one_device_loss(tmp_pat
     one, one_dir = one_device_charlm
     four = json.loads((tmp_path / "four" / "summary.json").read_text())
     assert four["devices"] == 4
-    np.testing.assert_allclose([r["train_loss"] for r in lines(tmp_path / "four")], [r["train_loss"] for r in lines(one_dir)], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        [r["train_loss"] for r in lines(tmp_path / "four")],
+        [r["train_loss"] for r in lines(one_dir)],
+        rtol=0,
+        atol=1e-5,
+    )
     assert four["final_val_bpc"] == pytest.approx(one["final_val_bpc"], abs=1e-5)
     out = app(*charlm(corpus, "task.batch_size=6", "backend.devices=4"), f"hydra.run.dir={tmp_path / 'odd'}", devices=4)
-    assert out.returncode == 2 and "task.batch_size=6 is not allowed; must be a multiple of the 4 devices" in out.stderr  # a count is strict
+    assert (
+        out.returncode == 2 and "task.batch_size=6 is not allowed; must be a multiple of the 4 devices" in out.stderr
+    )  # a count is strict
 
 
 @pytest.mark.slow

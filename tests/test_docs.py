@@ -69,9 +69,14 @@ def _schemas():
     from rnn_jax.driver.optim import OPTIM_CONFIGS
     from rnn_jax.tasks.registry import TASKS
 
-    return {"train": [TrainConfig], "backend": [BackendConfig], "logger": [LoggerConfig],
-            "model": list(MODEL_CONFIGS.values()), "optim": list(OPTIM_CONFIGS.values()),
-            "task": [spec.config for spec in TASKS.values()]}
+    return {
+        "train": [TrainConfig],
+        "backend": [BackendConfig],
+        "logger": [LoggerConfig],
+        "model": list(MODEL_CONFIGS.values()),
+        "optim": list(OPTIM_CONFIGS.values()),
+        "task": [spec.config for spec in TASKS.values()],
+    }
 
 
 def _has_key(schema, parts):

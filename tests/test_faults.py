@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rnn_testing import TINY, compose
 
 from rnn_jax.driver import checkpoint as checkpoint_module
 from rnn_jax.driver.checkpoint import steps_in
@@ -20,7 +21,6 @@ from rnn_jax.driver.loop import run
 from rnn_jax.driver.memory import check_memory, estimate
 from rnn_jax.driver.rundir import RunDirectoryError, run_lock
 from rnn_jax.tasks.registry import TASKS
-from rnn_testing import TINY, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 config = compose
@@ -64,7 +64,11 @@ def test_sigterm_in_a_long_chunk_is_acted_on_within_seconds(tmp_path):
     proc = app("experiment=charlm_tiny", f"task.corpus={corpus}", "train.steps=100000", "train.log_every=100000", "task.eval_every=100000",
                "train.progress=false", f"hydra.run.dir={run_dir}", wait=False)  # fmt: skip
     deadline = time.time() + 90
-    while time.time() < deadline and not steps_in(run_dir / "checkpoints" / "last") and not (run_dir / "train.log").exists():
+    while (
+        time.time() < deadline
+        and not steps_in(run_dir / "checkpoints" / "last")
+        and not (run_dir / "train.log").exists()
+    ):
         time.sleep(0.2)
     time.sleep(4)  # compiled and well into the long chunk
     sent = time.time()
@@ -79,11 +83,18 @@ def test_sigterm_in_a_long_chunk_is_acted_on_within_seconds(tmp_path):
 def test_a_run_too_large_for_memory_is_refused_at_once():
     cfg = config("task.bits=100000")
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"task\.eval_samples=65536 is not allowed; this run would need about [\d.]+ GB \(the evaluation set: [\d.]+ GB\)") as info:
+    with pytest.raises(
+        ConfigError,
+        match=r"task\.eval_samples=65536 is not allowed; this run would need about [\d.]+ GB \(the evaluation set: [\d.]+ GB\)",
+    ) as info:
         run(cfg, "/nonexistent/never-made")
     assert time.perf_counter() - t0 < 10 and "lower task.eval_samples" in str(info.value)
     with pytest.raises(ConfigError, match="model.hidden"):  # the largest part of a small run is its parameters
-        check_memory(config("model.hidden=4096"), {("parameters and optimizer state", "model.hidden"): 10 * 2**30}, available=2**30)
+        check_memory(
+            config("model.hidden=4096"),
+            {("parameters and optimizer state", "model.hidden"): 10 * 2**30},
+            available=2**30,
+        )
 
 
 MEASURE = """
@@ -97,11 +108,24 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 def test_the_memory_estimate_is_within_a_factor_of_2_of_the_peak(tmp_path):
     """Where the evaluation set dominates (600-bit sums): the estimate against the peak resident
     memory of the run's process, compiled as a user's run is (not with the tests' cheap flags)."""
-    overrides = ["task.bits=600", "train.steps=10", "train.log_every=10", "train.progress=false",
-                 "task.generalization_bits=[16]",
-                 "task.carry_chain_lengths=[]", "task.long_random_bits=[]"]
+    overrides = [
+        "task.bits=600",
+        "train.steps=10",
+        "train.log_every=10",
+        "train.progress=false",
+        "task.generalization_bits=[16]",
+        "task.carry_chain_lengths=[]",
+        "task.long_random_bits=[]",
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-    out = subprocess.run([sys.executable, "-c", MEASURE, *overrides, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, *overrides, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     peak = int(out.stdout.split()[-1])
     cfg = config(*overrides)
@@ -118,7 +142,10 @@ def test_a_full_disk_during_a_save_keeps_the_checkpoint_before(tmp_path, monkeyp
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", no_space)
     (tmp_path / "summary.json").unlink()
-    with pytest.raises(OSError, match=r"saving checkpoint step 80 failed \(No space left on device\); the steps saved before are intact: 40"):
+    with pytest.raises(
+        OSError,
+        match=r"saving checkpoint step 80 failed \(No space left on device\); the steps saved before are intact: 40",
+    ):
         run(config(*TINY, "train.steps=80"), tmp_path)
     monkeypatch.undo()
     assert steps_in(tmp_path / "checkpoints" / "last") == [40]
@@ -133,8 +160,15 @@ def test_a_diverging_resume_never_replaces_the_good_checkpoint(tmp_path):
     run(config(*TINY, "model.activation=relu"), tmp_path)
     before = steps_in(tmp_path / "checkpoints" / "last")
     (tmp_path / "summary.json").unlink()
-    summary = run(config(*TINY, "model.activation=relu", "train.steps=80", "optim.lr=1e30", "train.resume_changes=allow"), tmp_path)
-    assert summary["status"] == "failed" and summary["steps"] == 60 and summary["error"] == "loss became NaN or Inf at step 60"
+    summary = run(
+        config(*TINY, "model.activation=relu", "train.steps=80", "optim.lr=1e30", "train.resume_changes=allow"),
+        tmp_path,
+    )
+    assert (
+        summary["status"] == "failed"
+        and summary["steps"] == 60
+        and summary["error"] == "loss became NaN or Inf at step 60"
+    )
     assert summary["last_finite"]["step"] == 40 and summary["final_accuracy"] == 0.0
     assert steps_in(tmp_path / "checkpoints" / "last") == before  # the diverged state was never saved
     for path in [tmp_path / "summary.json", *tmp_path.glob("checkpoints/*/*/meta/metadata")]:
@@ -156,7 +190,9 @@ def test_filesystem_problems_are_one_line_with_exit_2(tmp_path, case, app_in_pro
     else:
         (tmp_path / "run" / "train.log").mkdir(parents=True)
         args, path = [f"hydra.run.dir={tmp_path / 'run'}"], str(tmp_path / "run" / "train.log")
-    out = (app if case == "train.log is a directory" else app_in_process)(*TINY, *args)  # Hydra's logging setup: a real command line
+    out = (app if case == "train.log is a directory" else app_in_process)(
+        *TINY, *args
+    )  # Hydra's logging setup: a real command line
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and "Traceback" not in out.stderr
@@ -166,14 +202,25 @@ def test_an_unwritable_compilation_cache_is_a_warning(tmp_path, app_in_process):
     (tmp_path / "cache").write_text("a file, not a directory")
     out = app_in_process(*TINY, f"backend.compilation_cache={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert out.returncode == 0, out.stderr
-    assert f"warning: backend.compilation_cache={tmp_path / 'cache'}:" in out.stderr and "running without it" in out.stderr
+    assert (
+        f"warning: backend.compilation_cache={tmp_path / 'cache'}:" in out.stderr and "running without it" in out.stderr
+    )
 
 
 def test_report_errors_on_the_filesystem_are_one_line(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     job = sweep / "0"
     (job / ".hydra").mkdir(parents=True)
-    (job / "summary.json").write_text(json.dumps({"status": "failed", "task": "addition", "error": "x", "config": {"task": {"name": "addition", "bits": 4}, "model": {"cell": "lstm", "hidden": 2}}}))
+    (job / "summary.json").write_text(
+        json.dumps(
+            {
+                "status": "failed",
+                "task": "addition",
+                "error": "x",
+                "config": {"task": {"name": "addition", "bits": 4}, "model": {"cell": "lstm", "hidden": 2}},
+            }
+        )
+    )
     (sweep / "report.md").mkdir()  # cannot be written as a file
     from rnn_jax.apps.report import main
 

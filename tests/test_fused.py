@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from rnn_testing import assert_trees_close, init, jit, normal, x64
 
 import rnn_jax as rj
@@ -34,7 +33,10 @@ def runs(cells, params, xs, carry, lengths, cases=((False, False, None),)):
     """`outputs_and_grads` of each cell for each case `(reverse, with_lengths, unroll)`, all in one
     compiled program."""
     return [
-        [outputs_and_grads(c, params, xs, carry, lengths if with_lengths else None, reverse, unroll) for reverse, with_lengths, unroll in cases]
+        [
+            outputs_and_grads(c, params, xs, carry, lengths if with_lengths else None, reverse, unroll)
+            for reverse, with_lengths, unroll in cases
+        ]
         for c in cells
     ]
 
@@ -82,7 +84,9 @@ def test_fast_path_equals_plain_scan(name, option):
 @functools.lru_cache(maxsize=None)
 def plain_reference(name):
     ref, params, xs, carry = setup(name)
-    [want] = runs((ref,), params, xs, carry, LENGTHS, cases=tuple((r, n, 1) for r, n in VARIANTS))  # CPU default: not hoisted
+    [want] = runs(
+        (ref,), params, xs, carry, LENGTHS, cases=tuple((r, n, 1) for r, n in VARIANTS)
+    )  # CPU default: not hoisted
     return want
 
 
@@ -116,6 +120,7 @@ def test_lstm_without_output_tanh_fused_gradients_equal_autodiff(platform):
     layers, lengths, forward and reverse, with the projection in the step (CPU defaults) and
     before the loop (GPU defaults)."""
     with x64():
+
         def make(backward):
             layer = functools.partial(rj.lstm, H, output_tanh=False, backward=backward, platform=platform)
             return rj.stack([layer(), layer()])
@@ -124,7 +129,9 @@ def test_lstm_without_output_tanh_fused_gradients_equal_autodiff(platform):
         params = init(ref, I)
         xs = normal(1, (T, B, I))
         carry = jax.tree.map(lambda c: 0.5 * jnp.ones_like(c), ref.initial_carry((B,), jnp.float64))
-        got, want = runs((cell, ref), params, xs, carry, jnp.array([T, 2, 6]), cases=((False, True, None), (True, True, None)))
+        got, want = runs(
+            (cell, ref), params, xs, carry, jnp.array([T, 2, 6]), cases=((False, True, None), (True, True, None))
+        )
         assert_trees_close(got, want, 1e-12)
 
 
@@ -172,7 +179,9 @@ def test_bf16_matmuls_keep_f32_state_and_stay_close(name, backward):
     ref, params, xs, carry = setup(name)
     cell = MAKERS[name](H, matmul_dtype=jnp.bfloat16, backward=backward)
     other = MAKERS[name](H, matmul_dtype=jnp.bfloat16, backward="autodiff")
-    [got], [want], [autodiff_bf16] = runs((cell, ref, other), params, xs, carry, jnp.array([T, 5, 2]), cases=((True, True, None),))
+    [got], [want], [autodiff_bf16] = runs(
+        (cell, ref, other), params, xs, carry, jnp.array([T, 5, 2]), cases=((True, True, None),)
+    )
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(got))
     assert_trees_close_in_norm(got, want, 2e-2)  # bf16 has 8 significant bits: about 0.4% here
     # ... and the fused bf16 backward equals autodiff of the same bf16 forward.

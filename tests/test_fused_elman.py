@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from rnn_testing import init, jit, normal
 
 import rnn_jax as rj
@@ -29,10 +28,12 @@ def outputs_and_grads(cell, params, xs, carry, lengths, reverse):
 def both_backwards(fast, ref, params, xs, carry):
     """Outputs and gradients of both cells for every (lengths, reverse) variant, one program."""
     return [
-        [outputs_and_grads(c, params, xs, carry, None if n is None else jnp.array(n), reverse) for n, reverse in VARIANTS]
+        [
+            outputs_and_grads(c, params, xs, carry, None if n is None else jnp.array(n), reverse)
+            for n, reverse in VARIANTS
+        ]
         for c in (fast, ref)
     ]
-
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
@@ -75,7 +76,9 @@ def test_bf16_matmuls_stay_close():
     fast = rj.elman(16, backward="fused", matmul_dtype=jnp.bfloat16)
     params = init(ref, I)
     xs = normal(1, (T, B, I))
-    got, expected = jit(lambda p, xs, c: [outputs_and_grads(cell, p, xs, c, None, False) for cell in (fast, ref)])(params, xs, jnp.zeros((B, 16)))
+    got, expected = jit(lambda p, xs, c: [outputs_and_grads(cell, p, xs, c, None, False) for cell in (fast, ref)])(
+        params, xs, jnp.zeros((B, 16))
+    )
     assert got[0][1].dtype == jnp.float32
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):  # within 2% in norm: bf16 keeps 8 bits
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import yaml
-
 from test_sweeps import job_dirs, multirun, overrides_of, setting, summary_of
 
 

@@ -11,7 +11,18 @@ import jax.numpy as jnp
 import rnn_jax as rj
 
 PACKAGE = pathlib.Path(rj.__file__).parent
-CORE = ["__init__", "_checks", "initializers", "scan", "cells", "fused", "unroll", "model", "bidirectional", "flax_adapter"]
+CORE = [
+    "__init__",
+    "_checks",
+    "initializers",
+    "scan",
+    "cells",
+    "fused",
+    "unroll",
+    "model",
+    "bidirectional",
+    "flax_adapter",
+]
 
 
 def imported_modules(name):

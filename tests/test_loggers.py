@@ -117,8 +117,12 @@ def test_flatten_and_hyperparameters():
     config_ = {"model": {"hidden": 4, "cell": "lstm"}, "task": {"bits": [6, 8], "corpus": None}}
     hp = hyperparameters(config_, {"commit": "abc", "dirty": False})
     assert hp == {
-        "model.hidden": 4, "model.cell": "lstm", "task.bits": "[6, 8]", "task.corpus": "null",
-        "code.commit": "abc", "code.dirty": False,
+        "model.hidden": 4,
+        "model.cell": "lstm",
+        "task.bits": "[6, 8]",
+        "task.corpus": "null",
+        "code.commit": "abc",
+        "code.dirty": False,
     }
 
 
@@ -159,7 +163,9 @@ def test_the_summary_is_split_into_results_throughput_and_bookkeeping(tmp_path):
     }
     parts = summary_parts(summary, tmp_path)
     assert parts.results == {
-        "results/success_rate": 0.5, "results/final_val_bpc": 2.5, "results/best_val_bpc": 2.4,
+        "results/success_rate": 0.5,
+        "results/final_val_bpc": 2.5,
+        "results/best_val_bpc": 2.4,
         "results/generalization/16": 0.75,
     }
     assert parts.throughput == {"results/us_per_step": 12.5, "results/chars_per_second": 1e5}
@@ -201,7 +207,9 @@ def test_a_missing_package_is_a_config_error_naming_the_extra(tool, monkeypatch,
 
 
 def test_wandb_mode_is_checked(tmp_path):
-    with pytest.raises(ConfigError, match="logger.wandb.mode='cloud' is not allowed; allowed: offline, online, disabled"):
+    with pytest.raises(
+        ConfigError, match="logger.wandb.mode='cloud' is not allowed; allowed: offline, online, disabled"
+    ):
         make_loggers(LoggerConfig(wandb=WandbConfig(mode="cloud")), tmp_path)
 
 
@@ -220,7 +228,9 @@ def test_a_failing_tracker_warns_once_and_training_goes_on(caplog, tmp_path):
     logger.log({"step": 1})
     logger.log({"step": 2})
     logger.finish({})  # not reached the broken tool again
-    assert [r.getMessage() for r in caplog.records] == ["logger.mlflow failed (OSError: server gone); it stops for this run, metrics.jsonl goes on"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "logger.mlflow failed (OSError: server gone); it stops for this run, metrics.jsonl goes on"
+    ]
 
 
 # -- TensorBoard -----------------------------------------------------------------------------------
@@ -521,7 +531,9 @@ def direct(tracked, tmp_path_factory):
     sample.write_text("def f(x):\n    return x\n")
     cfg = LoggerConfig(
         tensorboard=TensorBoardConfig() if "tensorboard" in INSTALLED else None,
-        mlflow=MLflowConfig(tracking_uri=f"sqlite:///{tracked[0] / 'mlflow' / 'mlflow.db'}", experiment="direct") if "mlflow" in INSTALLED else None,
+        mlflow=MLflowConfig(tracking_uri=f"sqlite:///{tracked[0] / 'mlflow' / 'mlflow.db'}", experiment="direct")
+        if "mlflow" in INSTALLED
+        else None,
         wandb=WandbConfig() if "wandb" in INSTALLED else None,
     )
     loggers = make_loggers(cfg, run_dir)
@@ -557,7 +569,9 @@ def test_mlflow_samples_nan_and_failure(direct):
     assert mlrun.data.metrics["train/grad"] == sys.float_info.max  # MLflow's SQL store: infinity as the largest float
     (folder,) = client.list_artifacts(mlrun.info.run_id, "samples")
     assert folder.path == "samples/step_000010.txt"
-    assert experiment.artifact_location == (store / "artifacts").as_uri()  # beside the store, not in the working directory
+    assert (
+        experiment.artifact_location == (store / "artifacts").as_uri()
+    )  # beside the store, not in the working directory
 
 
 def test_wandb_samples_nan_and_failure(direct):
@@ -608,7 +622,10 @@ def test_a_rerun_with_more_steps_continues_the_tracker_runs(tracked, tmp_path):
     if not tools:
         pytest.skip("no tracker installed: pip install -e '.[tracking]'")
     store = f"logger.mlflow.tracking_uri=sqlite:///{tracked[0] / 'mlflow' / 'mlflow.db'}"
-    overrides = [f"logger=[{','.join(tools)}]", *([store, "logger.mlflow.experiment=rerun"] if "mlflow" in tools else [])]
+    overrides = [
+        f"logger=[{','.join(tools)}]",
+        *([store, "logger.mlflow.experiment=rerun"] if "mlflow" in tools else []),
+    ]
     run(config(*overrides, "train.steps=20"), tmp_path)
     run(config(*overrides, "train.steps=40"), tmp_path)
     expected = logged_series(list(read_jsonl(tmp_path / "metrics.jsonl")))
@@ -632,7 +649,9 @@ def test_a_rerun_with_more_steps_continues_the_tracker_runs(tracked, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_is_one_mlflow_experiment_with_one_run_per_job_and_one_tensorboard_run_each(tmp_path, app_in_process, monkeypatch):
+def test_a_sweep_is_one_mlflow_experiment_with_one_run_per_job_and_one_tensorboard_run_each(
+    tmp_path, app_in_process, monkeypatch
+):
     """Run from `tmp_path` (so the sweep's relative name is `sweep`); each job is named by the overrides
     its `.hydra/overrides.yaml` records, less the tracker choice and the progress bar. The sweep
     runs in this process, through the app's own `main`, as `python -m rnn_jax.train -m` would."""

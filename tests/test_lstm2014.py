@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rnn_testing import compose
 
 from rnn_jax.cells import LSTMParams
 from rnn_jax.driver import checkpoint
@@ -12,19 +13,19 @@ from rnn_jax.driver.loop import run
 from rnn_jax.driver.rundir import read_jsonl
 from rnn_jax.tasks.lstm2014 import reference2014 as ref
 from rnn_jax.tasks.lstm2014.task import initial_params, make_cell, make_loss, problem
-from rnn_testing import compose
 
 
 def preset(*overrides):
     return compose("experiment=lstm2014", *overrides)
 
 
-
 @pytest.mark.parametrize("init", ["rand_arr", "sequential"])
 def test_gradient_equals_the_hand_written_backward(x64, init):
     cfg = preset(f"task.init={init}")
     params = initial_params(cfg, jnp.float64)
-    (loss, predictions), grads = jax.value_and_grad(make_loss(make_cell(cfg, jnp.float64)), has_aux=True)(params, problem(cfg, jnp.float64))
+    (loss, predictions), grads = jax.value_and_grad(make_loss(make_cell(cfg, jnp.float64)), has_aux=True)(
+        params, problem(cfg, jnp.float64)
+    )
     ref_params, xs = ref.stream(0, 100, 50, 4, init)
     ref_loss, ref_grads = ref.loss_and_grads(ref_params, xs)
     np.testing.assert_allclose(predictions, ref.forward(ref_params, xs)[1], rtol=1e-12, atol=1e-15)
@@ -62,11 +63,15 @@ def test_the_app_replays_every_iteration_and_prints_as_the_original(tmp_path, ca
     np.testing.assert_allclose(predictions[:30], history.predictions[:30], rtol=1e-12, atol=1e-14)
     # ... and afterwards within 20x of how far the reference moves under its own rounding.
     envelope, perturbed = reference_envelope(history)
-    assert envelope[-1] / history.losses[-1] > 1e-10  # the sensitivity is real (measured 5.5e-9), not a bound chosen loose
+    assert (
+        envelope[-1] / history.losses[-1] > 1e-10
+    )  # the sensitivity is real (measured 5.5e-9), not a bound chosen loose
     assert np.all(np.abs(losses - history.losses) <= 20 * np.maximum.accumulate(envelope) + 1e-14)
     assert summary["final_loss"] == losses[-1] and summary["predictions"] == list(predictions[-1])
     assert [line for line in printed if line.startswith("iter")] == expected
     state, _ = checkpoint.load(tmp_path / "checkpoints" / "last")
-    moved = [np.abs(a - b).max() for a, b in zip(ref.to_rnn_jax_layout(perturbed), ref.to_rnn_jax_layout(history.params))]
+    moved = [
+        np.abs(a - b).max() for a, b in zip(ref.to_rnn_jax_layout(perturbed), ref.to_rnn_jax_layout(history.params))
+    ]
     for name, want, tol in zip(LSTMParams._fields, ref.to_rnn_jax_layout(history.params), moved):
         np.testing.assert_allclose(state["params"][name], want, rtol=0, atol=20 * tol + 1e-14)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rnn_testing import compose, jit
 
 from rnn_jax.apps.corpus import main as corpus_main
 from rnn_jax.apps.sample import main as sample_main
@@ -36,7 +37,6 @@ from rnn_jax.tasks.charlm.poem import (
     write_poems,
 )
 from rnn_jax.tasks.charlm.poetry_data import SHIPPED, Dataset, build_corpus
-from rnn_testing import compose, jit
 
 # --- the corpus: download, checksum, cache, offline --------------------------------------------
 
@@ -46,7 +46,10 @@ TANG_0 = [  # poet.tang.0.json
     {"paragraphs": ["白日依山盡，黃河入海流。", "欲窮千里目（一作「眼」），更上一層樓。〖1〗"]},
     {"paragraphs": ["春眠不覺曉，處處聞啼□。"]},  # a lost character: left out
 ]
-TANG_200 = [{"paragraphs": ["千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒[江]雪。"]}, {"paragraphs": QUATRAIN}]  # the second is a repeat
+TANG_200 = [
+    {"paragraphs": ["千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒[江]雪。"]},
+    {"paragraphs": QUATRAIN},
+]  # the second is a repeat
 TANG_1000 = [{"paragraphs": ["朝辭白帝彩雲間，千里江陵一日還。", "兩岸猿聲啼不住，輕舟已過萬重山。"]}]
 SONGCI = [{"paragraphs": ["明月几时有？", "把酒问青天。"]}, {"paragraphs": ["明月几时有？", "把酒问青天。"]}]
 
@@ -107,10 +110,16 @@ def test_fetch_build_and_cache(server, tmp_path):
     ]
     # the quatrains come from the cached tarball, and a built corpus is reused: no new request
     wujue = build_corpus("tang_wujue", cache=tmp_path, dataset=dataset)
-    assert wujue.read_text(encoding="utf-8").splitlines() == ["".join(QUATRAIN), "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
-                                                              "千山鳥飛絕，萬徑人蹤滅。孤舟蓑笠翁，獨釣寒江雪。"]
+    assert wujue.read_text(encoding="utf-8").splitlines() == [
+        "".join(QUATRAIN),
+        "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
+        "千山鳥飛絕，萬徑人蹤滅。孤舟蓑笠翁，獨釣寒江雪。",
+    ]
     assert build_corpus("tang", cache=tmp_path, dataset=dataset) == path
-    assert build_corpus("songci", cache=tmp_path, dataset=dataset).read_text(encoding="utf-8") == "明月几时有？把酒问青天。\n" * 2
+    assert (
+        build_corpus("songci", cache=tmp_path, dataset=dataset).read_text(encoding="utf-8")
+        == "明月几时有？把酒问青天。\n" * 2
+    )
     assert len(requests) == n + 1
 
 
@@ -173,7 +182,7 @@ def test_packing_places_each_poem_once_and_says_what_is_padding():
     found = []
     for r in range(rows.inputs.shape[0]):
         starts = list(np.flatnonzero(rows.resets[r])) + [int(rows.valid[r].sum())]
-        assert not rows.valid[r, starts[-1]:].any()  # the valid steps come first
+        assert not rows.valid[r, starts[-1] :].any()  # the valid steps come first
         for a, b in zip(starts, starts[1:]):
             assert rows.inputs[r, a] == END and rows.targets[r, b - 1] == END
             np.testing.assert_array_equal(rows.inputs[r, a + 1 : b], rows.targets[r, a : b - 1])
@@ -295,7 +304,11 @@ def test_samples_of_a_line_run_restart_at_each_end_mark(model):
 @pytest.mark.parametrize(
     "spec, prefix, message",
     [
-        (PoemSpec(5, 4, "春夏秋雪"), "", f"head=春夏秋雪: character '雪' (U+96EA) is not in the model's vocabulary of {VOCAB.size}"),
+        (
+            PoemSpec(5, 4, "春夏秋雪"),
+            "",
+            f"head=春夏秋雪: character '雪' (U+96EA) is not in the model's vocabulary of {VOCAB.size}",
+        ),
         (PoemSpec(5, 4, "春夏秋a"), "", "head=春夏秋a: character 'a' (U+0061) is not a CJK ideograph"),
         (PoemSpec(5, 4, "春夏"), "", "head=春夏: 2 characters; an acrostic has one per line: 4 or 8"),
         (PoemSpec(5, 8, "春夏秋冬"), "", "head=春夏秋冬: 4 characters for 8 lines"),
@@ -315,8 +328,18 @@ def test_unmeetable_poems_are_one_clear_error(model, spec, prefix, message):
 
 @pytest.mark.slow
 def test_tang_preset_trains_on_the_shipped_poems_and_writes_an_acrostic(tmp_path, capsys):
-    shrink = ["model.hidden=8", "task.embedding=4", "task.seq_len=50", "task.eval_every=4", "task.eval_batches=2",
-              "task.sample_length=0", "task.batch_size=4", "train.steps=4", "train.log_every=4", "train.progress=false"]
+    shrink = [
+        "model.hidden=8",
+        "task.embedding=4",
+        "task.seq_len=50",
+        "task.eval_every=4",
+        "task.eval_batches=2",
+        "task.sample_length=0",
+        "task.batch_size=4",
+        "train.steps=4",
+        "train.log_every=4",
+        "train.progress=false",
+    ]
     with pytest.raises(ConfigError, match=r"^task.unit='poem' is not allowed; allowed: stream, line$"):
         compose("experiment=tang", "task.unit=poem")
     cfg = compose("experiment=tang", "backend=cpu", *shrink)

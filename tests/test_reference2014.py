@@ -16,10 +16,11 @@ def _sigmoid(z):
 def _small(seed=1, hidden=5, x_dim=3, steps=4, scale=1.0):
     """Parameters larger than the original's, so every gate is well away from its linear regime."""
     rng = np.random.RandomState(seed)
-    params = ref.Params2014(*(scale * rng.uniform(-1, 1, (hidden, x_dim + hidden)) for _ in range(4)),
-                            *(scale * rng.uniform(-1, 1, hidden) for _ in range(4)))
+    params = ref.Params2014(
+        *(scale * rng.uniform(-1, 1, (hidden, x_dim + hidden)) for _ in range(4)),
+        *(scale * rng.uniform(-1, 1, hidden) for _ in range(4)),
+    )
     return params, rng.uniform(-1, 1, (steps, x_dim)), rng.uniform(-0.5, 0.5, steps)
-
 
 
 def test_rand_arr_stream_reseeds_every_array():
@@ -34,7 +35,9 @@ def test_rand_arr_stream_reseeds_every_array():
     np.testing.assert_array_equal(xs, draws[hidden : hidden + 4 * x_dim].reshape(4, x_dim))
     # test.py's own seed is overridden by rand_arr's reseeding
     for a, b in zip(ref.stream(seed=5, hidden=hidden, x_dim=x_dim), (params, xs)):
-        np.testing.assert_array_equal(np.concatenate([np.ravel(v) for v in a]), np.concatenate([np.ravel(v) for v in b]))
+        np.testing.assert_array_equal(
+            np.concatenate([np.ravel(v) for v in a]), np.concatenate([np.ravel(v) for v in b])
+        )
     assert all(p.dtype == np.float64 for p in params) and xs.dtype == np.float64
 
 
@@ -57,8 +60,10 @@ def test_forward_follows_the_equations():
     hidden, x_dim = params.b_g.shape[0], xs.shape[1]
     s, h = np.zeros(hidden), np.zeros(hidden)
     for t, x in enumerate(xs):
-        pre = {k: np.einsum("hx,x->h", w[:, :x_dim], x) + np.einsum("hk,k->h", w[:, x_dim:], h) + b
-               for k, w, b in zip("gifo", params[:4], params[4:])}
+        pre = {
+            k: np.einsum("hx,x->h", w[:, :x_dim], x) + np.einsum("hk,k->h", w[:, x_dim:], h) + b
+            for k, w, b in zip("gifo", params[:4], params[4:])
+        }
         g, i, f, o = np.tanh(pre["g"]), _sigmoid(pre["i"]), _sigmoid(pre["f"]), _sigmoid(pre["o"])
         s = g * i + s * f
         h = s * o  # no tanh on the cell output
@@ -83,8 +88,10 @@ def test_gradient_matches_central_differences():
             plus, minus = p.copy(), p.copy()
             plus[index] += eps
             minus[index] -= eps
-            numeric[index] = (_loss(params._replace(**{params._fields[k]: plus}), xs, ys)
-                              - _loss(params._replace(**{params._fields[k]: minus}), xs, ys)) / (2 * eps)
+            numeric[index] = (
+                _loss(params._replace(**{params._fields[k]: plus}), xs, ys)
+                - _loss(params._replace(**{params._fields[k]: minus}), xs, ys)
+            ) / (2 * eps)
         assert np.abs(g).max() > 1e-3  # every parameter group takes part
         assert np.linalg.norm(g - numeric) <= 1e-8 * np.linalg.norm(g), params._fields[k]  # measured 6e-10
         np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-9 * np.abs(g).max(), err_msg=params._fields[k])
@@ -185,8 +192,11 @@ def test_rnn_jax_lstm_reads_the_layout_in_its_gate_order(x64):
     rng = np.random.RandomState(2)
     s, h = rng.uniform(-1, 1, 5), rng.uniform(-1, 1, 5)
     cell = lstm(5)
-    carry, y = cell.apply(LSTMParams(jnp.asarray(w_x), jnp.asarray(w_h), jnp.asarray(b)),
-                          LSTMCarry(jnp.asarray(h), jnp.asarray(s)), jnp.asarray(xs[0]))
+    carry, y = cell.apply(
+        LSTMParams(jnp.asarray(w_x), jnp.asarray(w_h), jnp.asarray(b)),
+        LSTMCarry(jnp.asarray(h), jnp.asarray(s)),
+        jnp.asarray(xs[0]),
+    )
     _, _, _, o, s_new, _ = ref.step(params, s, h, xs[0])
     np.testing.assert_allclose(carry.c, s_new, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(y, o * np.tanh(s_new), rtol=1e-12, atol=1e-14)  # rnn_jax's default keeps the tanh

@@ -14,7 +14,17 @@ import pytest
 from rnn_jax.apps import report
 
 
-def summary(cell="lstm", bits=4, hidden=4, acc=(1.0, 1.0, 0.5), steps=(100, 300, None), failed=(), lr=0.01, backend="cpu", status="ok"):
+def summary(
+    cell="lstm",
+    bits=4,
+    hidden=4,
+    acc=(1.0, 1.0, 0.5),
+    steps=(100, 300, None),
+    failed=(),
+    lr=0.01,
+    backend="cpu",
+    status="ok",
+):
     acc = list(acc)
     return {
         "status": status,
@@ -54,7 +64,9 @@ def make_job(sweep, num, summ=None, overrides=(), config=None, metrics=()):
     if summ is not None:
         (d / "summary.json").write_text(json.dumps(summ))
     if metrics:
-        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics) + '{"step": 3')  # last line cut short
+        (d / "metrics.jsonl").write_text(
+            "".join(json.dumps(m) + "\n" for m in metrics) + '{"step": 3'
+        )  # last line cut short
     return d
 
 
@@ -64,34 +76,66 @@ def read_csv(sweep):
 
 
 def test_one_row_per_job_with_its_summary_figures(tmp_path):
-    summaries = [summary("elman", 4, 2, acc=(1.0, 0.0), steps=(200, None)), summary("gru", 8, 2), summary("gru", 4, 8, acc=(1.0, 1.0), steps=(100, 500))]
+    summaries = [
+        summary("elman", 4, 2, acc=(1.0, 0.0), steps=(200, None)),
+        summary("gru", 8, 2),
+        summary("gru", 4, 8, acc=(1.0, 1.0), steps=(100, 500)),
+    ]
     for i, s in enumerate(summaries):
         c = s["config"]
-        make_job(tmp_path, i, s, [f"model.cell={c['model']['cell']}", f"task.bits={c['task']['bits']}", f"model.hidden={c['model']['hidden']}"])
+        make_job(
+            tmp_path,
+            i,
+            s,
+            [
+                f"model.cell={c['model']['cell']}",
+                f"task.bits={c['task']['bits']}",
+                f"model.hidden={c['model']['hidden']}",
+            ],
+        )
     text = report.write_report(tmp_path)
     rows = read_csv(tmp_path)
     assert [r["job"] for r in rows] == ["0", "1", "2"]
     for row, s in zip(rows, summaries):
         c = s["config"]
-        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (c["model"]["cell"], c["task"]["bits"], c["model"]["hidden"])
+        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (
+            c["model"]["cell"],
+            c["task"]["bits"],
+            c["model"]["hidden"],
+        )
         assert float(row["success_rate"]) == s["success_rate"]
         assert float(row["final_accuracy"]) == s["final_accuracy"]
         assert float(row["median_steps_to_solve"]) == np.median([x for x in s["steps_to_solve"] if x is not None])
         assert int(row["solved_seeds"]) == sum(x is not None for x in s["steps_to_solve"])
     assert "3 jobs" in text and "3 ok" in text
     md = (tmp_path / "report.md").read_text()
-    assert "| gru | 4 | 8 | 1 | 2 | 1 | 1 | 300 |" in md  # cell, bits, hidden, jobs, seeds, success, accuracy, median steps
+    assert (
+        "| gru | 4 | 8 | 1 | 2 | 1 | 1 | 300 |" in md
+    )  # cell, bits, hidden, jobs, seeds, success, accuracy, median steps
     for name in ("success.png", "steps.png", "generalization.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_failed_running_and_interrupted_jobs_are_named(tmp_path):
     make_job(tmp_path, 0, summary("lstm", 4, 4))
-    crash = {"status": "failed", "error": "ConfigError: model.hidden=0 is not allowed; must be >= 1", "task": "addition", "config": config("lstm", 4, 0)}
+    crash = {
+        "status": "failed",
+        "error": "ConfigError: model.hidden=0 is not allowed; must be >= 1",
+        "task": "addition",
+        "config": config("lstm", 4, 0),
+    }
     make_job(tmp_path, 1, crash, ["model.hidden=0"])
-    nan = summary("lstm", 4, 8, acc=(0.0, 0.0), steps=(None, None), failed=(0, 1), status="failed") | {"error": "loss became NaN or Inf in every seed"}
+    nan = summary("lstm", 4, 8, acc=(0.0, 0.0), steps=(None, None), failed=(0, 1), status="failed") | {
+        "error": "loss became NaN or Inf in every seed"
+    }
     make_job(tmp_path, 2, nan)
-    make_job(tmp_path, 3, None, config={"task": {"bits": 8}, "model": {"cell": "gru", "hidden": 2}}, metrics=[{"step": 1}, {"step": 2}])
+    make_job(
+        tmp_path,
+        3,
+        None,
+        config={"task": {"bits": 8}, "model": {"cell": "gru", "hidden": 2}},
+        metrics=[{"step": 1}, {"step": 2}],
+    )
     make_job(tmp_path, 4, summary("gru", 8, 4) | {"status": "interrupted", "steps": 120})
     make_job(tmp_path, 10, summary("lstm", 8, 4, acc=(1.0, 0.0), steps=(100, None), failed=(1,)))
     text = report.write_report(tmp_path)
@@ -105,11 +149,15 @@ def test_failed_running_and_interrupted_jobs_are_named(tmp_path):
     rows = {r["job"]: r for r in read_csv(tmp_path)}
     assert list(rows) == ["0", "1", "2", "3", "4", "10"]  # numeric job order
     assert rows["1"]["status"] == "failed" and "model.hidden=0" in rows["1"]["error"]
-    assert rows["2"]["status"] == "failed" and rows["2"]["failed_seeds"] == "2" and float(rows["2"]["success_rate"]) == 0.0
+    assert (
+        rows["2"]["status"] == "failed" and rows["2"]["failed_seeds"] == "2" and float(rows["2"]["success_rate"]) == 0.0
+    )
     assert rows["3"]["status"] == "running" and rows["3"]["cell"] == "gru" and rows["3"]["steps"] == "2"
     groups = {(g.cell, g.bits, g.hidden): g for g in report.group_jobs(report.load_jobs(tmp_path))}
     assert groups["lstm", 4, 8].seeds == 2 and groups["lstm", 4, 8].success_rate == 0.0  # NaN seeds count as not solved
-    assert groups["gru", 8, 4].seeds == 0 and groups["gru", 8, 4].generalization() == {}  # the interrupted job is left out
+    assert (
+        groups["gru", 8, 4].seeds == 0 and groups["gru", 8, 4].generalization() == {}
+    )  # the interrupted job is left out
     assert groups["lstm", 8, 4].failed_seeds == 1
 
 
@@ -126,7 +174,11 @@ def test_jobs_sharing_a_cell_are_pooled_and_the_report_says_over_what(tmp_path):
 
 
 def test_pooling_reads_the_summaries_configs_where_a_preset_changed_what_no_override_names(tmp_path):
-    base = {"task": {"name": "addition", "bits": 4, "batch_size": 64}, "model": {"cell": "lstm", "hidden": 4, "activation": "tanh"}, "optim": {"name": "adam", "lr": 0.01}}
+    base = {
+        "task": {"name": "addition", "bits": 4, "batch_size": 64},
+        "model": {"cell": "lstm", "hidden": 4, "activation": "tanh"},
+        "optim": {"name": "adam", "lr": 0.01},
+    }
     preset = {**base, "model": {**base["model"], "activation": "sigmoid"}, "task": {**base["task"], "batch_size": 1}}
     make_job(tmp_path, 0, summary() | {"config": base}, [])
     make_job(tmp_path, 1, summary() | {"config": preset}, ["experiment=something"])
@@ -136,7 +188,16 @@ def test_pooling_reads_the_summaries_configs_where_a_preset_changed_what_no_over
 
 def test_jobs_of_another_task_are_left_out_and_named(tmp_path):
     make_job(tmp_path, 0, summary())
-    make_job(tmp_path, 1, {"status": "ok", "task": "charlm", "final_val_bpc": 2.5, "config": {"task": {"name": "charlm"}, "model": {"cell": "lstm", "hidden": 128}}})
+    make_job(
+        tmp_path,
+        1,
+        {
+            "status": "ok",
+            "task": "charlm",
+            "final_val_bpc": 2.5,
+            "config": {"task": {"name": "charlm"}, "model": {"cell": "lstm", "hidden": 128}},
+        },
+    )
     make_job(tmp_path, 2, None, config={"task": {"name": "charlm"}, "model": {"cell": "gru", "hidden": 8}})
     text = report.write_report(tmp_path)
     assert text.startswith("1 jobs in") and "1 ok, 0 failed, 0 running" in text
@@ -152,8 +213,15 @@ def test_median_steps_ignores_unsolved_seeds():
 def test_bad_input_is_one_line_without_traceback(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")
-    out = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(tmp_path / "missing")], capture_output=True, text=True)  # the real command
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "rnn_jax.report", str(tmp_path / "missing")], capture_output=True, text=True
+    )  # the real command
+    assert (
+        out.returncode == 2
+        and out.stderr.count("\n") == 1
+        and out.stderr.startswith("error: ")
+        and "Traceback" not in out.stderr
+    )
     for path in (tmp_path / "file.txt", tmp_path / "empty"):
         assert report.main([str(path)]) == 2
         err = capsys.readouterr().err
@@ -163,7 +231,10 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, capsys):
 def test_jobs_the_sweep_has_not_started_are_counted(tmp_path):
     multirun = {
         "hydra": {
-            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {"task.bits": "4,8"}},
+            "sweeper": {
+                "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                "params": {"task.bits": "4,8"},
+            },
             "overrides": {"task": ["model.hidden=2,4,8", "model=lstm"]},
         }
     }
@@ -182,7 +253,11 @@ def test_steps_heatmap_panels_share_one_colour_scale(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
     scales = []
-    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: scales.extend(im.get_clim() for ax in fig.axes for im in ax.get_images()))
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda fig, *a, **k: scales.extend(im.get_clim() for ax in fig.axes for im in ax.get_images()),
+    )
     make_job(tmp_path, 0, summary("elman", 4, 2, acc=(1.0, 1.0), steps=(100, 200)))
     make_job(tmp_path, 1, summary("lstm", 4, 2, acc=(1.0, 1.0), steps=(700, 900)))
     groups = report.group_jobs(report.load_jobs(tmp_path))
@@ -198,5 +273,8 @@ def test_a_sweep_that_ran_no_job_lists_the_jobs_it_planned(tmp_path):
         }
     }
     (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))  # JSON is YAML
-    with pytest.raises(report.ReportError, match=r"ran no job .*multirun\.yaml planned 2: 0: model\.hidden=1 model=lstm; 1: model\.hidden=abc model=lstm"):
+    with pytest.raises(
+        report.ReportError,
+        match=r"ran no job .*multirun\.yaml planned 2: 0: model\.hidden=1 model=lstm; 1: model\.hidden=abc model=lstm",
+    ):
         report.load_jobs(tmp_path)

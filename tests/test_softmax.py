@@ -10,11 +10,10 @@ import pytest
 
 import rnn_jax as rj
 from rnn_jax import softmax as sm
-from rnn_jax.tasks.charlm.model import Batch, char_lm, make_evaluate, make_loss, resolve_readout
 from rnn_jax.tasks.charlm.corpus import layout
+from rnn_jax.tasks.charlm.model import Batch, char_lm, make_evaluate, make_loss, resolve_readout
 
 N, H, V = 13, 4, 7  # 13 rows: most chunk sizes below leave a partial last chunk
-
 
 
 def reference(h, w, b, targets):
@@ -59,7 +58,9 @@ def test_value_and_gradients_equal_the_reference_in_float64(x64, chunk, bias):
 def test_value_and_gradients_equal_the_reference_in_float32(chunk):
     h, w, b, t = problem(jnp.float32)
     want, want_g = value_and_grads(reference, h, w, b, t)
-    got, got_g = jax.jit(lambda *a: value_and_grads(lambda *x: sm.softmax_cross_entropy(*x, chunk_size=chunk), *a))(h, w, b, t)
+    got, got_g = jax.jit(lambda *a: value_and_grads(lambda *x: sm.softmax_cross_entropy(*x, chunk_size=chunk), *a))(
+        h, w, b, t
+    )
     np.testing.assert_allclose(got, want, rtol=1e-6)
     for g, r in zip(got_g, want_g):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
@@ -111,7 +112,9 @@ def test_large_logits_stay_finite_and_exact():
 def test_bfloat16_matmuls_stay_close_to_float32():
     h, w, b, t = problem(jnp.float32, n=64, v=50)
     want, want_g = value_and_grads(reference, h, w, b, t)
-    got, got_g = value_and_grads(lambda *a: sm.softmax_cross_entropy(*a, chunk_size=16, matmul_dtype=jnp.bfloat16), h, w, b, t)
+    got, got_g = value_and_grads(
+        lambda *a: sm.softmax_cross_entropy(*a, chunk_size=16, matmul_dtype=jnp.bfloat16), h, w, b, t
+    )
     assert got.dtype == jnp.float32 and all(g.dtype == jnp.float32 for g in got_g)
     np.testing.assert_allclose(got, want, rtol=1e-2)
     for g, r in zip(got_g, want_g):  # bf16 keeps 8 bits: about 0.4% per operand
@@ -164,7 +167,9 @@ def test_char_lm_loss_and_gradients_are_the_same_with_either_readout():
     model, params = tiny_lm()
     B, T = 3, 8
     k_i, k_t = jax.random.split(jax.random.PRNGKey(1))
-    batch = Batch(jax.random.randint(k_i, (B, T), 0, 11), jax.random.randint(k_t, (B, T), 0, 11), model.initial_carry((B,)), None)
+    batch = Batch(
+        jax.random.randint(k_i, (B, T), 0, 11), jax.random.randint(k_t, (B, T), 0, 11), model.initial_carry((B,)), None
+    )
     results = {}
     for readout in ("plain", "fused"):
         loss_fn = make_loss(model, readout=readout, chunk_size=5)

@@ -52,7 +52,9 @@ def multirun(sweep_dir, *overrides, cache=None):
     args = [*TINY, *overrides, f"hydra.sweep.dir={sweep_dir}"]
     if cache is not None:
         args.append(f"backend.compilation_cache={cache}")
-    return subprocess.run([sys.executable, "-m", "rnn_jax.train", "-m", *args], capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "rnn_jax.train", "-m", *args], capture_output=True, text=True, timeout=240
+    )
 
 
 def job_dirs(sweep_dir):
@@ -99,7 +101,9 @@ def test_capacity_presets_are_their_grids_and_every_job_validates(sweep, count, 
     assert {j["model"] for j in jobs} == cells
     assert cfg.task.seeds == seeds and cfg.task.stop_when_solved
     assert cfg.train.steps % cfg.train.log_every == 0  # one chunk length: one compile per job
-    schemas = {cell: compose_config(f"sweep={sweep}", f"model={cell}", hydra=False) for cell in cells}  # model=<cell>: its schema
+    schemas = {
+        cell: compose_config(f"sweep={sweep}", f"model={cell}", hydra=False) for cell in cells
+    }  # model=<cell>: its schema
     for job in jobs:  # each job's config, validated
         job_cfg = schemas[job["model"]].copy()
         for key, value in job.items():
@@ -141,9 +145,16 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
         assert s["status"] == "ok"
         assert (setting(s, "task.bits"), setting(s, "model.hidden")) == (int(o["task.bits"]), int(o["model.hidden"]))
         assert (d / "metrics.jsonl").is_file() and (d / "checkpoints" / "last").is_dir()
-    assert {(setting(summary_of(d), "task.bits"), setting(summary_of(d), "model.hidden")) for d in jobs} == {(3, 2), (3, 4), (4, 2), (4, 4)}
+    assert {(setting(summary_of(d), "task.bits"), setting(summary_of(d), "model.hidden")) for d in jobs} == {
+        (3, 2),
+        (3, 4),
+        (4, 2),
+        (4, 4),
+    }
 
-    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    rep = subprocess.run(
+        [sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120
+    )
     assert rep.returncode == 0, rep.stderr
     assert "4 jobs" in rep.stdout and "4 ok" in rep.stdout
     with (sweep / "report.csv").open() as f:
@@ -151,7 +162,11 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
     for row, d in zip(rows, jobs):
         s = summary_of(d)
-        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (setting(s, "model.cell"), setting(s, "task.bits"), setting(s, "model.hidden"))
+        assert (row["cell"], int(row["bits"]), int(row["hidden"])) == (
+            setting(s, "model.cell"),
+            setting(s, "task.bits"),
+            setting(s, "model.hidden"),
+        )
         assert float(row["success_rate"]) == s["success_rate"]
         assert float(row["final_accuracy"]) == s["final_accuracy"]
         assert float(row["compile_seconds"]) == s["compile_seconds"]
@@ -159,7 +174,10 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
         assert row["median_steps_to_solve"] == (str(float(np.median(solved))) if solved else "nan")
     md = (sweep / "report.md").read_text()
     for s in map(summary_of, jobs):
-        assert f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'task.seeds')} |" in md
+        assert (
+            f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'task.seeds')} |"
+            in md
+        )
     assert (sweep / "success.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep / "generalization.png").is_file()
 
@@ -180,11 +198,17 @@ def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, ca
     assert "model.hidden=0 is not allowed" in (bad / "train.log").read_text()
     s = summary_of(nan)
     assert s["status"] == "failed" and "NaN" in s["error"] and "NaN" in (nan / "train.log").read_text()
-    assert not (nan / "checkpoints" / "last").exists() or not steps_in(nan / "checkpoints" / "last")  # nothing diverged was saved
+    assert not (nan / "checkpoints" / "last").exists() or not steps_in(
+        nan / "checkpoints" / "last"
+    )  # nothing diverged was saved
     assert s["failed_seeds"] == s["seed_values"] and s["success_rate"] == 0.0 and s["final_accuracy"] == 0.0
-    assert setting(s, "model.hidden") == 2 and all(a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs)
+    assert setting(s, "model.hidden") == 2 and all(
+        a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs
+    )
 
-    rep = subprocess.run([sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120)
+    rep = subprocess.run(
+        [sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120
+    )
     assert rep.returncode == 0, rep.stderr
     assert "0 ok, 2 failed" in rep.stdout
     lines = rep.stdout.splitlines()

@@ -12,15 +12,17 @@ import jax
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from rnn_testing import TINY
 
 from rnn_jax.apps.train import to_config
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.config import ConfigError
 from rnn_jax.driver.loop import run
 from rnn_jax.tasks.registry import TASKS
-from rnn_testing import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def compose_config(overrides=()):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         return compose("config", overrides=list(overrides))
@@ -30,8 +32,21 @@ def test_tiny_run_writes_its_experiment_directory(tmp_path):
     cfg = to_config(compose_config(TINY + ["task.seeds=2"]))
     summary = run(cfg, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
-    for key in ["task", "seed_values", "steps", "final_accuracy", "per_seed_accuracy", "success_rate",
-                "steps_to_solve", "generalization", "compile_seconds", "train_seconds", "backend", "device_kind", "jax_version"]:
+    for key in [
+        "task",
+        "seed_values",
+        "steps",
+        "final_accuracy",
+        "per_seed_accuracy",
+        "success_rate",
+        "steps_to_solve",
+        "generalization",
+        "compile_seconds",
+        "train_seconds",
+        "backend",
+        "device_kind",
+        "jax_version",
+    ]:
         assert key in summary, key
     assert summary["config"] == json.loads(json.dumps(dataclasses.asdict(cfg)))  # the whole config, as run
     assert summary["config"]["model"]["hidden"] == 4 and summary["config"]["task"]["bits"] == 4
@@ -93,7 +108,14 @@ def test_each_bad_value_names_its_key(override, key):
 
 def app(*args, timeout=120):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "rnn_jax.train", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "rnn_jax.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_bad_value_is_one_line_without_traceback(tmp_path, app_in_process):
@@ -107,7 +129,11 @@ def test_bad_value_is_one_line_without_traceback(tmp_path, app_in_process):
 def test_typo_and_wrong_type_fail_at_start_with_hydras_message(tmp_path, app_in_process):
     out = app("model.hiden=3", f"hydra.run.dir={tmp_path}")  # a real command line, once
     assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("error: model.hiden is not a setting of this run's model (ElmanConfig); its keys: cell, hidden")
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: model.hiden is not a setting of this run's model (ElmanConfig); its keys: cell, hidden")
+    )
     out = app_in_process("train.steps=many", f"hydra.run.dir={tmp_path}")
     assert out.returncode != 0 and "full_key: train.steps" in out.stderr and "Traceback" not in out.stderr
 
@@ -126,7 +152,14 @@ def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path, signum, code)
 
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     args = [*TINY, "train.steps=100000000", "train.log_every=50", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen([sys.executable, "-m", "rnn_jax.train", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnn_jax.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
@@ -190,7 +223,10 @@ def test_help_lists_exactly_the_apps_config_groups(app_in_process):
         group, options = line.split(":", 1)
         listed[group.lstrip("+")] = set(options.split("(")[0].replace(" ", "").split(","))
     conf = Path(ROOT) / "conf"
-    on_disk = {g: {p.stem for p in (conf / g).glob("*.yaml")} for g in ("task", "model", "optim", "backend", "logger", "experiment", "sweep", "hydra/launcher")}
+    on_disk = {
+        g: {p.stem for p in (conf / g).glob("*.yaml")}
+        for g in ("task", "model", "optim", "backend", "logger", "experiment", "sweep", "hydra/launcher")
+    }
     assert listed == on_disk
 
 
@@ -257,7 +293,9 @@ def test_the_default_job_learns_8_bit_addition(tmp_path):
     summary = run(to_config(compose_config(["train.progress=false"])), tmp_path)
     assert summary["status"] == "ok" and summary["success_rate"] == 1.0 and summary["steps"] < 2000
     state, _ = checkpoint.load(tmp_path / "checkpoints" / "last")
-    cell, readout = (jax.tree.map(lambda a: np.asarray(a[0], np.float64), state["train"]["params"][k]) for k in ("cell", "readout"))
+    cell, readout = (
+        jax.tree.map(lambda a: np.asarray(a[0], np.float64), state["train"]["params"][k]) for k in ("cell", "readout")
+    )
     a, b = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
     a, b = a.ravel(), b.ravel()
     h = np.zeros((a.size, cell["w_h"].shape[0]))

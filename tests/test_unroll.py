@@ -243,10 +243,18 @@ def test_inputs_and_a_given_carry_follow_the_parameters_dtype(name, backward):
     xs = normal(1, (T, B, I))
     carry32 = jax.tree.map(lambda c: c.astype(jnp.float32) + 0.1, cell.initial_carry((B,), jnp.bfloat16))
     first = jax.tree.leaves(params[0] if name == "stack" else params)[0].dtype
-    carry_ref = jax.tree.map(lambda c: c.astype(first), carry32) if name != "stack" else (
-        jax.tree.map(lambda c: c.astype(jnp.bfloat16), carry32[0]), carry32[1])
+    carry_ref = (
+        jax.tree.map(lambda c: c.astype(first), carry32)
+        if name != "stack"
+        else (jax.tree.map(lambda c: c.astype(jnp.bfloat16), carry32[0]), carry32[1])
+    )
     got, expected, grad, ref_grad = run_and_reference(cell, params, xs, carry32, carry_ref)
     assert jax.tree.map(lambda a: a.dtype, got) == jax.tree.map(lambda a: a.dtype, expected)
-    assert_trees_close(jax.tree.map(lambda a: a.astype(jnp.float32), got), jax.tree.map(lambda a: a.astype(jnp.float32), expected), rtol=2e-2, atol=2e-2)
+    assert_trees_close(
+        jax.tree.map(lambda a: a.astype(jnp.float32), got),
+        jax.tree.map(lambda a: a.astype(jnp.float32), expected),
+        rtol=2e-2,
+        atol=2e-2,
+    )
     assert grad.dtype == jnp.float32 and np.isfinite(np.asarray(grad)).all()
     assert_close_in_norm(grad, ref_grad, 2e-2)  # bf16 keeps 8 bits; rounded in other places

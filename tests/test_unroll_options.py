@@ -24,11 +24,17 @@ def make(name, backward):
         "lstm": lambda: rj.lstm(H, backward=backward),
         "lstm-no-output-tanh": lambda: rj.lstm(H, output_tanh=False, backward=backward, platform="gpu"),
         "gru": lambda: rj.gru(H, backward=backward),
-        "stack": lambda: rj.stack([rj.lstm(H, backward=backward), rj.gru(H + 1, backward=backward), rj.elman(H, "sigmoid", backward=backward)]),
+        "stack": lambda: rj.stack(
+            [rj.lstm(H, backward=backward), rj.gru(H + 1, backward=backward), rj.elman(H, "sigmoid", backward=backward)]
+        ),
     }[name]()
 
 
-CELLS = {(name, b): make(name, b) for name in ["elman", "lstm", "lstm-no-output-tanh", "gru", "stack"] for b in ["fused", "autodiff"]}
+CELLS = {
+    (name, b): make(name, b)
+    for name in ["elman", "lstm", "lstm-no-output-tanh", "gru", "stack"]
+    for b in ["fused", "autodiff"]
+}
 
 
 def packed_resets():
@@ -47,14 +53,18 @@ def packed_run(cell, params, xs, carry, w):
     """Outputs, final carry and gradients of the packed rows, forward and reverse, in one program."""
 
     def loss(params, xs, carry, reverse):
-        final, ys = rj.unroll(cell, params, xs, carry, lengths=jnp.array(LENGTHS), resets=packed_resets(), reverse=reverse)
+        final, ys = rj.unroll(
+            cell, params, xs, carry, lengths=jnp.array(LENGTHS), resets=packed_resets(), reverse=reverse
+        )
         return loss_terms(final, ys, w), (final, ys)
 
     grad = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
     return [grad(params, xs, carry, reverse) for reverse in (False, True)]
 
 
-PIECES = tuple((b, sum(segments[:k]), n) for b, segments in enumerate(SEGMENTS) for k, n in enumerate(segments))  # (row, start, length)
+PIECES = tuple(
+    (b, sum(segments[:k]), n) for b, segments in enumerate(SEGMENTS) for k, n in enumerate(segments)
+)  # (row, start, length)
 
 
 @functools.partial(jit, static_argnums=0)
@@ -67,7 +77,9 @@ def alone_run(cell, params, xs, carry, w):
     def loss(params, xs, carry, reverse):
         pieces = jnp.stack([jnp.pad(xs[t : t + n, b], ((0, T - n), (0, 0))) for b, t, n in PIECES], axis=1)  # [T, S, I]
         starts = jax.tree.map(lambda c: jnp.stack([c[b] for b, _, _ in PIECES]), carry)
-        ends, ys = rj.unroll(cell, params, pieces, starts, lengths=jnp.array([n for _, _, n in PIECES]), reverse=reverse)
+        ends, ys = rj.unroll(
+            cell, params, pieces, starts, lengths=jnp.array([n for _, _, n in PIECES]), reverse=reverse
+        )
         rows, finals = [], []
         for b in range(B):
             mine = [s for s, piece in enumerate(PIECES) if piece[0] == b]
@@ -84,7 +96,9 @@ def alone_run(cell, params, xs, carry, w):
 def data(cell):
     params = init(cell, I)
     xs = normal(1, (T, B, I))
-    carry = jax.tree.map(lambda c: c + 0.3, cell.initial_carry((B,), jnp.float64))  # restarts go back to it, not to zeros
+    carry = jax.tree.map(
+        lambda c: c + 0.3, cell.initial_carry((B,), jnp.float64)
+    )  # restarts go back to it, not to zeros
     w = normal(2, (T, B, cell.hidden_size))
     return params, xs, carry, w
 
@@ -133,7 +147,9 @@ def masked_and_batch_major(cell, params, xs, mask, resets):
     def batch_major(params, xs):
         xs = jnp.swapaxes(xs, 0, 1)  # [B, T, I]
         m, r = mask.T, resets.T
-        final, ys = rj.unroll(cell, params, xs, mask=m, resets=r, lengths=jnp.array([T, 6, 7]), reverse=True, time_major=False)
+        final, ys = rj.unroll(
+            cell, params, xs, mask=m, resets=r, lengths=jnp.array([T, 6, 7]), reverse=True, time_major=False
+        )
         return final, jnp.swapaxes(ys, 0, 1)
 
     def grad(run):

@@ -73,7 +73,12 @@ class BenchError(ValueError):
 
 
 def validate(cfg: BenchConfig) -> BenchConfig:
-    for key, allowed in [("cells", CELL_NAMES), ("implementations", IMPLEMENTATIONS), ("modes", MODES), ("dtype", DTYPES)]:
+    for key, allowed in [
+        ("cells", CELL_NAMES),
+        ("implementations", IMPLEMENTATIONS),
+        ("modes", MODES),
+        ("dtype", DTYPES),
+    ]:
         values = getattr(cfg, key)
         if not values:
             raise BenchError(f"{key} is empty; allowed: {', '.join(allowed)}")
@@ -85,7 +90,9 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         if not values or any(v < 1 for v in values):
             raise BenchError(f"{key}={list(values)} is not allowed; must be a non-empty list of ints >= 1")
     if not cfg.unroll or any(u < 0 for u in cfg.unroll):
-        raise BenchError(f"unroll={list(cfg.unroll)} is not allowed; must be ints >= 1, or 0 for each implementation's default")
+        raise BenchError(
+            f"unroll={list(cfg.unroll)} is not allowed; must be ints >= 1, or 0 for each implementation's default"
+        )
     for key, low in [("vocab", 2), ("warmup", 0), ("steps", 1), ("rounds", 0)]:
         if getattr(cfg, key) < low:
             raise BenchError(f"{key}={getattr(cfg, key)} is not allowed; must be >= {low}")
@@ -465,7 +472,11 @@ def markdown(result: dict) -> str:
         f"Device: {env['device_kind']} ({env['backend']}, {env['cpu_count']} CPUs); "
         + ", ".join(f"{k} {val}" for k, val in v.items() if val)
         + (f"; XLA_FLAGS={env['xla_flags']}" if env["xla_flags"] else "")
-        + (f"; torch threads {env['torch_threads']}, OMP_WAIT_POLICY={env['omp_wait_policy']}" if env["torch_threads"] else ""),
+        + (
+            f"; torch threads {env['torch_threads']}, OMP_WAIT_POLICY={env['omp_wait_policy']}"
+            if env["torch_threads"]
+            else ""
+        ),
         "",
         "| cell | mode | B | T | H | I | dtype | implementation | unroll | median ms | p10–p90 ms | tokens/s | compile s | × torch | × flax |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -483,7 +494,9 @@ def markdown(result: dict) -> str:
     for s in result["skipped"]:
         where = f" at {s['cell']} {s['mode']} {s['dtype']}" if "cell" in s else ""
         lines.append(f"\nSkipped {s['implementation']}{where}: {s['reason']}.")
-    lines.append("\n× torch, × flax: the baseline's median over this row's, at the same shape and dtype (above 1: faster).")
+    lines.append(
+        "\n× torch, × flax: the baseline's median over this row's, at the same shape and dtype (above 1: faster)."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rnn_jax.tasks.addition import reference2015
 from rnn_jax.driver.backend import device_info
+from rnn_jax.tasks.addition import reference2015
 
 
 def replication_config(steps: int):
@@ -47,7 +47,11 @@ def bench(steps: int = 10_000, repeats: int = 5) -> dict:
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     # The chunk the driver compiles, with the same options, over all the steps at once.
-    compiled = jax.jit(task.chunk, static_argnums=3).lower(state, consts, np.int32(0), steps).compile(compiler_options=task.compile_options)
+    compiled = (
+        jax.jit(task.chunk, static_argnums=3)
+        .lower(state, consts, np.int32(0), steps)
+        .compile(compiler_options=task.compile_options)
+    )
     compile_seconds = time.perf_counter() - t0
 
     jax_times, numpy_times = [], []
@@ -63,10 +67,16 @@ def bench(steps: int = 10_000, repeats: int = 5) -> dict:
 
     max_diff = max(
         float(np.max(np.abs(np.asarray(a)[0] - b)))
-        for a, b in [(final.params.cell.w_x, ref_weights.w_in), (final.params.cell.w_h, ref_weights.w_rec), (final.params.readout.w, ref_weights.w_out)]
+        for a, b in [
+            (final.params.cell.w_x, ref_weights.w_in),
+            (final.params.cell.w_h, ref_weights.w_rec),
+            (final.params.readout.w, ref_weights.w_out),
+        ]
     )
     if max_diff > 1e-8:
-        raise AssertionError(f"rnn_jax and the numpy reference disagree after {steps} updates (max |dw| = {max_diff:g})")
+        raise AssertionError(
+            f"rnn_jax and the numpy reference disagree after {steps} updates (max |dw| = {max_diff:g})"
+        )
     jax_s, numpy_s = statistics.median(jax_times), statistics.median(numpy_times)
     return {
         "benchmark": "addition seed_replication",
@@ -95,8 +105,12 @@ def main(argv=None) -> dict:
         parser.error("--steps and --repeats must be >= 1")
     r = bench(args.steps, args.repeats)
     print(f"numpy 2015 reference : {r['numpy_seconds']:.3f} s  ({r['numpy_us_per_update']:.1f} us/update)")
-    print(f"rnn_jax replication  : {r['rnn_jax_seconds']:.4f} s  ({r['rnn_jax_us_per_update']:.2f} us/update), compile {r['rnn_jax_compile_seconds']:.2f} s")
-    print(f"speed-up             : {r['speedup']:.1f}x  (same weights after {r['steps']} updates, max |dw| {r['max_weight_difference']:.1e}; {r['device_kind']}, jax {r['jax_version']})")
+    print(
+        f"rnn_jax replication  : {r['rnn_jax_seconds']:.4f} s  ({r['rnn_jax_us_per_update']:.2f} us/update), compile {r['rnn_jax_compile_seconds']:.2f} s"
+    )
+    print(
+        f"speed-up             : {r['speedup']:.1f}x  (same weights after {r['steps']} updates, max |dw| {r['max_weight_difference']:.1e}; {r['device_kind']}, jax {r['jax_version']})"
+    )
     if args.out:
         from rnn_jax.driver.rundir import atomic_write_json
 

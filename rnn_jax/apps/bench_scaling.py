@@ -73,7 +73,9 @@ def main(argv=None) -> list[dict]:
     print("| run | devices | processes | seed-steps/s | ratio to 1 device | success rate |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['devices']} | {r['processes']} | {r['seeds_per_second']:.0f} | {r['ratio_to_one_device']:.2f} | {r['success_rate']:.3f} |")
+        print(
+            f"| {r['run']} | {r['devices']} | {r['processes']} | {r['seeds_per_second']:.0f} | {r['ratio_to_one_device']:.2f} | {r['success_rate']:.3f} |"
+        )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     return rows

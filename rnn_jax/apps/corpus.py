@@ -27,8 +27,12 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", choices=tuple(SOURCES), metavar="NAME", help="the corpus (listed below)")
-    p.add_argument("--from", dest="tarball", metavar="FILE",
-                   help=f"a local copy of {CHINESE_POETRY.filename} instead of the download")
+    p.add_argument(
+        "--from",
+        dest="tarball",
+        metavar="FILE",
+        help=f"a local copy of {CHINESE_POETRY.filename} instead of the download",
+    )
     p.add_argument("--cache", metavar="DIR", help=f"where corpora are built (default: {cache_dir()})")
     return p
 

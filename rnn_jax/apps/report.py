@@ -93,7 +93,7 @@ class Job:
 
     @property
     def task(self) -> Optional[str]:
-        """"addition", "charlm", or None when neither the summary nor the config says."""
+        """ "addition", "charlm", or None when neither the summary nor the config says."""
         return (self.summary or {}).get("task") or (self.settings.get("task") or {}).get("name")
 
 
@@ -176,7 +176,11 @@ def _last_step(path: Path) -> Optional[int]:
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and not d.name.startswith(".") and ((d / ".hydra").is_dir() or (d / "summary.json").is_file())]
+    dirs = [
+        d
+        for d in sweep_dir.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and ((d / ".hydra").is_dir() or (d / "summary.json").is_file())
+    ]
     return sorted(dirs, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
 
 
@@ -221,8 +225,12 @@ def load_jobs(sweep_dir) -> list[Job]:
     if not dirs:
         planned = planned_jobs(sweep_dir)
         if planned:
-            listed = "; ".join(f"{i}: {' '.join(job)}" for i, job in enumerate(planned[:20])) + ("; ..." if len(planned) > 20 else "")
-            raise ReportError(f"{sweep_dir} ran no job (did the sweep stop at start? see its log); multirun.yaml planned {len(planned)}: {listed}")
+            listed = "; ".join(f"{i}: {' '.join(job)}" for i, job in enumerate(planned[:20])) + (
+                "; ..." if len(planned) > 20 else ""
+            )
+            raise ReportError(
+                f"{sweep_dir} ran no job (did the sweep stop at start? see its log); multirun.yaml planned {len(planned)}: {listed}"
+            )
         raise ReportError(f"{sweep_dir} holds no jobs (no sub-directory with .hydra/ or summary.json)")
     jobs = []
     for d in dirs:
@@ -232,7 +240,13 @@ def load_jobs(sweep_dir) -> list[Job]:
                 summary = json.loads((d / "summary.json").read_text())
             except json.JSONDecodeError as e:
                 summary = {"status": "failed", "error": f"summary.json unreadable: {e}"}
-        job = Job(d.name, d, summary, _read_yaml(d / ".hydra" / "overrides.yaml") or [], _read_yaml(d / ".hydra" / "config.yaml") or {})
+        job = Job(
+            d.name,
+            d,
+            summary,
+            _read_yaml(d / ".hydra" / "overrides.yaml") or [],
+            _read_yaml(d / ".hydra" / "config.yaml") or {},
+        )
         if summary is None:
             job.last_step = _last_step(d / "metrics.jsonl")
         jobs.append(job)
@@ -288,7 +302,17 @@ def pooled_over(groups: list[Group]) -> list[str]:
                 pairs = dict(o.lstrip("+~").split("=", 1) for o in j.overrides if "=" in o)
             pairs = {SAME_AS.get(k, k): v for k, v in pairs.items()}
             # What the summaries say, for what an override did not name (a preset, a default).
-            pairs.update({k: str(v) for k, v in (("backend", (j.summary or {}).get("backend")), ("optim.lr", j.get("lr")), ("model.layers", j.get("layers")), ("optim", j.get("optimizer")))})
+            pairs.update(
+                {
+                    k: str(v)
+                    for k, v in (
+                        ("backend", (j.summary or {}).get("backend")),
+                        ("optim.lr", j.get("lr")),
+                        ("model.layers", j.get("layers")),
+                        ("optim", j.get("optimizer")),
+                    )
+                }
+            )
             for k, v in pairs.items():
                 if k not in GROUP_OVERRIDES:
                     seen.setdefault(k, set()).add(v)
@@ -326,7 +350,9 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 
 def group_table(groups: list[Group]) -> tuple[list[str], list[list]]:
     widths = sorted({n for g in groups for n in g.generalization()})
-    header = ["cell", "bits", "hidden", "jobs", "seeds", "success", "accuracy", "median steps", "NaN seeds"] + [f"acc@{n}" for n in widths]
+    header = ["cell", "bits", "hidden", "jobs", "seeds", "success", "accuracy", "median steps", "NaN seeds"] + [
+        f"acc@{n}" for n in widths
+    ]
     verified = any(not math.isnan(g.proved) for g in groups)
     header += ["proved"] if verified else []
     rows = []
@@ -342,8 +368,9 @@ def smallest_proved(jobs: list[Job]) -> Optional[str]:
     seeds = [(j, r) for j in jobs for r in (j.verification or {}).get("seeds", []) if r["verdict"] == "proved"]
     if not seeds:
         return None
-    params, hidden, cell, job, seed = min((r["parameters"], j.get("hidden"), j.get("cell"), j.name, r["seed"])
-                                          for j, r in seeds)
+    params, hidden, cell, job, seed = min(
+        (r["parameters"], j.get("hidden"), j.get("cell"), j.name, r["seed"]) for j, r in seeds
+    )
     network = f"{cell}, {hidden} hidden units, {params} parameters"
     return f"smallest network proved correct at every length: {network} (job {job}, seed {seed})"
 
@@ -398,7 +425,9 @@ def heatmap(path: Path, groups: list[Group], value, title: str, cmap: str, vmin=
             vmin = values.min() if vmin is None else vmin
             vmax = values.max() if vmax is None else vmax
     # At least 6 inches wide, so that the title of a one-cell, 2 x 2 sweep is not cut off.
-    fig, axes = plt.subplots(1, len(cells), figsize=(max(6.0, 1.2 + 2.6 * len(cells)), 3.2), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(cells), figsize=(max(6.0, 1.2 + 2.6 * len(cells)), 3.2), squeeze=False, constrained_layout=True
+    )
     image = None
     for ax, cell in zip(axes[0], cells):
         bits, hidden, grid = _grid(groups, cell, value)
@@ -432,12 +461,22 @@ def generalization_plot(path: Path, groups: list[Group]) -> None:
     bits = sorted({g.bits for g in groups})
     hidden = sorted({g.hidden for g in groups})
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(hidden)))
-    fig, axes = plt.subplots(len(bits), len(cells), figsize=(2.8 * len(cells), 2.0 * len(bits) + 0.6), squeeze=False, sharex=True, sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(bits),
+        len(cells),
+        figsize=(2.8 * len(cells), 2.0 * len(bits) + 0.6),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        constrained_layout=True,
+    )
     for g in groups:
         ax = axes[bits.index(g.bits)][cells.index(g.cell)]
         curve = {g.bits: g.final_accuracy, **g.generalization()}
         xs = sorted(curve)
-        ax.plot(xs, [curve[x] for x in xs], marker="o", ms=3, color=colors[hidden.index(g.hidden)], label=f"h={g.hidden}")
+        ax.plot(
+            xs, [curve[x] for x in xs], marker="o", ms=3, color=colors[hidden.index(g.hidden)], label=f"h={g.hidden}"
+        )
     for r, b in enumerate(bits):
         for c, cell in enumerate(cells):
             ax = axes[r][c]
@@ -480,10 +519,25 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     write_csv(sweep_dir / "report.csv", jobs)
     figures = []
     if reported:
-        heatmap(sweep_dir / "success.png", reported, lambda g: g.success_rate, "success rate (fraction of seeds exact on every evaluated pair)", "viridis", 0.0, 1.0)
+        heatmap(
+            sweep_dir / "success.png",
+            reported,
+            lambda g: g.success_rate,
+            "success rate (fraction of seeds exact on every evaluated pair)",
+            "viridis",
+            0.0,
+            1.0,
+        )
         steps = [g for g in reported if not math.isnan(g.median_steps)]
         if steps:
-            heatmap(sweep_dir / "steps.png", reported, lambda g: g.median_steps, "median steps to solve (over the seeds that solved; gray: none did)", "magma_r", fmt="{:.0f}")
+            heatmap(
+                sweep_dir / "steps.png",
+                reported,
+                lambda g: g.median_steps,
+                "median steps to solve (over the seeds that solved; gray: none did)",
+                "magma_r",
+                fmt="{:.0f}",
+            )
         else:
             notes.append("steps.png is not written: no seed solved in any job")
         if any(g.generalization() for g in reported):
@@ -502,13 +556,22 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     ]
     if left_out:
         tasks = sorted({str(j.task) for j in left_out})
-        lines.append(f"{len(left_out)} {'/'.join(tasks)} jobs left out ({', '.join(j.name for j in left_out)}): this report covers binary addition")
+        lines.append(
+            f"{len(left_out)} {'/'.join(tasks)} jobs left out ({', '.join(j.name for j in left_out)}): this report covers binary addition"
+        )
     smallest = smallest_proved(jobs)
     if smallest:
         lines.append(smallest)
     if pooled:
-        lines.append(f"jobs sharing (cell, bits, hidden) are pooled (their seeds count together) across: {', '.join(pooled)}")
-    text = "\n".join(lines + [""] + ([_md_table(header, rows)] if rows else ["(no job with results yet)"]) + ([""] + notes if notes else []))
+        lines.append(
+            f"jobs sharing (cell, bits, hidden) are pooled (their seeds count together) across: {', '.join(pooled)}"
+        )
+    text = "\n".join(
+        lines
+        + [""]
+        + ([_md_table(header, rows)] if rows else ["(no job with results yet)"])
+        + ([""] + notes if notes else [])
+    )
 
     md = [f"# Sweep report: {sweep_dir.name}", "", *lines, ""]
     md += ["success: fraction of seeds exact on every evaluated pair; accuracy: mean exact accuracy over seeds; "
@@ -529,7 +592,9 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rnn_jax.report", description="Report of an addition sweep (Hydra multirun directory).")
+    parser = argparse.ArgumentParser(
+        prog="python -m rnn_jax.report", description="Report of an addition sweep (Hydra multirun directory)."
+    )
     parser.add_argument("sweep_dir", help="the sweep directory, e.g. experiments/multirun/<date>/<time>")
     args = parser.parse_args(argv)
     try:

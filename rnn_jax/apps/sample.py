@@ -106,13 +106,17 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
     if which not in ("best", "last"):
         path = Path(which).expanduser()
         if not path.is_dir():
-            raise CheckpointError(f"checkpoint={which}: no such directory; allowed: best, last (with run=<run dir>) or a checkpoint directory")
+            raise CheckpointError(
+                f"checkpoint={which}: no such directory; allowed: best, last (with run=<run dir>) or a checkpoint directory"
+            )
         return path
     run_dir = Path(run).expanduser()
     path = run_dir / "checkpoints" / which
     if not path.is_dir():
         if (run_dir / "checkpoints" / "last").is_dir():
-            raise CheckpointError(f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); use checkpoint={run_dir / 'checkpoints' / 'last'}")
+            raise CheckpointError(
+                f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); use checkpoint={run_dir / 'checkpoints' / 'last'}"
+            )
         raise CheckpointError(f"run={run_dir}: no checkpoint at {path} (not a charlm run directory)")
     return path
 
@@ -122,11 +126,15 @@ def load_model(path) -> tuple[CharLM, object, Vocab, dict]:
     it is missing, corrupt or not a charlm checkpoint."""
     meta = checkpoint.read_meta(path)
     if meta.get("task") != "charlm":
-        raise CheckpointError(f"checkpoint {path} is of task {meta.get('task')!r}; sampling needs a charlm run (task=charlm)")
+        raise CheckpointError(
+            f"checkpoint {path} is of task {meta.get('task')!r}; sampling needs a charlm run (task=charlm)"
+        )
     state, meta = checkpoint.load(path)
     cfg = meta["config"]
     vocab = make_vocab(meta["identity"]["vocab"])
-    model = build_char_lm(model_config(**cfg["model"]), vocab.size, cfg["task"]["embedding"], 0.0, dtype_of(cfg["train"]["dtype"]))
+    model = build_char_lm(
+        model_config(**cfg["model"]), vocab.size, cfg["task"]["embedding"], 0.0, dtype_of(cfg["train"]["dtype"])
+    )
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))  # the structure, nothing computed
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     params = checkpoint.to_target(path, template, state["train"]["params"])

@@ -34,8 +34,8 @@ from rnn_jax.driver.loggers import job_name
 from rnn_jax.driver.loop import NothingToTrain, run
 from rnn_jax.driver.optim import OPTIM_CONFIGS
 from rnn_jax.driver.rundir import RunDirectoryError, atomic_write_json, write_summary
-from rnn_jax.tasks.registry import TASKS
 from rnn_jax.tasks.charlm.corpus import CorpusError
+from rnn_jax.tasks.registry import TASKS
 
 log = logging.getLogger("rnn_jax")
 
@@ -65,7 +65,11 @@ def register_configs() -> None:
     and optim groups, so each section holds only the keys of the task, cell and optimizer chosen."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=schema_node(Config(model=None, optim=None)))
-    groups = {"task": {name: spec.config for name, spec in TASKS.items()}, "model": MODEL_CONFIGS, "optim": OPTIM_CONFIGS}
+    groups = {
+        "task": {name: spec.config for name, spec in TASKS.items()},
+        "model": MODEL_CONFIGS,
+        "optim": OPTIM_CONFIGS,
+    }
     for group, schemas in groups.items():
         for name, schema in schemas.items():
             cs.store(group=group, name=f"{name}_schema", node=schema_node(schema))
@@ -97,7 +101,11 @@ def _reject_unknown_keys(node: DictConfig, path: str = "") -> None:
     fields = [f.name for f in dataclasses.fields(schema)]
     for key in node.keys():
         if key not in fields:
-            raise ConfigError(f"{path}{key}", node[key], f"{path.rstrip('.') or 'the config'} has no key {key!r}; its keys: {', '.join(fields)}")
+            raise ConfigError(
+                f"{path}{key}",
+                node[key],
+                f"{path.rstrip('.') or 'the config'} has no key {key!r}; its keys: {', '.join(fields)}",
+            )
         child = node._get_node(key)
         if isinstance(child, DictConfig):
             _reject_unknown_keys(child, f"{path}{key}.")
@@ -117,7 +125,12 @@ def failure_summary(dcfg: DictConfig, error: BaseException) -> dict[str, Any]:
         config = OmegaConf.to_container(dcfg, resolve=True)
     except Exception:  # noqa: BLE001 - an unresolvable config is recorded as it was written
         config = OmegaConf.to_container(dcfg, resolve=False)
-    return {"status": "failed", "error": f"{type(error).__name__}: {error}", "task": dcfg.get("task", {}).get("name"), "config": config}
+    return {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "task": dcfg.get("task", {}).get("name"),
+        "config": config,
+    }
 
 
 def one_line(error: BaseException) -> str:
@@ -199,7 +212,9 @@ def job(dcfg: DictConfig) -> float:
     try:
         # Local worker processes (hydra/launcher=parallel) run one job per device: job k gets the
         # device k modulo how many there are, so 8 workers on an 8-GPU node use 8 GPUs.
-        worker = hydra_cfg.job.num if sweeping and "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower() else None
+        worker = (
+            hydra_cfg.job.num if sweeping and "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower() else None
+        )
         group = str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None
         name = job_name(hydra_cfg.overrides.task, run_dir)  # what the job changed: its name in the trackers
         summary = run(to_config(dcfg), run_dir, group=group, worker=worker, name=name)
@@ -232,7 +247,11 @@ def job(dcfg: DictConfig) -> float:
             print(f"error: {one_line(e)}", file=sys.stderr)
             raise SystemExit(2)
         raise
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1
+        )
+    )
     print(f"results in {run_dir}")
     record_job_outcome(summary.get("status"), summary.get("error"))
     if summary.get("status") == "failed":

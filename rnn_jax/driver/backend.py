@@ -30,7 +30,11 @@ class Devices(NamedTuple):
 
 
 def select_backend(
-    name: str, compilation_cache: Optional[str] = None, devices: str = "all", worker: Optional[int] = None, parallel: tuple = (None, 1)
+    name: str,
+    compilation_cache: Optional[str] = None,
+    devices: str = "all",
+    worker: Optional[int] = None,
+    parallel: tuple = (None, 1),
 ) -> tuple[Devices, dict]:
     """The devices of backend `name` ("auto", "cpu", "gpu", "tpu") a run uses, and a description.
 
@@ -54,7 +58,9 @@ def select_backend(
         found = jax.devices() if name == "auto" else jax.devices(name)
     except RuntimeError:
         platforms = ", ".join(sorted({d.platform for d in jax.devices()}))
-        raise BackendError(f"backend.name={name}: JAX finds no {name.upper()} here (it finds: {platforms}); allowed: {', '.join(BACKENDS)}") from None
+        raise BackendError(
+            f"backend.name={name}: JAX finds no {name.upper()} here (it finds: {platforms}); allowed: {', '.join(BACKENDS)}"
+        ) from None
     if worker is not None:
         local = [d for d in found if d.process_index == jax.process_index()]
         chosen = [local[worker % len(local)]]
@@ -62,17 +68,23 @@ def select_backend(
         chosen = found
     elif devices == "auto":
         # Several processes each feed their own devices, so a run across processes takes them all.
-        count = len(found) if jax.process_count() > 1 else max(c for c in range(1, len(found) + 1) if parallel[1] % c == 0)
+        count = (
+            len(found) if jax.process_count() > 1 else max(c for c in range(1, len(found) + 1) if parallel[1] % c == 0)
+        )
         chosen = found[:count]
     else:
         count = int(devices)
         if count > len(found):
-            raise BackendError(f"backend.devices={count}: only {len(found)} {found[0].platform} device(s) here; allowed: all, or 1 to {len(found)}")
+            raise BackendError(
+                f"backend.devices={count}: only {len(found)} {found[0].platform} device(s) here; allowed: all, or 1 to {len(found)}"
+            )
         chosen = found[:count]
     default = next((d for d in chosen if d.process_index == jax.process_index()), chosen[0])
     jax.config.update("jax_default_device", default)
     run = Devices(default.platform, Mesh(np.array(chosen), ("data",)))
-    use = f"{run.count} of {len(found)}" + (f" ({parallel[0]}={parallel[1]})" if devices == "auto" and run.count < len(found) else "")
+    use = f"{run.count} of {len(found)}" + (
+        f" ({parallel[0]}={parallel[1]})" if devices == "auto" and run.count < len(found) else ""
+    )
     return run, {**device_info(default), "devices": run.count, "device_use": use, "processes": jax.process_count()}
 
 

@@ -81,10 +81,19 @@ class Checkpoints:
         if step in manager.all_steps():
             manager.delete(step)  # the same step again (a rerun's final save): the newer wins
         try:
-            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(finite_or_null(meta))))
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(finite_or_null(meta))
+                ),
+            )
         except OSError as e:
             kept = ", ".join(map(str, steps_in(self.root / which))) or "none"
-            raise OSError(e.errno, f"saving checkpoint step {step} failed ({e.strerror}); the steps saved before are intact: {kept}", str(self.root / which)) from e
+            raise OSError(
+                e.errno,
+                f"saving checkpoint step {step} failed ({e.strerror}); the steps saved before are intact: {kept}",
+                str(self.root / which),
+            ) from e
 
     def restore(self, which: str, template: Any, check=None):
         """`(state, meta)` of the newest step of `which` that reads back, shaped like `template`.
@@ -124,9 +133,13 @@ def read_meta(path: Path, step: Optional[int] = None) -> dict:
     ocp = _ocp()
     try:
         with _manager(directory, None) as manager:
-            return manager.restore(step if step is not None else newest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            return manager.restore(
+                step if step is not None else newest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            ).meta
     except Exception as e:  # noqa: BLE001 - Orbax raises several types for damaged files
-        raise CheckpointError(f"checkpoint {directory}: the description of step {step or newest} is unreadable ({_brief(e)})") from None
+        raise CheckpointError(
+            f"checkpoint {directory}: the description of step {step or newest} is unreadable ({_brief(e)})"
+        ) from None
 
 
 def _named_leaves(tree, is_leaf=None) -> dict:
@@ -139,7 +152,10 @@ def _named_leaves(tree, is_leaf=None) -> dict:
                 return str(getattr(entry, attr))
         return str(entry)
 
-    return {".".join(name(e) for e in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]}
+    return {
+        ".".join(name(e) for e in path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    }
 
 
 def _array_problem(template: Any, metadata: Any) -> Optional[str]:
@@ -208,9 +224,15 @@ def load(path, target: Any = None):
                 raise CheckpointError(f"checkpoint {directory} step {step} does not fit: {problem}")
         else:  # NumPy arrays of the saved dtypes (JAX arrays would be float32 without x64)
             is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")  # noqa: E731
-            target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), metadata.tree if hasattr(metadata, "tree") else metadata, is_leaf=is_array)
+            target = jax.tree.map(
+                lambda m: np.zeros(m.shape, m.dtype),
+                metadata.tree if hasattr(metadata, "tree") else metadata,
+                is_leaf=is_array,
+            )
         try:
-            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+            )
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"checkpoint {directory} step {step} is unreadable ({_brief(e)})") from None
     return restored.state, restored.meta

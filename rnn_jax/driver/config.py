@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from rnn_jax.build import DTYPES, MODEL_CONFIGS, ElmanConfig, ModelConfig
 from rnn_jax.cells import ACTIVATIONS
+from rnn_jax.config_checks import ConfigError, check_at_least, check_choice, check_fraction, check_positive
 from rnn_jax.driver.backend import BACKENDS
 from rnn_jax.driver.distributed import DistributedConfig
 from rnn_jax.driver.distributed import check as check_distributed
@@ -21,7 +22,6 @@ from rnn_jax.driver.loggers import LoggerConfig
 from rnn_jax.driver.optim import OPTIM_CONFIGS, OPTIMIZERS, SCHEDULE_KEYS, SCHEDULES, AdamConfig, OptimConfig
 from rnn_jax.initializers import INITIALIZERS
 from rnn_jax.tasks.registry import TASKS
-from rnn_jax.config_checks import ConfigError, check_at_least, check_choice, check_fraction, check_positive
 
 __all__ = ["BackendConfig", "Config", "ConfigError", "ModelConfig", "OptimConfig", "TrainConfig", "validate"]
 
@@ -53,7 +53,9 @@ class BackendConfig:
 @dataclass(frozen=True)
 class Config:
     task: Any = None  # the dataclass of TASKS[name].config, chosen by the task group
-    model: Any = field(default_factory=ElmanConfig)  # MODEL_CONFIGS[cell], chosen by the model group; None: the task has no model settings
+    model: Any = field(
+        default_factory=ElmanConfig
+    )  # MODEL_CONFIGS[cell], chosen by the model group; None: the task has no model settings
     optim: Any = field(default_factory=AdamConfig)  # OPTIM_CONFIGS[name], chosen by the optim group
     train: TrainConfig = field(default_factory=TrainConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -66,7 +68,11 @@ def _check_schema(key: str, value, name: str, schemas: dict) -> None:
     check_choice(f"{key}.{'cell' if key == 'model' else 'name'}", name, tuple(schemas))
     if type(value) is not schemas[name]:
         chosen = next((n for n, s in schemas.items() if type(value) is s), type(value).__name__)
-        raise ConfigError(f"{key}.{'cell' if key == 'model' else 'name'}", name, f"the {key} group chose {chosen}; choose another with {key}={name}")
+        raise ConfigError(
+            f"{key}.{'cell' if key == 'model' else 'name'}",
+            name,
+            f"the {key} group chose {chosen}; choose another with {key}={name}",
+        )
 
 
 def validate(cfg: Config) -> Config:
@@ -100,10 +106,16 @@ def validate(cfg: Config) -> Config:
     for key in ("decay_rate", "decay_steps", "warmup_steps"):
         value = getattr(o, key)
         if key in reads and value is None:
-            raise ConfigError(f"optim.{key}", value, f"optim.schedule={o.schedule} needs it: set " + ", ".join(f"optim.{k}" for k in reads))
+            raise ConfigError(
+                f"optim.{key}",
+                value,
+                f"optim.schedule={o.schedule} needs it: set " + ", ".join(f"optim.{k}" for k in reads),
+            )
         if key not in reads and value is not None:
             readers = ", ".join(n for n, keys in SCHEDULE_KEYS.items() if key in keys)
-            raise ConfigError(f"optim.{key}", value, f"optim.schedule={o.schedule} does not read it (only {readers} does); remove it")
+            raise ConfigError(
+                f"optim.{key}", value, f"optim.schedule={o.schedule} does not read it (only {readers} does); remove it"
+            )
     if o.decay_rate is not None:
         check_positive("optim.decay_rate", o.decay_rate)
     if o.decay_steps is not None:

@@ -23,8 +23,8 @@ from typing import Optional
 
 import jax
 
-from rnn_jax.driver.backend import BackendError
 from rnn_jax.config_checks import ConfigError, check_at_least, check_choice
+from rnn_jax.driver.backend import BackendError
 
 MODES = ("auto", "on", "off")
 _SLURM_STEP = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
@@ -201,7 +201,7 @@ def _join(coordinator: str, num_processes: int, process_id: int, deadline: float
     if answer == "go":
         return
     if answer.startswith("refused "):
-        raise DistributedError(answer[len("refused "):])
+        raise DistributedError(answer[len("refused ") :])
     not_all = f"did not confirm that all {num_processes} processes joined within {timeout:g} s"
     raise DistributedError(f"process 0 at {coordinator} {not_all}")
 

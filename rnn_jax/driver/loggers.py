@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, Protocol, Sequence
 
-from rnn_jax.driver.rundir import atomic_write_bytes
 from rnn_jax.config_checks import ConfigError, check_choice
+from rnn_jax.driver.rundir import atomic_write_bytes
 
 log = logging.getLogger("rnn_jax")
 
@@ -160,7 +160,7 @@ def metric_name(key: str) -> str:
         return f"perf/{key}"
     for split in ("train", "val", "test"):
         if head.startswith(split + "_"):
-            return f"{split}/{key[len(split) + 1:]}"
+            return f"{split}/{key[len(split) + 1 :]}"
     return key if head in ("per_seed", "train", "val", "test", "perf") and rest else f"train/{key}"
 
 
@@ -297,7 +297,9 @@ class TensorBoardLogger:
         if self.writer is None:
             self.writer = EventFileWriter(str(self.dir), flush_secs=30)
             if purge:  # TensorBoard drops earlier events at or after this step
-                self.writer.add_event(Event(step=step, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START)))
+                self.writer.add_event(
+                    Event(step=step, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START))
+                )
             start = hparams_pb(self.hparams, trial_id=self.trial)
             self.writer.add_event(Event(step=0, wall_time=time.time(), summary=start))
         self.writer.add_event(Event(step=step, wall_time=time.time(), summary=summary))
@@ -353,8 +355,12 @@ class TensorBoardLogger:
         self._scalars(parts.results, step, purge=False)
         info = {**parts.info, **{k.partition("/")[2]: v for k, v in parts.throughput.items()}}
         self._text("summary", json.dumps(info, indent=1), step, purge=False)
-        status = {"ok": api_pb2.STATUS_SUCCESS, "interrupted": api_pb2.STATUS_UNKNOWN}.get(status_of(summary), api_pb2.STATUS_FAILURE)
-        end = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time()))
+        status = {"ok": api_pb2.STATUS_SUCCESS, "interrupted": api_pb2.STATUS_UNKNOWN}.get(
+            status_of(summary), api_pb2.STATUS_FAILURE
+        )
+        end = plugin_data_pb2.HParamsPluginData(
+            session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
+        )
         self._plugin_data(metadata.SESSION_END_INFO_TAG, end, step)
         self.writer.close()
         self.writer = None
@@ -453,7 +459,11 @@ class MLflowLogger:
         default_store = self.cfg.tracking_uri is None
         uri = f"sqlite:///{self.store / 'mlflow.db'}" if default_store else self.cfg.tracking_uri
         # a SQLite store keeps artifacts beside it (MLflow's default is ./mlruns of the working directory)
-        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri() if uri.startswith("sqlite:///") else None
+        artifacts = (
+            (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+            if uri.startswith("sqlite:///")
+            else None
+        )
         name = self.cfg.experiment or self.names.group or "rnn_jax"
         with _locked(self.store / "lock" if default_store else None):  # parallel jobs: one creates the store
             self.client = client = MlflowClient(tracking_uri=uri)
@@ -482,8 +492,15 @@ class MLflowLogger:
             self.run_id = client.create_run(experiment_id, run_name=self.names.run, tags=tags).info.run_id
             atomic_write_bytes(self.run_dir / "mlflow_run.json", json.dumps({"run_id": self.run_id}).encode())
         version = mlflow.__version__
-        log.info("logger.mlflow: run %r of experiment %r in %s; MLflow %s wrote it, so view it with MLflow %s or newer"
-                 " (docs/tracking.md)", self.names.run, name, uri, version, version)
+        log.info(
+            "logger.mlflow: run %r of experiment %r in %s; MLflow %s wrote it, so view it with MLflow %s or newer"
+            " (docs/tracking.md)",
+            self.names.run,
+            name,
+            uri,
+            version,
+            version,
+        )
         params = [self.entities.Param(k, str(v)) for k, v in hyperparameters(config).items() if k not in logged]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(self.run_id, params=params[i : i + 100])
@@ -617,7 +634,12 @@ class Guarded:
             getattr(self.logger, method)(arg)
         except Exception as e:  # noqa: BLE001 - a tracker's failure must not end the training
             self.broken = True
-            log.warning("logger.%s failed (%s: %s); it stops for this run, metrics.jsonl goes on", self.name, type(e).__name__, e)
+            log.warning(
+                "logger.%s failed (%s: %s); it stops for this run, metrics.jsonl goes on",
+                self.name,
+                type(e).__name__,
+                e,
+            )
 
     def log(self, record: dict) -> None:
         self._call("log", record)

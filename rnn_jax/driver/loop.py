@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.driver.backend import Devices, select_backend
-from rnn_jax.driver.checkpoint import Checkpoints, CheckpointError
+from rnn_jax.driver.checkpoint import CheckpointError, Checkpoints
 from rnn_jax.driver.config import Config, validate
 from rnn_jax.driver.distributed import initialize as initialize_distributed
 from rnn_jax.driver.distributed import is_writer
@@ -40,7 +40,15 @@ from rnn_jax.driver.loggers import make_loggers
 from rnn_jax.driver.memory import check_memory
 from rnn_jax.driver.optim import SCHEDULES_OVER_TRAINING, make_optimizer
 from rnn_jax.driver.provenance import code_version
-from rnn_jax.driver.rundir import MetricsLog, atomic_write_bytes, finite_or_null, interrupts_deferred, read_jsonl, run_lock, write_summary
+from rnn_jax.driver.rundir import (
+    MetricsLog,
+    atomic_write_bytes,
+    finite_or_null,
+    interrupts_deferred,
+    read_jsonl,
+    run_lock,
+    write_summary,
+)
 from rnn_jax.tasks.base import Task, log_every, place, to_host
 from rnn_jax.tasks.registry import TASKS
 
@@ -71,14 +79,18 @@ def run(
     # process must not inherit x64.
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
     spec = TASKS[cfg.task.name]
-    devices, device = select_backend(cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker, spec.parallel(cfg))
+    devices, device = select_backend(
+        cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker, spec.parallel(cfg)
+    )
     print(f"devices: {device['device_use']} {devices.platform}", file=sys.stderr)
     check_memory(cfg, spec.memory(cfg))
     loggers = make_loggers(cfg.logger, Path(run_dir), group, name) if is_writer() else []
     return train_and_evaluate(cfg, Path(run_dir), devices, device, loggers)
 
 
-def train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence = ()) -> dict[str, Any]:
+def train_and_evaluate(
+    cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence = ()
+) -> dict[str, Any]:
     """Trains (or resumes) the task of `cfg` in `run_dir`; returns the summary it writes there.
 
     An interrupt (Ctrl-C, SIGTERM) ends training at once; the run is then checkpointed at its
@@ -90,7 +102,9 @@ def train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: dic
         return _train_and_evaluate(cfg, run_dir, devices, device, loggers)
 
 
-def _train_and_evaluate(cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence) -> dict[str, Any]:
+def _train_and_evaluate(
+    cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence
+) -> dict[str, Any]:
     t_start = time.perf_counter()
     name = cfg.task.name
     task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), devices)
@@ -135,7 +149,9 @@ def _finish(loop: "Loop", resumed: "Resumed", header: dict, loggers: Sequence, t
             loop.save_last()
         summary = {"status": "ok", "task": name, **fields}
         if loop.diverged:
-            summary.update(status="failed", error=f"loss became NaN or Inf at step {loop.step}", last_finite=loop.last_finite)
+            summary.update(
+                status="failed", error=f"loss became NaN or Inf at step {loop.step}", last_finite=loop.last_finite
+            )
         if interrupted:
             summary["status"] = "interrupted"
         trained = loop.step - resumed.step
@@ -209,13 +225,21 @@ def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
     def check(meta: dict, problem: Optional[str]) -> None:
         path = source / "checkpoints"
         if meta.get("task") != cfg.task.name:
-            raise CheckpointError(f"checkpoint {path} is of task {meta.get('task')!r}; this run is task={cfg.task.name}")
+            raise CheckpointError(
+                f"checkpoint {path} is of task {meta.get('task')!r}; this run is task={cfg.task.name}"
+            )
         for key, value in (task.identity or {}).items():
             if meta.get("identity", {}).get(key) != value:
-                raise CheckpointError(f"checkpoint {path} was made for another {key}; did task.corpus or the data change?")
+                raise CheckpointError(
+                    f"checkpoint {path} was made for another {key}; did task.corpus or the data change?"
+                )
         if problem is not None:
-            differ = ", ".join(f"{k}={a} (now {b})" for k, (a, b) in config_changes(meta.get("config", {}), cfg).items())
-            raise CheckpointError(f"checkpoint {path} does not fit this run: " + (f"it was trained with {differ}" if differ else problem))
+            differ = ", ".join(
+                f"{k}={a} (now {b})" for k, (a, b) in config_changes(meta.get("config", {}), cfg).items()
+            )
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run: " + (f"it was trained with {differ}" if differ else problem)
+            )
 
     state, meta = checkpoints.restore("last", state, check)
     step = int(meta["step"])
@@ -247,7 +271,11 @@ RESUME_FREE = ("train.progress", "train.log_every", "train.resume", "train.resum
 def _flat(tree: Any, prefix: str = "") -> dict:
     if not isinstance(tree, dict):
         return {prefix.rstrip("."): tree}
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()} if tree else {prefix.rstrip("."): tree}
+    return (
+        {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+        if tree
+        else {prefix.rstrip("."): tree}
+    )
 
 
 def config_changes(saved: dict, cfg: Config) -> dict[str, tuple]:
@@ -258,7 +286,9 @@ def config_changes(saved: dict, cfg: Config) -> dict[str, tuple]:
     changes = {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        free = key.startswith(RESUME_FREE) or (key == "train.steps" and cfg.optim.schedule not in SCHEDULES_OVER_TRAINING)
+        free = key.startswith(RESUME_FREE) or (
+            key == "train.steps" and cfg.optim.schedule not in SCHEDULES_OVER_TRAINING
+        )
         if a != b and not free:
             changes[key] = (a, b)
     return changes
@@ -283,7 +313,16 @@ def _finite(fields: dict) -> bool:
 class Loop:
     """The host loop's state between chunks, and what it does at each."""
 
-    def __init__(self, cfg: Config, task: Task, run_dir: Path, start: Resumed, timing: Timing, loggers: Sequence = (), last_record: Optional[dict] = None):
+    def __init__(
+        self,
+        cfg: Config,
+        task: Task,
+        run_dir: Path,
+        start: Resumed,
+        timing: Timing,
+        loggers: Sequence = (),
+        last_record: Optional[dict] = None,
+    ):
         self.cfg, self.task, self.run_dir, self.timing, self.loggers = cfg, task, run_dir, timing, loggers
         self.state, self.step, self.tally, self.best = start.state, start.step, start.tally, start.best
         self.elapsed0, self.t0 = start.elapsed, time.perf_counter()
@@ -326,7 +365,14 @@ class Loop:
         from tqdm.auto import tqdm
 
         cfg, task = self.cfg, self.task
-        bar = tqdm(total=cfg.train.steps, initial=self.step, unit="step", disable=not (cfg.train.progress and is_writer()), leave=False, file=sys.stderr)
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.step,
+            unit="step",
+            disable=not (cfg.train.progress and is_writer()),
+            leave=False,
+            file=sys.stderr,
+        )
         try:
             while self.step < cfg.train.steps and not (task.finished(self.tally) or self.diverged):
                 end = self.next_stop()

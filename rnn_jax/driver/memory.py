@@ -34,7 +34,9 @@ def available_bytes() -> Optional[int]:
         except OSError:
             continue
         if limit.isdigit() and int(limit) < 2**60:
-            used_path = os.path.join(os.path.dirname(path), "memory.current" if path.endswith("max") else "memory.usage_in_bytes")
+            used_path = os.path.join(
+                os.path.dirname(path), "memory.current" if path.endswith("max") else "memory.usage_in_bytes"
+            )
             try:
                 used = int(open(used_path).read().strip())
             except (OSError, ValueError):
@@ -60,7 +62,11 @@ def check_memory(cfg, parts: dict, available: Optional[int] = None) -> int:
     if available is not None and total > available:
         (what, key), largest = max(parts.items(), key=lambda kv: kv[1])
         value = _lookup(cfg, key)
-        raise ConfigError(key, value, f"this run would need about {gigabytes(total)} ({what}: {gigabytes(largest)}) and {gigabytes(available)} is free; lower {key}")
+        raise ConfigError(
+            key,
+            value,
+            f"this run would need about {gigabytes(total)} ({what}: {gigabytes(largest)}) and {gigabytes(available)} is free; lower {key}",
+        )
     return total
 
 

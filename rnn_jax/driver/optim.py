@@ -56,10 +56,21 @@ class AdagradConfig(OptimConfig):
 
 
 # The `optim` schema of each optimizer (conf/optim/<name>.yaml).
-OPTIM_CONFIGS = {"sgd": SGDConfig, "momentum": MomentumConfig, "adam": AdamConfig, "rmsprop": RMSpropConfig, "adagrad": AdagradConfig}
+OPTIM_CONFIGS = {
+    "sgd": SGDConfig,
+    "momentum": MomentumConfig,
+    "adam": AdamConfig,
+    "rmsprop": RMSpropConfig,
+    "adagrad": AdagradConfig,
+}
 
 # The keys each schedule reads besides lr; a key given to a schedule that does not read it is refused.
-SCHEDULE_KEYS = {"constant": (), "cosine": (), "exponential": ("decay_rate", "decay_steps"), "warmup_cosine": ("warmup_steps",)}
+SCHEDULE_KEYS = {
+    "constant": (),
+    "cosine": (),
+    "exponential": ("decay_rate", "decay_steps"),
+    "warmup_cosine": ("warmup_steps",),
+}
 # Schedules whose shape depends on train.steps: extending such a run changes its trajectory.
 SCHEDULES_OVER_TRAINING = ("cosine", "warmup_cosine")
 
@@ -83,7 +94,9 @@ SCHEDULES = {
     "constant": lambda cfg, total: cfg.lr,
     "cosine": lambda cfg, total: optax.cosine_decay_schedule(cfg.lr, max(total, 1)),
     "exponential": lambda cfg, total: optax.exponential_decay(cfg.lr, cfg.decay_steps, cfg.decay_rate),
-    "warmup_cosine": lambda cfg, total: optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps, max(total, cfg.warmup_steps + 1)),
+    "warmup_cosine": lambda cfg, total: optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, cfg.warmup_steps, max(total, cfg.warmup_steps + 1)
+    ),
 }
 
 

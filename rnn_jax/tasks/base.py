@@ -21,7 +21,9 @@ from rnn_jax.config_checks import ConfigError, check_at_least, check_choice, che
 def check_has_model(cfg) -> None:
     """Tasks that train a model need the `model` section (an experiment may have removed it)."""
     if cfg.model is None:
-        raise ConfigError("model", None, f"task {cfg.task.name} trains a model: choose one with model=elman (or lstm, gru, ...)")
+        raise ConfigError(
+            "model", None, f"task {cfg.task.name} trains a model: choose one with model=elman (or lstm, gru, ...)"
+        )
 
 
 AUTO_LOGS = 200  # train.log_every=auto logs about this many times over train.steps, at most every 100 steps
@@ -97,7 +99,9 @@ class TaskSpec(NamedTuple):
     check: Callable[[Any], None]  # (full config) -> None; raises ConfigError
     make: Callable[..., Task]  # (full config, optimizer, devices: rnn_jax.driver.backend.Devices) -> Task
     memory: Callable[[Any], dict]  # (full config) -> {what: bytes} at the peak, estimated before anything is built
-    parallel: Callable[[Any], tuple]  # (full config) -> (key, size) of the axis split over devices, e.g. ("task.seeds", 8)
+    parallel: Callable[
+        [Any], tuple
+    ]  # (full config) -> (key, size) of the axis split over devices, e.g. ("task.seeds", 8)
     objective: str  # the summary field a sweeper optimises
     description: str
 
@@ -116,7 +120,12 @@ def place(tree: Any, mesh, spec: Any = None) -> Any:
 
     if spec is None or isinstance(spec, PartitionSpec):
         return jax.tree.map(lambda leaf: put(leaf, spec), tree)
-    return jax.tree.map(lambda s, sub: jax.tree.map(lambda leaf: put(leaf, s), sub), spec, tree, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
+    return jax.tree.map(
+        lambda s, sub: jax.tree.map(lambda leaf: put(leaf, s), sub),
+        spec,
+        tree,
+        is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None,
+    )
 
 
 def to_host(tree: Any) -> Any:

@@ -67,7 +67,9 @@ def sample(key: jax.Array, batch_size: int, bits: int, full_range: bool = False,
 def int_bits(values, bits: int) -> np.ndarray:
     """Python/NumPy integers -> `[bits, len(values)]` 0/1, least significant first."""
     values = np.asarray(values, dtype=object).ravel()
-    return np.array([[(int(v) >> k) & 1 for v in values] for k in range(bits)], dtype=np.int32).reshape(bits, len(values))
+    return np.array([[(int(v) >> k) & 1 for v in values] for k in range(bits)], dtype=np.int32).reshape(
+        bits, len(values)
+    )
 
 
 def bits_int(bits_array) -> list[int]:

@@ -22,11 +22,26 @@ from jax.sharding import PartitionSpec as P
 from rnn_jax.build import build_model, dtype_of
 from rnn_jax.cells import ElmanParams
 from rnn_jax.model import DenseParams, ModelParams
-from rnn_jax.tasks.addition import carry_chain
+from rnn_jax.tasks.addition import carry_chain, reference2015
 from rnn_jax.tasks.addition import data as addition
-from rnn_jax.tasks.addition import reference2015
-from rnn_jax.tasks.addition.evaluate import EVAL_PIECE_FLOATS, EvalSet, eval_set, exact_fraction, generalization_pairs, packed_exact
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_has_model, log_every, to_host
+from rnn_jax.tasks.addition.evaluate import (
+    EVAL_PIECE_FLOATS,
+    EvalSet,
+    eval_set,
+    exact_fraction,
+    generalization_pairs,
+    packed_exact,
+)
+from rnn_jax.tasks.base import (
+    ConfigError,
+    Task,
+    TaskSpec,
+    check_at_least,
+    check_choice,
+    check_has_model,
+    log_every,
+    to_host,
+)
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
 LOSSES = ("bce", "mse")
@@ -39,7 +54,9 @@ class AdditionTask:
 
     name: str = "addition"
     bits: int = 8  # sequence length n
-    full_range: bool = False  # False: operands in [0, 2^(n-1)), the sum fits n bits (2015); True: [0, 2^n), n+1 output bits
+    full_range: bool = (
+        False  # False: operands in [0, 2^(n-1)), the sum fits n bits (2015); True: [0, 2^n), n+1 output bits
+    )
     loss: str = "bce"  # bce (logits) | mse (0.5 * sum of squared errors of sigmoid outputs, the 2015 loss)
     data: str = "jax"  # jax: operands from the run's PRNG key | numpy2015: replay the 2015 script's numpy stream (init and operands)
     eval_samples: int = 65536  # all operand pairs when there are at most this many, else this many random pairs
@@ -68,7 +85,9 @@ def check(cfg) -> None:
     check_at_least("task.seeds", task.seeds, 1)
     check_at_least("task.batch_size", task.batch_size, 1)
     if not task.generalization_bits:
-        raise ConfigError("task.generalization_bits", list(task.generalization_bits), "must name at least one width, e.g. [16, 32]")
+        raise ConfigError(
+            "task.generalization_bits", list(task.generalization_bits), "must name at least one width, e.g. [16, 32]"
+        )
     for n in task.generalization_bits:
         check_at_least("task.generalization_bits", n, 1)
     for key in ("carry_chain_lengths", "long_random_bits"):
@@ -77,7 +96,11 @@ def check(cfg) -> None:
     for key in ("carry_chain_samples", "long_random_samples", "chain_piece_steps"):
         check_at_least(f"task.{key}", getattr(task, key), 1)
     if task.data == "numpy2015" and not (m.cell == "elman" and m.layers == 1 and task.batch_size == 1):
-        raise ConfigError("task.data", task.data, "numpy2015 replays the 2015 script: needs model=elman, model.layers=1, task.batch_size=1")
+        raise ConfigError(
+            "task.data",
+            task.data,
+            "numpy2015 replays the 2015 script: needs model=elman, model.layers=1, task.batch_size=1",
+        )
 
 
 def compile_options(platform: str, one_shot: bool = False) -> dict:
@@ -93,7 +116,7 @@ def compile_options(platform: str, one_shot: bool = False) -> dict:
 
 
 def addition_loss(name: str, logits, targets):
-    """"bce": mean binary cross-entropy on logits. "mse": the 2015 loss, 0.5 * sum over bits of
+    """ "bce": mean binary cross-entropy on logits. "mse": the 2015 loss, 0.5 * sum over bits of
     (target - sigmoid(logit))^2, averaged over the batch (its gradient is the 2015 update)."""
     if name == "bce":
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
@@ -115,7 +138,9 @@ class AdditionConsts(NamedTuple):
 def params_from_2015(weights: reference2015.Weights2015, dtype) -> ModelParams:
     """The 2015 script's synapse_0, synapse_h, synapse_1 as rnn_jax parameters."""
     cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
-    return ModelParams(ElmanParams(cast(weights.w_in), cast(weights.w_rec), None), DenseParams(cast(weights.w_out), None))
+    return ModelParams(
+        ElmanParams(cast(weights.w_in), cast(weights.w_rec), None), DenseParams(cast(weights.w_out), None)
+    )
 
 
 def addition_model(cfg, platform: Optional[str] = None):
@@ -128,7 +153,11 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     task: AdditionTask = cfg.task
     dtype, platform, mesh = dtype_of(cfg.train.dtype), devices.platform, devices.mesh
     if task.seeds % devices.count:
-        raise ConfigError("task.seeds", task.seeds, f"must be a multiple of the {devices.count} devices (backend.devices), each training as many replicas")
+        raise ConfigError(
+            "task.seeds",
+            task.seeds,
+            f"must be a multiple of the {devices.count} devices (backend.devices), each training as many replicas",
+        )
     model = addition_model(cfg, platform)
     seeds = [cfg.seed + i for i in range(task.seeds)]
     B, unroll, replay = task.batch_size, cfg.model.unroll, task.data == "numpy2015"
@@ -154,7 +183,12 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
 
     def init() -> AdditionState:
         if replay:
-            states = [init_state(params_from_2015(reference2015.stream(s, 0, task.bits, cfg.model.hidden)[0], dtype), optimizer) for s in seeds]
+            states = [
+                init_state(
+                    params_from_2015(reference2015.stream(s, 0, task.bits, cfg.model.hidden)[0], dtype), optimizer
+                )
+                for s in seeds
+            ]
             return AdditionState(jax.tree.map(lambda *xs: jnp.stack(xs), *states), None)
         # lax.map, not vmap: the rbg PRNG draws other numbers when batched, and replica s must
         # equal a single run with seed=s. The program runs once: compiled without optimisations.
@@ -191,14 +225,23 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
             return local_chunk(state, consts, start, k)
         # Each device runs the replicas it holds, exactly as one device runs them all.
         specs = (P("data"), AdditionConsts(P(), P("data") if replay else None), P())
-        run = jax.shard_map(lambda s, c, i: local_chunk(s, c, i, k), mesh=mesh, in_specs=specs, out_specs=(P("data"), P("data")), check_vma=False)
+        run = jax.shard_map(
+            lambda s, c, i: local_chunk(s, c, i, k),
+            mesh=mesh,
+            in_specs=specs,
+            out_specs=(P("data"), P("data")),
+            check_vma=False,
+        )
         return run(state, consts, start)
 
     def observe(tally: dict, outputs, step: int):
         losses, accuracy = (np.asarray(x) for x in outputs)  # [S, k], [S]
         finite = np.asarray(tally["finite"]) & np.isfinite(losses).all(axis=1)
         accuracy = np.where(finite, accuracy, 0.0)
-        solved = [s if s is not None else (step if ok and a == 1.0 else None) for s, ok, a in zip(tally["steps_to_solve"], finite, accuracy)]
+        solved = [
+            s if s is not None else (step if ok and a == 1.0 else None)
+            for s, ok, a in zip(tally["steps_to_solve"], finite, accuracy)
+        ]
         tally = {"finite": finite.tolist(), "accuracy": accuracy.tolist(), "steps_to_solve": solved}
         mean_loss = losses.mean(axis=1)
         fields = {"loss": _mean_finite(mean_loss), "accuracy": float(accuracy.mean())}
@@ -214,7 +257,9 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         return not any(tally["finite"])
 
     def summarize(state: AdditionState, tally: dict) -> dict:
-        widths, packed = generalization_pairs(task.generalization_bits, task.generalization_samples, task.full_range, width)
+        widths, packed = generalization_pairs(
+            task.generalization_bits, task.generalization_samples, task.full_range, width
+        )
         pairs = len(widths) * task.generalization_samples
 
         def exact_and_finite(params, packed):  # a last update can leave NaN weights behind a finite loss
@@ -222,7 +267,11 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
             return packed_exact(model, params, packed, pairs), finite
 
         t0 = time.perf_counter()
-        evaluate = jax.jit(jax.vmap(exact_and_finite, in_axes=(0, None))).lower(state.train.params, packed).compile(compiler_options=compile_options(platform))
+        evaluate = (
+            jax.jit(jax.vmap(exact_and_finite, in_axes=(0, None)))
+            .lower(state.train.params, packed)
+            .compile(compiler_options=compile_options(platform))
+        )
         compile_seconds = time.perf_counter() - t0
         per_pair, params_finite = to_host(evaluate(state.train.params, packed))
         finite = np.asarray(tally["finite"]) & np.asarray(params_finite)
@@ -254,7 +303,10 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
             summary["error"] = "loss became NaN or Inf in every seed"
         return summary
 
-    consts = AdditionConsts(jax.device_put(eval_set(task.bits, task.full_range, task.eval_samples, width)), replay_stream(cfg, seeds, dtype) if replay else None)
+    consts = AdditionConsts(
+        jax.device_put(eval_set(task.bits, task.full_range, task.eval_samples, width)),
+        replay_stream(cfg, seeds, dtype) if replay else None,
+    )
     S = len(seeds)
     return Task(
         init=init,
@@ -278,7 +330,9 @@ def replay_stream(cfg, seeds: list[int], dtype) -> addition.Batch:
     inputs, targets = [], []
     for seed in seeds:
         _, operands = reference2015.stream(seed, cfg.train.steps, cfg.task.bits, cfg.model.hidden)
-        batch = addition.encode(operands[:, 0], operands[:, 1], cfg.task.bits, False, np.dtype(dtype))  # [T, steps, ...]
+        batch = addition.encode(
+            operands[:, 0], operands[:, 1], cfg.task.bits, False, np.dtype(dtype)
+        )  # [T, steps, ...]
         inputs.append(np.moveaxis(batch.inputs, 1, 0))
         targets.append(np.moveaxis(batch.targets, 1, 0))
     return jax.device_put(addition.Batch(np.stack(inputs), np.stack(targets)))
@@ -304,11 +358,16 @@ def memory(cfg) -> dict:
     per_step = m.layers * m.hidden * (gates + 2)  # gate values and state a step keeps for the backward pass
     widths = sum(n + task.full_range for n in set(task.generalization_bits))
     return {
-        ("the evaluation set", "task.eval_samples"): 2 * pairs * T * 3,  # uint8 bits, in pieces on the host and on the device
+        ("the evaluation set", "task.eval_samples"): 2
+        * pairs
+        * T
+        * 3,  # uint8 bits, in pieces on the host and on the device
         ("the generalisation pairs", "task.generalization_samples"): 3 * 8 * task.generalization_samples * widths,
         ("a chunk's batches", "train.log_every"): S * K * B * T * 3 * size,
         ("the backward pass", "task.batch_size"): 2 * S * B * T * per_step * size,
-        ("an evaluation piece", "task.eval_samples"): min(pairs * T * m.hidden * m.layers * S, EVAL_PIECE_FLOATS) * (gates + 2) * size,
+        ("an evaluation piece", "task.eval_samples"): min(pairs * T * m.hidden * m.layers * S, EVAL_PIECE_FLOATS)
+        * (gates + 2)
+        * size,
         ("parameters and optimizer state", "model.hidden"): 4 * S * params * size,
         ("a carry-chain piece", "task.chain_piece_steps"): S
         * max(3, task.carry_chain_samples, task.long_random_samples)
@@ -323,4 +382,12 @@ def chain_steps(task: AdditionTask) -> int:
     return max([*runs, *(n + 1 for n in task.long_random_bits)], default=0)
 
 
-SPEC = TaskSpec(AdditionTask, check, make, memory, parallel=lambda cfg: ("task.seeds", cfg.task.seeds), objective="success_rate", description="binary addition: exact-sum accuracy over seeds, length generalisation")
+SPEC = TaskSpec(
+    AdditionTask,
+    check,
+    make,
+    memory,
+    parallel=lambda cfg: ("task.seeds", cfg.task.seeds),
+    objective="success_rate",
+    description="binary addition: exact-sum accuracy over seeds, length generalisation",
+)

@@ -79,7 +79,7 @@ def read_corpus(path: Optional[str]) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CorpusError(f"corpus {p}: not UTF-8 text (byte {e.start} is {data[e.start:e.start + 1]!r})") from None
+        raise CorpusError(f"corpus {p}: not UTF-8 text (byte {e.start} is {data[e.start : e.start + 1]!r})") from None
 
 
 class Vocab(NamedTuple):

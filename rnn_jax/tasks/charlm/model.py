@@ -18,13 +18,12 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.build import build_cell
+from rnn_jax.build import ModelConfig, build_cell
 from rnn_jax.cells import Cell, stack
-from rnn_jax.build import ModelConfig
-from rnn_jax.tasks.charlm.corpus import Streams, batch_at, num_batches
 from rnn_jax.model import DenseParams, dense
 from rnn_jax.softmax import READOUTS as READOUT_LOSSES
 from rnn_jax.softmax import softmax_cross_entropy
+from rnn_jax.tasks.charlm.corpus import Streams, batch_at, num_batches
 from rnn_jax.unroll import unroll as unroll_cell
 
 
@@ -124,7 +123,9 @@ def char_lm(
     return CharLM(init, initial_carry, apply, step, vocab_size, cells, features)
 
 
-def build_char_lm(model: ModelConfig, vocab_size: int, embedding: int, dropout_rate: float = 0.0, dtype=None, platform=None) -> CharLM:
+def build_char_lm(
+    model: ModelConfig, vocab_size: int, embedding: int, dropout_rate: float = 0.0, dtype=None, platform=None
+) -> CharLM:
     """`char_lm` with `model.layers` cells of the kind `model` describes."""
     one = dataclasses.replace(model, layers=1)
     cells = [build_cell(one, dtype, platform) for _ in range(model.layers)]
@@ -155,7 +156,7 @@ FUSED_READOUT_MIN_VOCAB = 256
 
 
 def resolve_readout(readout: str, vocab_size: int) -> str:
-    """"plain" or "fused": what `readout` ("auto", "plain" or "fused") means at `vocab_size`."""
+    """ "plain" or "fused": what `readout` ("auto", "plain" or "fused") means at `vocab_size`."""
     if readout not in READOUTS:
         raise ValueError(f"readout={readout!r} is not allowed; allowed: {', '.join(READOUTS)}")
     if readout == "auto":
@@ -163,7 +164,14 @@ def resolve_readout(readout: str, vocab_size: int) -> str:
     return readout
 
 
-def make_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
+def make_nll(
+    model: CharLM,
+    unroll: Optional[int] = None,
+    *,
+    readout: str = "auto",
+    chunk_size: Optional[int] = None,
+    matmul_dtype=None,
+) -> Callable:
     """`nll(params, inputs [T, *batch], targets [T, *batch], carry, dropout_key=None) -> (nats, carry)`:
     the mean loss of a batch, and the carry at its end.
 
@@ -188,15 +196,21 @@ def make_nll(model: CharLM, unroll: Optional[int] = None, *, readout: str = "aut
             return cross_entropy(logits, targets), carry  # logits [T, B, V]
         carry, h = model.features(params, inputs, carry, dropout_key=dropout_key, unroll=unroll)  # [T, B, H]
         w, b = params.readout
-        loss = softmax_cross_entropy(h.reshape(-1, h.shape[-1]), w, b, targets.reshape(-1), chunk_size=chunk_size, matmul_dtype=matmul_dtype)
+        loss = softmax_cross_entropy(
+            h.reshape(-1, h.shape[-1]), w, b, targets.reshape(-1), chunk_size=chunk_size, matmul_dtype=matmul_dtype
+        )
         return loss, carry
 
     return nll
 
 
 def make_packed_nll(
-    model: CharLM, unroll: Optional[int] = None, *,
-    readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None,
+    model: CharLM,
+    unroll: Optional[int] = None,
+    *,
+    readout: str = "auto",
+    chunk_size: Optional[int] = None,
+    matmul_dtype=None,
 ) -> Callable:
     """`nll(params, inputs [T, *batch], targets, resets, valid, carry, dropout_key=None) -> (nats, count)`:
     the summed loss of the `valid` targets of rows that hold several sequences (poems), each
@@ -224,7 +238,14 @@ def make_packed_nll(
     return nll
 
 
-def make_loss(model: CharLM, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> Callable:
+def make_loss(
+    model: CharLM,
+    unroll: Optional[int] = None,
+    *,
+    readout: str = "auto",
+    chunk_size: Optional[int] = None,
+    matmul_dtype=None,
+) -> Callable:
     """`loss_fn(params, batch) -> (loss, carry)`, the form `rnn_jax.training.make_step` takes;
     the carry at the end of the batch is the aux output, to start the next batch from.
     `readout`, `chunk_size`, `matmul_dtype`: as `make_nll`."""
@@ -243,7 +264,13 @@ def reset_at_epoch_start(k, carry, zero_carry):
 
 
 def make_evaluate(
-    model: CharLM, seq_len: int, unroll: Optional[int] = None, *, readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None
+    model: CharLM,
+    seq_len: int,
+    unroll: Optional[int] = None,
+    *,
+    readout: str = "auto",
+    chunk_size: Optional[int] = None,
+    matmul_dtype=None,
 ) -> Callable:
     """`evaluate(params, streams) -> nats`: mean loss over all batches of `streams`, in order,
     the state carried from batch to batch as in training, no dropout. `readout`, `chunk_size`,
@@ -266,8 +293,12 @@ def make_evaluate(
 
 
 def make_evaluate_packed(
-    model: CharLM, unroll: Optional[int] = None, *,
-    readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None,
+    model: CharLM,
+    unroll: Optional[int] = None,
+    *,
+    readout: str = "auto",
+    chunk_size: Optional[int] = None,
+    matmul_dtype=None,
 ) -> Callable:
     """`evaluate(params, rows: Packed, batch_size) -> nats`: the mean loss over every valid target
     of packed rows (`rnn_jax.tasks.charlm.packing`), `batch_size` rows at a time (their number a
@@ -289,8 +320,14 @@ def make_evaluate_packed(
 
 
 def generate(
-    model: CharLM, params, prime, key, temperature, length: int,
-    unroll: Optional[int] = None, reset_id: Optional[int] = None,
+    model: CharLM,
+    params,
+    prime,
+    key,
+    temperature,
+    length: int,
+    unroll: Optional[int] = None,
+    reset_id: Optional[int] = None,
 ):
     """`length` characters after the ids `prime [P]` (P >= 1), sampled one at a time with `lax.scan`.
 

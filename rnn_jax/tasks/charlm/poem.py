@@ -52,8 +52,9 @@ def ideograph_mask(vocab: Vocab) -> np.ndarray:
 
 def _in_vocab(vocab: Vocab, c: str, what: str) -> int:
     if c not in vocab.index:
-        raise PoemError(f"{what}: character {c!r} (U+{ord(c):04X}) is not in the model's vocabulary of {vocab.size} "
-                        "characters")
+        raise PoemError(
+            f"{what}: character {c!r} (U+{ord(c):04X}) is not in the model's vocabulary of {vocab.size} characters"
+        )
     return vocab.index[c]
 
 
@@ -152,8 +153,19 @@ def format_poem(vocab: Vocab, ids, form: Optional[int] = None) -> str:
     return text.rstrip("\n")
 
 
-def write_poems(model: CharLM, params, vocab: Vocab, n: int = 1, spec: Optional[PoemSpec] = None, *, prefix: str = "",
-                temperature: float = 0.8, top_k: int = 0, seed: int = 0, max_length: int = 200) -> list[str]:
+def write_poems(
+    model: CharLM,
+    params,
+    vocab: Vocab,
+    n: int = 1,
+    spec: Optional[PoemSpec] = None,
+    *,
+    prefix: str = "",
+    temperature: float = 0.8,
+    top_k: int = 0,
+    seed: int = 0,
+    max_length: int = 200,
+) -> list[str]:
     """`n` poems as text: of `spec`'s form (constrained), or free (`spec` None: up to
     `max_length` characters, to the end mark). `PoemError` names an argument that cannot be met."""
     if n < 1:

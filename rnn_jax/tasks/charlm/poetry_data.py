@@ -95,10 +95,17 @@ SOURCES: dict[str, Source] = {
     "tang_wulv": Source("五言律詩 of the 全唐詩: 8 lines of 5 characters", _TANG, regulated(5, 8)),
     "tang_qilv": Source("七言律詩 of the 全唐詩: 8 lines of 7 characters", _TANG, regulated(7, 8)),
     "tang300": Source("唐詩三百首 (traditional characters)", r"package/dist/quantangshi/唐诗三百首\.json", clean_tang),
-    "song": Source("全宋詩, every Song shi poem (traditional characters)", r"package/dist/quantangshi/poet\.song\.\d+\.json",
-                   clean_tang),
-    "songci": Source("全宋詞, every Song ci poem (simplified characters)", r"package/dist/songci/ci\.song\.\d+\.json",
-                     joined, unique=False),
+    "song": Source(
+        "全宋詩, every Song shi poem (traditional characters)",
+        r"package/dist/quantangshi/poet\.song\.\d+\.json",
+        clean_tang,
+    ),
+    "songci": Source(
+        "全宋詞, every Song ci poem (simplified characters)",
+        r"package/dist/songci/ci\.song\.\d+\.json",
+        joined,
+        unique=False,
+    ),
 }
 
 SHIPPED = {"tang_wujue": Path(__file__).resolve().parent / "data" / "tang_wujue.txt"}
@@ -107,7 +114,7 @@ BUILTIN = "builtin:"  # task.corpus=builtin:NAME reads SHIPPED[NAME]
 
 def builtin_path(corpus: str) -> Path:
     """The file of `builtin:NAME`; `CorpusError` naming the shipped corpora for another name."""
-    name = corpus[len(BUILTIN):]
+    name = corpus[len(BUILTIN) :]
     if name not in SHIPPED:
         shipped = ", ".join(BUILTIN + n for n in SHIPPED)
         raise CorpusError(f"corpus {corpus}: no such shipped corpus; shipped: {shipped}")

@@ -21,8 +21,31 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from rnn_jax.build import dtype_of
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice, check_fraction, check_has_model, to_host
-from rnn_jax.tasks.charlm.corpus import CorpusError, Streams, Vocab, batch_at, bits, decode, encode, layout, make_vocab, num_batches, read_corpus, split, unigram_bpc
+from rnn_jax.tasks.base import (
+    ConfigError,
+    Task,
+    TaskSpec,
+    check_at_least,
+    check_choice,
+    check_fraction,
+    check_has_model,
+    to_host,
+)
+from rnn_jax.tasks.charlm.corpus import (
+    CorpusError,
+    Streams,
+    Vocab,
+    batch_at,
+    bits,
+    decode,
+    encode,
+    layout,
+    make_vocab,
+    num_batches,
+    read_corpus,
+    split,
+    unigram_bpc,
+)
 from rnn_jax.tasks.charlm.model import (
     Batch,
     CharLM,
@@ -92,7 +115,9 @@ def load_data(task: CharLMTask, batch_size: int) -> CharLMData:
     name = f"corpus {task.corpus}" if task.corpus is not None else "default corpus"
     vocab = make_vocab(text)
     if vocab.size < 2:
-        raise CorpusError(f"{name}: has {vocab.size} distinct character ({text[:1]!r}); a language model needs at least 2")
+        raise CorpusError(
+            f"{name}: has {vocab.size} distinct character ({text[:1]!r}); a language model needs at least 2"
+        )
     ids = encode(vocab, text)
     train_ids, val_ids = split(ids, task.val_fraction)
     T = task.seq_len
@@ -107,7 +132,14 @@ def load_data(task: CharLMTask, batch_size: int) -> CharLMData:
             f"(task.val_fraction={task.val_fraction}), fewer than one sequence of task.seq_len={T} (+1)"
         )
     val_rows = min(batch_size, (len(val_ids) - 1) // T)
-    return CharLMData(vocab, layout(train_ids, batch_size, T), layout(val_ids, val_rows, T, task.eval_batches), text[0], len(text), unigram_bpc(ids))
+    return CharLMData(
+        vocab,
+        layout(train_ids, batch_size, T),
+        layout(val_ids, val_rows, T, task.eval_batches),
+        text[0],
+        len(text),
+        unigram_bpc(ids),
+    )
 
 
 UNITS = ("stream", "line")
@@ -212,7 +244,11 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     the gradients, as the shardings of the parameters and the batch say)."""
     task: CharLMTask = cfg.task
     if cfg.task.batch_size % devices.count:
-        raise ConfigError("task.batch_size", cfg.task.batch_size, f"must be a multiple of the {devices.count} devices (backend.devices), each taking as many sequences")
+        raise ConfigError(
+            "task.batch_size",
+            cfg.task.batch_size,
+            f"must be a multiple of the {devices.count} devices (backend.devices), each taking as many sequences",
+        )
     key = jax.random.PRNGKey(cfg.seed)
     lines = task.unit == "line"
     if lines:
@@ -298,14 +334,27 @@ def memory(cfg) -> dict:
     V, N = len(set(text)), len(text)
     size = 8 if t.dtype == "float64" else 4
     gates = {"elman": 1, "gru": 3, "lstm": 4}.get(m.cell, 4)
-    params = V * task.embedding + m.layers * 4 * gates * m.hidden * (m.hidden + max(task.embedding, m.hidden)) + (m.hidden + 1) * V
+    params = (
+        V * task.embedding
+        + m.layers * 4 * gates * m.hidden * (m.hidden + max(task.embedding, m.hidden))
+        + (m.hidden + 1) * V
+    )
     rows = task.batch_size * task.seq_len
     return {
-        ("the corpus", "task.corpus"): 4 * N + 28 * N,  # the text, its ids, the split and the laid-out streams, on the host and the device
+        ("the corpus", "task.corpus"): 4 * N
+        + 28 * N,  # the text, its ids, the split and the laid-out streams, on the host and the device
         ("parameters, gradients and optimizer state", "model.hidden"): 4 * params * size,
         ("a step's logits and their gradient", "task.batch_size"): 3 * rows * V * size,
         ("the backward pass", "task.batch_size"): 2 * rows * m.layers * m.hidden * (gates + 2) * size,
     }
 
 
-SPEC = TaskSpec(CharLMTask, check, make, memory, parallel=lambda cfg: ("task.batch_size", cfg.task.batch_size), objective="best_val_bpc", description="character-level language model (char-rnn): validation bits per character")
+SPEC = TaskSpec(
+    CharLMTask,
+    check,
+    make,
+    memory,
+    parallel=lambda cfg: ("task.batch_size", cfg.task.batch_size),
+    objective="best_val_bpc",
+    description="character-level language model (char-rnn): validation bits per character",
+)

@@ -80,7 +80,9 @@ def rand_arr(rng: np.random.RandomState, a: float, b: float, *shape) -> np.ndarr
     return rng.rand(*shape) * (b - a) + a
 
 
-def initial_params(rng: np.random.RandomState, hidden: int = 100, x_dim: int = 50, init: str = "rand_arr") -> Params2014:
+def initial_params(
+    rng: np.random.RandomState, hidden: int = 100, x_dim: int = 50, init: str = "rand_arr"
+) -> Params2014:
     """`LstmParam(hidden, x_dim)`'s parameters drawn from `rng` (standing in for `np.random`).
 
     Args:
@@ -187,8 +189,16 @@ def format_line(iteration: int, predictions, loss: float) -> str:
     return "iter %2s: y_pred = [%s], loss: %.3e" % (iteration, preds, loss)
 
 
-def train(iterations: int = 100, lr: float = 0.1, log: bool = True, seed: int = 0, hidden: int = 100,
-          x_dim: int = 50, init: str = "rand_arr", ys=TARGETS) -> History2014:
+def train(
+    iterations: int = 100,
+    lr: float = 0.1,
+    log: bool = True,
+    seed: int = 0,
+    hidden: int = 100,
+    x_dim: int = 50,
+    init: str = "rand_arr",
+    ys=TARGETS,
+) -> History2014:
     """`test.py`'s `example_0`: full-batch gradient descent on the four fixed inputs.
 
     Returns the predictions and loss of each iteration's forward pass (before its update) and the

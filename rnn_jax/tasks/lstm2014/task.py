@@ -33,7 +33,9 @@ class LSTM2014Task:
     name: str = "lstm2014"
     hidden: int = 100  # memory cells; the network is fixed by the reference, so the run has no `model` section
     x_dim: int = 50  # input size X
-    init: str = "rand_arr"  # the reference's random stream: rand_arr (the published output) | sequential (the first revision)
+    init: str = (
+        "rand_arr"  # the reference's random stream: rand_arr (the published output) | sequential (the first revision)
+    )
     targets: List[float] = field(default_factory=lambda: list(reference2014.TARGETS))
 
 
@@ -45,7 +47,11 @@ def check(cfg) -> None:
     check_at_least("task.hidden", cfg.task.hidden, 1)
     if cfg.model is not None:
         keys = ", ".join(f"model.{k}" for k in dataclasses.asdict(cfg.model))
-        raise ConfigError("model", cfg.model.cell, f"lstm2014 replays one fixed LSTM layer of task.hidden cells and takes no model settings ({keys})")
+        raise ConfigError(
+            "model",
+            cfg.model.cell,
+            f"lstm2014 replays one fixed LSTM layer of task.hidden cells and takes no model settings ({keys})",
+        )
 
 
 class Problem(NamedTuple):
@@ -120,4 +126,12 @@ def memory(cfg) -> dict:
     return {("parameters and optimizer state", "model.hidden"): 4 * 4 * H * (X + H + 1) * size}
 
 
-SPEC = TaskSpec(LSTM2014Task, check, make, memory, parallel=lambda cfg: (None, 1), objective="final_loss", description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss")
+SPEC = TaskSpec(
+    LSTM2014Task,
+    check,
+    make,
+    memory,
+    parallel=lambda cfg: (None, 1),
+    objective="final_loss",
+    description="nicodjimenez's 2014 numpy LSTM, replayed: per-iteration predictions and loss",
+)
