@@ -65,3 +65,27 @@ def test_sequence_module_in_a_model_matches_flax_outputs_and_gradients():
 
     got, want = both(variables["params"])
     assert_trees_close(got, want, 1e-5)
+
+
+def test_linear_cells_in_both_modules_equal_a_python_loop_of_their_step():
+    """The linear-recurrence cells, which Flax does not have, inside `nn.RNN(RNNCellModule)` and as
+    `RNNModule` (the parallel scan): each equals a Python loop of the cell's own step with the same
+    parameters, padded steps leaving the carry as it was."""
+    xs = normal(1, (B, T, I))
+    for make in (rj.mingru, rj.minlstm, rj.lru, rj.rglru):
+        cell = make(H)
+        step, whole = nn.RNN(rj.RNNCellModule(cell), return_carry=True), rj.RNNModule(cell, scan="parallel")
+        variables = jit(lambda xs: whole.init(jax.random.PRNGKey(0), xs))(xs)
+        params = variables["params"]["cell"]
+        ys = jit(lambda v, xs: whole.apply(v, xs, seq_lengths=LENGTHS))(variables, xs)
+        carry_s, ys_s = jit(lambda p, xs: step.apply({"params": {"cell": {"cell": p}}}, xs, seq_lengths=LENGTHS))(
+            params, xs
+        )
+        apply = jit(cell.apply)
+        for b, n in enumerate(LENGTHS.tolist()):
+            carry = cell.initial_carry(())
+            for t in range(n):
+                carry, y = apply(params, carry, xs[b, t])
+                np.testing.assert_allclose(ys[b, t], y, rtol=1e-5, atol=1e-6, err_msg=make.__name__)
+                np.testing.assert_allclose(ys_s[b, t], y, rtol=1e-5, atol=1e-6, err_msg=make.__name__)
+            assert_trees_close(jax.tree.map(lambda c: c[b], carry_s), carry, 1e-5)
