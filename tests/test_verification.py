@@ -152,6 +152,30 @@ def test_hand_built_adder_is_proved_and_adds_long_sums():
     assert adds_exactly(*as_model(net), bits=64, count=10_000)
 
 
+def test_run_labels_follow_a_python_loop_and_a_certificate_with_them_is_checked():
+    # The run of held carries (a + b = 1) after each step, capped at 3, as a plain loop.
+    pairs = np.random.default_rng(0).integers(0, 4, size=(6, 50))
+    run, want = np.zeros(50, np.int64), []
+    for p in pairs:
+        run = np.array([min(r + 1, 3) if q in (1, 2) else 0 for r, q in zip(run, p)])
+        want.append(run)
+    got, run = [], np.zeros(50, np.int64)
+    for p in pairs:
+        run = certificate.next_run(run, p, 3)
+        got.append(run)
+    np.testing.assert_array_equal(got, want)
+    # A certificate whose nodes carry run labels proves the hand-built adder; relabelling one
+    # node's run leaves a run that words reach with no node, and the check refuses it.
+    net = hinton_adder()
+    verdict = verify(net, Budget(seconds=30, schedule=((1, 2, 3),)))
+    assert verdict.status == "proved", verdict.reason
+    cert = verdict.certificate
+    assert cert.runs == 3 and {n.run for n in cert.nodes} == {0, 1, 2, 3}
+    assert certificate.check(net, cert).ok
+    moved = cert.nodes[0]._replace(run=7)
+    assert not certificate.check(net, cert._replace(nodes=(moved,) + cert.nodes[1:])).ok  # same net as above: adds
+
+
 def test_an_adder_with_a_wrong_last_carry_is_refuted_not_proved():
     net = hinton_adder()
     broken = net._replace(

@@ -38,7 +38,7 @@ class Verdict(NamedTuple):
     certificate: Certificate | None
     counterexamples: list  # refute.Counterexample, shortest width first
     seconds: float
-    detail: dict  # a short description of the certificate (nodes, history, depth, margin)
+    detail: dict  # a short description of the certificate (nodes, history, depth, runs, margin)
 
 
 def verify(net: Network, budget: Optional[Budget] = None, max_bits: int = 256, seed: int = 0) -> Verdict:
@@ -53,6 +53,6 @@ def verify(net: Network, budget: Optional[Budget] = None, max_bits: int = 256, s
     seconds = time.perf_counter() - start
     if attempt.certificate is not None and attempt.outcome.ok:
         return Verdict("proved", "", attempt.certificate, [], seconds, describe(attempt.certificate, attempt.outcome))
-    last = f"history {attempt.history}, depth {attempt.depth}: {attempt.outcome.reason}"
+    last = f"history {attempt.history}, depth {attempt.depth}, runs {attempt.runs}: {attempt.outcome.reason}"
     why = f"no certificate within the budget (last tried {last})"
     return Verdict("unknown", why, None, [], seconds, {})

@@ -1,20 +1,24 @@
 """Certificates of correctness at every length, and their rigorous check.
 
 A certificate is a finite abstraction of the network as a ripple-carry adder. Its nodes are sets
-of states, each labelled with a carry and the last `history` input pairs; each set is a box in its
-own basis (a parallelotope):
+of states, each labelled with a carry, the last `history` input pairs and (when `runs` > 0) the
+length of the current run of held carries (steps with a + b = 1, capped at `runs`): a network's
+state drifts slowly along such a run, and one node per run length keeps each set a short piece of
+that drift instead of a box around all of it. The labels form a finite automaton over the input
+pairs (`next_run`, the history shifted), so the induction below holds for any such labelling.
+Each set is a box in its own basis (a parallelotope):
 
     S = { center + basis @ u :  lo <= u <= hi }
 
 `check(net, cert)` proves, with the rigorous affine arithmetic of `rnn_jax.verification.affine`:
 
 1. from the initial (zero) state, for every word of `max(history, 1)` input pairs: every output
-   bit is the sum bit, and the final state lies in the node of its carry and history;
+   bit is the sum bit, and the final state lies in the node of its carry and labels;
 2. from every node, for every word of `depth` input pairs: every output bit is the sum bit for the
-   node's carry, and the final state lies in the node of the carry and history it reaches.
+   node's carry, and the final state lies in the node of the carry and labels it reaches.
 
 By induction over blocks of `depth` steps, after `max(history, 1) + i * depth` steps of any input
-sequence the state lies in the node of its true carry and history, and every output bit of every
+sequence the state lies in the node of its true carry and labels, and every output bit of every
 step is right: every sequence is a prefix of a longer one whose steps the words cover. A network
 so certified adds operands of every length exactly (in real arithmetic on its float32 weights;
 see `docs/verification.md` for what that leaves out).
@@ -45,12 +49,14 @@ class Node(NamedTuple):
     basis: np.ndarray  # [n, n]: the set is center + basis @ u
     lo: np.ndarray  # [n]
     hi: np.ndarray  # [n]
+    run: int = 0  # how many of the last steps held the carry (a + b = 1), up to the certificate's `runs`
 
 
 class Certificate(NamedTuple):
     nodes: tuple
     history: int  # how many past input pairs label a node
     depth: int  # steps of the words checked from each node
+    runs: int = 0  # nodes are also labelled with the length of the current run of held carries, up to this
 
 
 class Images(NamedTuple):
@@ -59,6 +65,7 @@ class Images(NamedTuple):
     form: affine.Form  # the final states
     carry: np.ndarray  # [R] the true carry after the word
     history: list  # [R] tuples: the history the final state has
+    run: np.ndarray  # [R] the length of the run of held carries the word ends with (capped)
     margin: np.ndarray  # [R] smallest signed logit margin over the word's steps (> 0: every bit right)
     start: np.ndarray  # [R] index of the start set
 
@@ -72,10 +79,17 @@ def _tile(form: affine.Form, k: int) -> affine.Form:
     return affine.Form(*(np.repeat(a, k, axis=0) for a in form))
 
 
-def images(net: Network, start: affine.Form, carries, histories, depth: int, keep: int) -> Images:
-    """Runs every word of `depth` input pairs from each start set; `keep` past pairs label the ends."""
+def next_run(run: np.ndarray, pair: np.ndarray, runs: int) -> np.ndarray:
+    """The run of held carries after `pair`: one longer (up to `runs`) for a + b = 1, else 0."""
+    return np.where((pair == 1) | (pair == 2), np.minimum(run + 1, runs), 0)
+
+
+def images(net: Network, start: affine.Form, carries, histories, depth: int, keep: int, runs=0, run=None) -> Images:
+    """Runs every word of `depth` input pairs from each start set; `keep` past pairs and the run of
+    held carries (up to `runs`; `run` the start sets', None: 0) label the ends."""
     B = start.c.shape[0]
     form, carry = start, np.asarray(carries)
+    run = np.zeros(B, np.int64) if run is None else np.asarray(run)
     hist = list(histories)
     index = np.arange(B)
     margin = np.full(B, np.inf)
@@ -83,6 +97,7 @@ def images(net: Network, start: affine.Form, carries, histories, depth: int, kee
         R = form.c.shape[0]
         form, carry, index, margin = _tile(form, 4), np.repeat(carry, 4), np.repeat(index, 4), np.repeat(margin, 4)
         pair = np.tile(np.arange(4), R)
+        run = next_run(np.repeat(run, 4), pair, runs)
         hist = [h for h in hist for _ in range(4)]
         hist = [(h + ((int(c), p),))[-keep:] if keep else () for h, c, p in zip(hist, carry, pair)]
         carry, bit = carry_and_bit(carry, pair)
@@ -90,7 +105,7 @@ def images(net: Network, start: affine.Form, carries, histories, depth: int, kee
         lo, hi = affine.interval(logit)
         margin = np.minimum(margin, np.where(bit == 1, lo[:, 0], -hi[:, 0]))
         form = affine.absorb(state)
-    return Images(form, carry, hist, margin, index)
+    return Images(form, carry, hist, run, margin, index)
 
 
 def node_form(nodes) -> affine.Form:
@@ -139,30 +154,27 @@ def words(length: int):
     return list(itertools.product(range(4), repeat=length))
 
 
-def initial_images(net: Network, history: int) -> Images:
-    return images(net, affine.point(initial_state(net)), [0], [()], max(history, 1), history)
+def initial_images(net: Network, history: int, runs: int = 0) -> Images:
+    return images(net, affine.point(initial_state(net)), [0], [()], max(history, 1), history, runs)
+
+
+def node_images(net: Network, nodes, depth: int, history: int, runs: int) -> Images:
+    """`images` of every word of `depth` pairs from each node's set."""
+    carries, histories = [n.carry for n in nodes], [tuple(n.history) for n in nodes]
+    return images(net, node_form(nodes), carries, histories, depth, history, runs, [n.run for n in nodes])
 
 
 def check(net: Network, cert: Certificate) -> Outcome:
     """Proves (ok=True) or fails to prove that `cert` certifies `net` (see the module docstring)."""
     inverses = [inverse_bound(n.basis) for n in cert.nodes]
-    parts = [initial_images(net, cert.history)]
+    parts = [initial_images(net, cert.history, cert.runs)]
     if cert.nodes:
-        parts.append(
-            images(
-                net,
-                node_form(cert.nodes),
-                [n.carry for n in cert.nodes],
-                [tuple(n.history) for n in cert.nodes],
-                cert.depth,
-                cert.history,
-            )
-        )
+        parts.append(node_images(net, cert.nodes, cert.depth, cert.history, cert.runs))
     margin = min(float(p.margin.min()) for p in parts)
     if not margin > 0:
         return Outcome(False, "an output bit is not certain on some set", margin)
     for part in parts:
-        targets = target_index(cert.nodes, part.carry, part.history)
+        targets = target_index(cert.nodes, part.carry, part.history, part.run)
         if (targets < 0).any():
             return Outcome(False, "a word reaches a carry and history that has no node", margin)
         for t in np.unique(targets):
@@ -173,9 +185,9 @@ def check(net: Network, cert: Certificate) -> Outcome:
     return Outcome(True, "", margin)
 
 
-def target_index(cert_nodes, carries, histories) -> np.ndarray:
-    index = {(n.carry, tuple(n.history)): i for i, n in enumerate(cert_nodes)}
-    return np.array([index.get((int(c), tuple(h)), -1) for c, h in zip(carries, histories)])
+def target_index(cert_nodes, carries, histories, runs) -> np.ndarray:
+    index = {(n.carry, tuple(n.history), n.run): i for i, n in enumerate(cert_nodes)}
+    return np.array([index.get((int(c), tuple(h), int(r)), -1) for c, h, r in zip(carries, histories, runs)])
 
 
 def describe(cert: Certificate | None, outcome: Outcome | None) -> dict:
@@ -186,5 +198,6 @@ def describe(cert: Certificate | None, outcome: Outcome | None) -> dict:
         "nodes": len(cert.nodes),
         "history": cert.history,
         "depth": cert.depth,
+        "runs": cert.runs,
         "margin": None if outcome is None else outcome.margin,
     }

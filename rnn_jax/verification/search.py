@@ -1,7 +1,8 @@
 """The search for a certificate: sets from simulated states, grown until they are closed.
 
-1. Run the network (float64) on random input pairs and label each visited state with its true
-   carry and its last `history` steps (the carry each read and its input pair).
+1. Run the network (float64) on random input pairs, and as many sums with long runs of held
+   carries, and label each visited state with its true carry, its last `history` steps (the carry
+   each read and its input pair) and the length of its run of held carries (capped at `runs`).
 2. One node per label seen: a box in the principal directions of the node's states (the
    eigenvectors of their scatter), around their mean, spanning them. A box in the directions the
    states spread along follows the network's contraction far better than an axis-aligned one,
@@ -11,7 +12,7 @@
    rounds each node is re-placed on what lands in it (the principal axes of the incoming images);
    then each target's box grows to cover what lands in it, with a little to spare, until nothing
    grows: a fixed point, which `certificate.check` then proves from scratch. Each (history,
-   depth) of the schedule is tried in turn within the time budget.
+   depth, runs) of the schedule is tried in turn within the time budget.
 """
 
 from __future__ import annotations
@@ -29,21 +30,20 @@ from rnn_jax.verification.certificate import (
     Outcome,
     check,
     coordinates,
-    images,
     initial_images,
     inverse_bound,
-    node_form,
+    node_images,
     target_index,
 )
 from rnn_jax.verification.network import Network, run
 
-# (history, depth) pairs tried in order; each costs about (nodes x 4^depth) forms per round.
-SCHEDULE = ((0, 1), (1, 1), (0, 2), (1, 2), (2, 2), (3, 2))
+# (history, depth, runs) tried in order; each costs about (nodes x 4^depth) forms per round.
+SCHEDULE = ((0, 1, 0), (1, 1, 0), (0, 2, 0), (1, 2, 0), (1, 2, 12), (2, 2, 12), (2, 3, 0), (3, 2, 0))
 
 
 class Budget(NamedTuple):
-    seconds: float = 4.0  # for one network, all (history, depth) tried together
-    rounds: int = 60  # growth rounds per (history, depth)
+    seconds: float = 4.0  # for one network, all (history, depth, runs) tried together
+    rounds: int = 60  # growth rounds per (history, depth, runs)
     grow: float = 0.05  # a grown side moves past the image by this fraction of the box's width
     refits: int = 3  # rounds whose images re-place every node (basis and box), before growing
     sequences: int = 64  # random sums simulated to place the sets
@@ -55,6 +55,7 @@ class Samples(NamedTuple):
     states: np.ndarray  # [N, n]
     carry: np.ndarray  # [N]
     steps: np.ndarray  # [N, L, 2]: the last L steps as (carry before, input pair), oldest first
+    run: np.ndarray  # [N]: how many of the last steps held the carry (a + b = 1), uncapped
 
 
 def true_carries(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,32 +70,45 @@ def true_carries(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simulate(net: Network, rng: np.random.Generator, sequences: int, steps: int, keep: int = 3) -> Samples:
-    """States visited on random sums after `keep` steps, with their carries and last pairs."""
-    pairs = rng.integers(0, 4, size=(steps, sequences))
+    """States visited after `keep` steps of `sequences` random sums and as many with long runs of
+    held carries, with their carries, last pairs and runs."""
+    shape = (steps, sequences)
+    uniform = rng.integers(0, 4, size=shape)
+    # a + b = 1 with probability 0.9: random sums rarely hold a carry for long, and the sets must
+    # cover the slow drift of the state along such runs
+    held = np.where(rng.random(shape) < 0.9, rng.integers(1, 3, size=shape), 3 * rng.integers(0, 2, size=shape))
+    pairs = np.concatenate([uniform, held], axis=1)
     states, _ = run(net, pairs)
     carries, _ = true_carries(pairs)
     before = np.concatenate([np.zeros_like(carries[:1]), carries[:-1]])  # the carry each step reads
     t = np.arange(keep, steps)
+    length, runs = np.zeros(pairs.shape[1], np.int64), np.empty(pairs.shape, np.int64)
+    for i, p in enumerate(pairs):
+        length = np.where((p == 1) | (p == 2), length + 1, 0)
+        runs[i] = length
     past = np.stack([np.stack([before[t - keep + 1 + i], pairs[t - keep + 1 + i]], -1) for i in range(keep)], axis=-2)
-    return Samples(states[t].reshape(-1, net.state_size), carries[t].ravel(), past.reshape(-1, keep, 2))
+    states = states[t].reshape(-1, net.state_size)
+    return Samples(states, carries[t].ravel(), past.reshape(-1, keep, 2), runs[t].ravel())
 
 
-def initial_nodes(samples: Samples, history: int) -> list:
-    """One node per (carry, last `history` steps) seen: a box in the principal axes of its states."""
+def initial_nodes(samples: Samples, history: int, runs: int = 0) -> list:
+    """One node per (carry, last `history` steps, run up to `runs`) seen: a box in the principal
+    axes of its states."""
     labels = samples.steps[:, samples.steps.shape[1] - history :]  # [N, history, 2]
-    keys = sorted({(int(c), tuple((int(a), int(b)) for a, b in h)) for c, h in zip(samples.carry, labels)})
+    run = np.minimum(samples.run, runs)
+    seen = zip(samples.carry, labels, run)
+    keys = sorted({(int(c), tuple((int(a), int(b)) for a, b in h), int(r)) for c, h, r in seen})
     nodes = []
-    for carry, hist in keys:
-        rows = (samples.carry == carry) & np.all(
-            labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1
-        )
+    for carry, hist, r in keys:
+        rows = (samples.carry == carry) & (run == r)
+        rows &= np.all(labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1)
         X = samples.states[rows]
         center = X.mean(axis=0)
         _, vecs = np.linalg.eigh((X - center).T @ (X - center))
         basis = vecs[:, ::-1]  # columns: principal directions (orthonormal), widest first
         u = (X - center) @ basis
         pad = 1e-6 + 1e-3 * (u.max(axis=0) - u.min(axis=0))
-        nodes.append(Node(carry, hist, center, basis, u.min(axis=0) - pad, u.max(axis=0) + pad))
+        nodes.append(Node(carry, hist, center, basis, u.min(axis=0) - pad, u.max(axis=0) + pad, r))
     return nodes
 
 
@@ -104,25 +118,26 @@ class Attempt(NamedTuple):
     history: int
     depth: int
     rounds: int
+    runs: int = 0
 
 
-def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, deadline: float) -> Attempt:
+def close(net: Network, nodes: list, history: int, depth: int, runs: int, budget: Budget, deadline: float) -> Attempt:
     """Grows the nodes' boxes until every image lands inside (see the module docstring)."""
     nodes = list(nodes)
     inverses = [inverse_bound(n.basis) for n in nodes]
-    start_images = initial_images(net, history)
+    start_images = initial_images(net, history, runs)
     cached: dict[int, tuple] = {}  # source node -> (margin, {target: (lo, hi)})
     changed = set(range(len(nodes)))
 
     def failed(reason: str, margin: float, rnd: int) -> Attempt:
-        return Attempt(None, Outcome(False, reason, margin), history, depth, rnd)
+        return Attempt(None, Outcome(False, reason, margin), history, depth, rnd, runs)
 
     uncertain, unseen = "an output bit is not certain on some set", "a word reaches a carry and history never simulated"
     for rnd in range(budget.rounds):
         if time.perf_counter() > deadline:
             return failed("time budget spent", np.nan, rnd)
         if rnd < budget.refits:
-            part = images(net, node_form(nodes), [n.carry for n in nodes], [n.history for n in nodes], depth, history)
+            part = node_images(net, nodes, depth, history, runs)
             if not part.margin.min() > 0:
                 return failed(uncertain, float(part.margin.min()), rnd)
             nodes, ok = _refit(nodes, part, start_images, budget.grow)
@@ -134,7 +149,7 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
         if changed:
             src = sorted(changed)
             sets = [nodes[i] for i in src]
-            part = images(net, node_form(sets), [n.carry for n in sets], [n.history for n in sets], depth, history)
+            part = node_images(net, sets, depth, history, runs)
             for i, landing in zip(src, _land(part, len(src), nodes, inverses)):
                 cached[i] = landing
         first = _land(start_images, 1, nodes, inverses)[0]
@@ -156,8 +171,8 @@ def close(net: Network, nodes: list, history: int, depth: int, budget: Budget, d
                     nodes[t] = node._replace(lo=new_lo, hi=new_hi)
                     changed.add(t)
         if not changed:
-            cert = Certificate(tuple(nodes), history, depth)
-            return Attempt(cert, check(net, cert), history, depth, rnd + 1)
+            cert = Certificate(tuple(nodes), history, depth, runs)
+            return Attempt(cert, check(net, cert), history, depth, rnd + 1, runs)
         if max(float(np.max(n.hi - n.lo)) for n in nodes) > 1e6:
             return failed("the sets grow without bound", margin, rnd + 1)
     return failed(f"not closed after {budget.rounds} rounds", np.nan, budget.rounds)
@@ -167,7 +182,7 @@ def _refit(nodes, part, start, grow):
     """Each node re-placed on what lands in it: center and principal axes of the incoming image
     forms (their generators' spread and their centers'), box spanning them."""
     forms = [part.form, start.form]
-    targets = [target_index(nodes, part.carry, part.history), target_index(nodes, start.carry, start.history)]
+    targets = [target_index(nodes, p.carry, p.history, p.run) for p in (part, start)]
     if any((t < 0).any() for t in targets):
         return nodes, False
     new = list(nodes)
@@ -195,7 +210,7 @@ def _land(part: Images, sources: int, nodes, inverses) -> list:
     """Per start set of `part`: `(smallest margin, {target node: (lo, hi)})`, its images in their
     targets' coordinates; the key None marks images whose (carry, history) has no node. One
     rigorous change of coordinates per target, for the images of every start set together."""
-    targets = target_index(nodes, part.carry, part.history)
+    targets = target_index(nodes, part.carry, part.history, part.run)
     margins = np.full(sources, np.inf)
     np.minimum.at(margins, part.start, part.margin)
     out = [(float(m), {}) for m in margins]
@@ -212,17 +227,17 @@ def _land(part: Images, sources: int, nodes, inverses) -> list:
 
 
 def find_certificate(net: Network, budget: Optional[Budget] = None, seed: int = 0) -> Attempt:
-    """The first (history, depth) of the schedule whose sets close and pass `check`, or the last
+    """The first (history, depth, runs) of the schedule whose sets close and pass `check`, or the last
     failed attempt (`budget` None: `Budget()`)."""
     budget = Budget() if budget is None else budget
     deadline = time.perf_counter() + budget.seconds
-    longest = max(h for h, _ in budget.schedule)
+    longest = max(h for h, _, _ in budget.schedule)
     samples = simulate(net, np.random.default_rng(seed), budget.sequences, budget.steps, max(longest, 1))
-    attempt = Attempt(None, Outcome(False, "no (history, depth) tried", np.nan), 0, 0, 0)
-    for history, depth in budget.schedule:
+    attempt = Attempt(None, Outcome(False, "no (history, depth, runs) tried", np.nan), 0, 0, 0)
+    for history, depth, runs in budget.schedule:
         if time.perf_counter() > deadline:
             break
-        attempt = close(net, initial_nodes(samples, history), history, depth, budget, deadline)
+        attempt = close(net, initial_nodes(samples, history, runs), history, depth, runs, budget, deadline)
         if attempt.certificate is not None and attempt.outcome.ok:
             return attempt
     return attempt
