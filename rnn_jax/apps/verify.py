@@ -87,15 +87,20 @@ def run_dirs(path) -> list[Path]:
 @functools.cache
 def _sum_program(model_cfg, dtype_name: str):
     """The trained model's output bits for inputs `[T, B, 2]`, jitted once per model config."""
-    import jax
-
     import dataclasses
+
+    import jax
 
     from rnn_jax.build import MODEL_CONFIGS, build_model, dtype_of
 
     fields = dict(model_cfg)
     schema = MODEL_CONFIGS[fields["cell"]]  # runs recorded before per-cell schemas hold every cell's keys
-    model = build_model(schema(**{f.name: fields[f.name] for f in dataclasses.fields(schema) if f.name in fields}), 1, output_activation="sigmoid", dtype=dtype_of(dtype_name))
+    model = build_model(
+        schema(**{f.name: fields[f.name] for f in dataclasses.fields(schema) if f.name in fields}),
+        1,
+        output_activation="sigmoid",
+        dtype=dtype_of(dtype_name),
+    )
     return model, jax.jit(lambda params, xs: model.logits(params, xs)[1][..., 0] > 0)
 
 
