@@ -29,29 +29,35 @@ class ModelConfig:
     cell: str = "elman"  # the cell's name in rnn_jax.cells.CELLS; chosen with model=<name>
     hidden: int = 16
     layers: int = 1
-    init: str = "pytorch"
-    recurrent_init: Optional[str] = None  # None: same as init
     readout_bias: bool = True
     readout_init: str = "pytorch"
     unroll: Optional[int] = None  # lax.scan unroll of the time loop; None: the measured default for the backend
 
 
 @dataclass(frozen=True)
-class ElmanConfig(ModelConfig):
+class ClassicConfig(ModelConfig):
+    """Elman, LSTM and GRU: input and recurrent weights, each with its initialiser."""
+
+    init: str = "pytorch"
+    recurrent_init: Optional[str] = None  # None: same as init
+
+
+@dataclass(frozen=True)
+class ElmanConfig(ClassicConfig):
     cell: str = "elman"
     activation: str = "tanh"
     use_bias: bool = True
 
 
 @dataclass(frozen=True)
-class LSTMConfig(ModelConfig):
+class LSTMConfig(ClassicConfig):
     cell: str = "lstm"
     forget_bias: float = 1.0
     output_tanh: bool = True  # h = o * tanh(c); false: h = o * c (the 2014 numpy LSTM)
 
 
 @dataclass(frozen=True)
-class GRUConfig(ModelConfig):
+class GRUConfig(ClassicConfig):
     cell: str = "gru"
 
 
@@ -65,11 +71,13 @@ class LinearConfig(ModelConfig):
 @dataclass(frozen=True)
 class MinGRUConfig(LinearConfig):
     cell: str = "mingru"
+    init: str = "pytorch"  # the gates' and candidate's input weights (no recurrent weights)
 
 
 @dataclass(frozen=True)
 class MinLSTMConfig(LinearConfig):
     cell: str = "minlstm"
+    init: str = "pytorch"
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class LRUConfig(LinearConfig):
 @dataclass(frozen=True)
 class RGLRUConfig(LinearConfig):
     cell: str = "rglru"
+    init: str = "pytorch"
 
 
 # The `model` schema of each cell (conf/model/<name>.yaml): a new cell adds its line here.

@@ -87,6 +87,8 @@ CHARLM = ["task.seq_len=8", "task.embedding=4", "model.hidden=4", "task.batch_si
         ),
         pytest.param(("task=charlm", "model=lstm", "optim=momentum", *CHARLM), id="charlm-lstm-momentum"),
         pytest.param((*TINY, "optim=sgd", "train.steps=20"), id="addition-elman-sgd"),
+        pytest.param((*TINY, "model=lru", "optim=adagrad", "train.steps=20"), id="addition-lru-adagrad"),
+        pytest.param((*TINY, "model=mingru", "train.steps=20"), id="addition-mingru-adam"),
         pytest.param(("experiment=lstm2014", "train.steps=2"), id="lstm2014"),
     ],
 )

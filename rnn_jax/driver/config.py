@@ -84,8 +84,9 @@ def validate(cfg: Config) -> Config:
         check_at_least("model.layers", m.layers, 1)
         if hasattr(m, "activation"):
             check_choice("model.activation", m.activation, tuple(ACTIVATIONS))
-        check_choice("model.init", m.init, INITIALIZERS)
-        if m.recurrent_init is not None:
+        if hasattr(m, "init"):
+            check_choice("model.init", m.init, INITIALIZERS)
+        if getattr(m, "recurrent_init", None) is not None:
             check_choice("model.recurrent_init", m.recurrent_init, INITIALIZERS)
         check_choice("model.readout_init", m.readout_init, INITIALIZERS)
         if m.unroll is not None:
