@@ -1,7 +1,7 @@
 """The typed configuration: what `conf/` may say, checked before anything runs.
 
 Frozen dataclasses, so nothing downstream can write back into the config. The app registers
-them with Hydra's ConfigStore (`schema_nodes`), so an unknown key or a wrong type fails at start
+them with Hydra's ConfigStore (`rnn_jax.apps.schema`), so an unknown key or a wrong type fails at start
 with Hydra's own message; `validate` then checks ranges and choices against the registries
 (`CELLS`, `OPTIMIZERS`, `SCHEDULES`, `TASKS`, ...) and raises `ConfigError`, which the app prints
 as one line. Nothing here imports Hydra.
