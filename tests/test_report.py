@@ -221,11 +221,15 @@ def test_charlm_jobs_get_a_table_and_a_bpc_curve_of_their_metrics(tmp_path, monk
     for i, (s, m) in enumerate(zip(summaries, metrics)):
         make_job(tmp_path, i, s, overrides=[f"model.hidden={s['config']['model']['hidden']}"], metrics=m)
     make_job(tmp_path, 2, {**summary(), "generalization_per_seed": {}})  # an addition job beside them: both reports
+    running = charlm_metrics([4.5, 4.25], every=3)  # no validation yet: its training curve only
+    make_job(tmp_path, 3, None, config=summaries[0]["config"], metrics=running)
     text = report.write_report(tmp_path)
-    assert "1 jobs in" in text and "2 charlm jobs in" in text
+    assert text.startswith("1 jobs in") and "3 charlm jobs in" in text and "2 ok, 0 failed, 1 running" in text
     assert [r["job"] for r in read_csv(tmp_path)] == ["2"]
     with (tmp_path / "charlm_report.csv").open() as f:
         rows = list(csv.DictReader(f))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok"), ("3", "running")]
+    assert int(rows[2]["steps"]) == running[-1]["step"] and rows[2]["best_val_bpc"] == ""
     for row, s in zip(rows, summaries):
         model = s["config"]["model"]
         assert (row["cell"], int(row["hidden"]), int(row["layers"])) == (model["cell"], model["hidden"], 2)
@@ -240,6 +244,7 @@ def test_charlm_jobs_get_a_table_and_a_bpc_curve_of_their_metrics(tmp_path, monk
         val = [r for r in m if "val_bpc" in r]
         expected += [([r["step"] for r in val], [r["val_bpc"] for r in val], None)]
         expected += [([r["step"] for r in m], [r["train_bpc"] for r in m], "--")]
+    expected += [([r["step"] for r in running], [r["train_bpc"] for r in running], "--")]
     assert lines == expected
 
 

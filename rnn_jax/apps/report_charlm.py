@@ -19,10 +19,13 @@ from typing import Any
 
 from rnn_jax.apps.report import Job, _md_table
 
-CSV_FIELDS = (
-    "job", "status", "cell", "hidden", "layers", "steps", "best_val_bpc", "final_val_bpc", "final_train_bpc",
-    "unigram_bpc", "chars_per_second", "overrides", "error",
-)  # fmt: skip
+FIGURES = ("best_val_bpc", "final_val_bpc", "final_train_bpc", "unigram_bpc", "chars_per_second")  # from the summary
+CSV_FIELDS = ("job", "status", "cell", "hidden", "layers", "steps", *FIGURES, "overrides", "error")
+TABLE = {  # the markdown table's columns: its heading for each row key
+    "job": "job", "status": "status", "cell": "cell", "hidden": "hidden", "layers": "layers", "steps": "steps",
+    "best_val_bpc": "best val bpc", "final_val_bpc": "final val bpc", "unigram_bpc": "unigram bpc",
+    "chars_per_second": "chars/s", "overrides": "overrides",
+}  # fmt: skip
 FIGURE = "val_bpc.png"
 
 
@@ -34,7 +37,7 @@ def charlm_row(job: Job) -> dict[str, Any]:
         "status": job.status,
         **{k: job.get(k) for k in ("cell", "hidden", "layers")},
         "steps": s.get("steps", job.last_step),
-        **{k: s.get(k) for k in CSV_FIELDS[6:11]},
+        **{k: s.get(k) for k in FIGURES},
         "overrides": " ".join(job.overrides),
         "error": s.get("error", ""),
     }
@@ -101,9 +104,7 @@ def write_charlm_report(out_dir, jobs: list[Job]) -> str:
         w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     plotted = bpc_plot(out_dir / FIGURE, jobs)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "running")}
-    header = ["job", "status", "cell", "hidden", "layers", "steps", "best val bpc", "final val bpc", "unigram bpc",
-              "chars/s", "overrides"]  # fmt: skip
-    table = _md_table(header, [[r[k] for k in (*CSV_FIELDS[:8], *CSV_FIELDS[9:12])] for r in rows])
+    table = _md_table(list(TABLE.values()), [[r[k] for k in TABLE] for r in rows])
     first = (
         f"{len(jobs)} charlm jobs in {out_dir}: {counts['ok']} ok, {counts['failed']} failed, "
         f"{counts['running']} running or missing"
