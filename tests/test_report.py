@@ -186,22 +186,83 @@ def test_pooling_reads_the_summaries_configs_where_a_preset_changed_what_no_over
     assert "across: model.activation, task.batch_size\n" in text + "\n"
 
 
+def charlm_summary(cell, hidden, best, final, unigram=4.4, steps=40, chars=1.5e5):
+    return {
+        "status": "ok",
+        "task": "charlm",
+        "steps": steps,
+        "best_val_bpc": best,
+        "final_val_bpc": final,
+        "final_train_bpc": final + 0.1,
+        "unigram_bpc": unigram,
+        "chars_per_second": chars,
+        "config": {"task": {"name": "charlm"}, "model": {"cell": cell, "hidden": hidden, "layers": 2}},
+    }
+
+
+def charlm_metrics(bpcs, every=2):
+    """Training bpc at every logged step, validation bpc at every `every`-th, as the driver logs them."""
+    return [
+        {"step": 10 * (i + 1), "train_bpc": b + 0.5, **({"val_bpc": b} if (i + 1) % every == 0 else {})}
+        for i, b in enumerate(bpcs)
+    ]
+
+
+def test_charlm_jobs_get_a_table_and_a_bpc_curve_of_their_metrics(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    lines = []
+    plot = Axes.plot
+    monkeypatch.setattr(
+        Axes, "plot", lambda ax, x, y, **k: lines.append((list(x), list(y), k.get("ls"))) or plot(ax, x, y, **k)
+    )
+    summaries = [charlm_summary("lstm", 8, 3.0, 3.25), charlm_summary("gru", 16, 2.5, 2.5, chars=2e5)]
+    metrics = [charlm_metrics([4.0, 3.5, 3.0, 3.25]), charlm_metrics([3.75, 2.5])]
+    for i, (s, m) in enumerate(zip(summaries, metrics)):
+        make_job(tmp_path, i, s, overrides=[f"model.hidden={s['config']['model']['hidden']}"], metrics=m)
+    make_job(tmp_path, 2, {**summary(), "generalization_per_seed": {}})  # an addition job beside them: both reports
+    running = charlm_metrics([4.5, 4.25], every=3)  # no validation yet: its training curve only
+    make_job(tmp_path, 3, None, config=summaries[0]["config"], metrics=running)
+    text = report.write_report(tmp_path)
+    assert text.startswith("1 jobs in") and "3 charlm jobs in" in text and "2 ok, 0 failed, 1 running" in text
+    assert [r["job"] for r in read_csv(tmp_path)] == ["2"]
+    with (tmp_path / "charlm_report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok"), ("3", "running")]
+    assert int(rows[2]["steps"]) == running[-1]["step"] and rows[2]["best_val_bpc"] == ""
+    for row, s in zip(rows, summaries):
+        model = s["config"]["model"]
+        assert (row["cell"], int(row["hidden"]), int(row["layers"])) == (model["cell"], model["hidden"], 2)
+        assert row["overrides"] == f"model.hidden={model['hidden']}" and int(row["steps"]) == s["steps"]
+        for key in ("best_val_bpc", "final_val_bpc", "unigram_bpc", "chars_per_second"):
+            assert float(row[key]) == s[key]
+    assert (tmp_path / "val_bpc.png").stat().st_size > 0 and "val_bpc.png" in (
+        tmp_path / "charlm_report.md"
+    ).read_text()
+    expected = []
+    for m in metrics:
+        val = [r for r in m if "val_bpc" in r]
+        expected += [([r["step"] for r in val], [r["val_bpc"] for r in val], None)]
+        expected += [([r["step"] for r in m], [r["train_bpc"] for r in m], "--")]
+    expected += [([r["step"] for r in running], [r["train_bpc"] for r in running], "--")]
+    assert lines == expected
+
+
+def test_a_single_charlm_run_directory_is_reported(tmp_path):
+    run = make_job(tmp_path, "run", charlm_summary("lstm", 8, 3.0, 3.25), metrics=charlm_metrics([4.0, 3.0]))
+    (run / "checkpoints").mkdir()  # a run's own sub-directories are no jobs
+    text = report.write_report(run)
+    assert text.startswith("1 charlm jobs in") and "| run | ok | lstm | 8 | 2 | 40 | 3 | 3.25 | 4.4 |" in text
+    assert (run / "val_bpc.png").is_file() and not (run / "report.md").exists()
+
+
 def test_jobs_of_another_task_are_left_out_and_named(tmp_path):
     make_job(tmp_path, 0, summary())
-    make_job(
-        tmp_path,
-        1,
-        {
-            "status": "ok",
-            "task": "charlm",
-            "final_val_bpc": 2.5,
-            "config": {"task": {"name": "charlm"}, "model": {"cell": "lstm", "hidden": 128}},
-        },
-    )
-    make_job(tmp_path, 2, None, config={"task": {"name": "charlm"}, "model": {"cell": "gru", "hidden": 8}})
+    make_job(tmp_path, 1, {"status": "ok", "task": "copy", "config": {"task": {"name": "copy"}}})
+    make_job(tmp_path, 2, None, config={"task": {"name": "copy"}, "model": {"cell": "gru", "hidden": 8}})
     text = report.write_report(tmp_path)
     assert text.startswith("1 jobs in") and "1 ok, 0 failed, 0 running" in text
-    assert "2 charlm jobs left out (1, 2): this report covers binary addition" in text
+    assert "2 copy jobs left out (1, 2): this report covers binary addition" in text
     assert [r["job"] for r in read_csv(tmp_path)] == ["0"]
 
 

@@ -506,6 +506,14 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     """Writes report.md, report.csv and the figures into `sweep_dir`; returns the text to print."""
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir) if jobs is None else jobs
+    charlm = [j for j in jobs if j.task == "charlm"]  # their own section: rnn_jax.apps.report_charlm
+    if charlm:
+        from rnn_jax.apps.report_charlm import write_charlm_report
+
+        charlm_text = write_charlm_report(sweep_dir, charlm)
+        jobs = [j for j in jobs if j.task != "charlm"]
+        if not jobs:
+            return charlm_text
     left_out = [j for j in jobs if j.task not in (None, "addition")]
     jobs = [j for j in jobs if j not in left_out]
     groups = group_jobs(jobs)
@@ -588,12 +596,14 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
           r["compile_seconds"], r["train_seconds"], r["overrides"]] for r in map(job_row, jobs)],
     ), ""]  # fmt: skip
     (sweep_dir / "report.md").write_text("\n".join(md))
-    return text + f"\n\nwrote report.md, report.csv{''.join(', ' + f for f in figures)} in {sweep_dir}"
+    text += f"\n\nwrote report.md, report.csv{''.join(', ' + f for f in figures)} in {sweep_dir}"
+    return text + (f"\n\n{charlm_text}" if charlm else "")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rnn_jax.report", description="Report of an addition sweep (Hydra multirun directory)."
+        prog="python -m rnn_jax.report",
+        description="Report of an addition or char-LM sweep (Hydra multirun directory) or run.",
     )
     parser.add_argument("sweep_dir", help="the sweep directory, e.g. experiments/multirun/<date>/<time>")
     args = parser.parse_args(argv)
