@@ -67,7 +67,7 @@ BACKEND_DEFAULTS = {
 # Where each entry of BACKEND_DEFAULTS comes from; None: a guess, never measured on that backend.
 # `python -m benchmarks.accelerator_check` prints the GPU entry's replacement from its bench rows.
 MEASURED = {
-    "cpu": "2026-11-27, python -m rnn_jax.bench preset=unroll (docs/benchmarks.md)",
+    "cpu": "2026-11-27, python -m rnn_jax.bench (docs/benchmarks.md, How the CPU defaults were chosen)",
     "gpu": None,
     "tpu": None,
 }
