@@ -105,7 +105,9 @@ def steps(out: Path, quick: bool, torch: bool = False) -> list[Step]:
         run_dir = out / name.replace(" ", "_")
         grid = [f"batch=[{b}]", f"seq_len=[{t}]", f"hidden=[{h}]", f"input=[{i}]"]
         timing = (
-            ["cells=[lstm]", "unroll=[1]", "preset=tiny"] if quick else ["cells=[lstm,gru]", "warmup=2", "steps=10"]
+            ["cells=[lstm]", "unroll=[1]", "preset=tiny", "modes=[train]"]
+            if quick
+            else ["cells=[lstm,gru]", "warmup=2", "steps=10"]
         )
         argv = [
             "-m",
