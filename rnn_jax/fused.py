@@ -61,8 +61,15 @@ class Defaults(NamedTuple):
 # 168 us; B32 T128 H256 59 vs 71 ms.
 BACKEND_DEFAULTS = {
     "cpu": Defaults("fused", 1, 1, False),
-    "gpu": Defaults("fused", 8, 1, True),
-    "tpu": Defaults("fused", 8, 1, True),
+    "gpu": Defaults("fused", 8, 1, True),  # not yet measured (see MEASURED)
+    "tpu": Defaults("fused", 8, 1, True),  # not yet measured (see MEASURED)
+}
+# Where each entry of BACKEND_DEFAULTS comes from; None: a guess, never measured on that backend.
+# `python -m benchmarks.accelerator_check` prints the GPU entry's replacement from its bench rows.
+MEASURED = {
+    "cpu": "2026-11-27, python -m rnn_jax.bench (docs/benchmarks.md, How the CPU defaults were chosen)",
+    "gpu": None,
+    "tpu": None,
 }
 
 

@@ -97,6 +97,28 @@ def test_a_run_too_large_for_memory_is_refused_at_once():
         )
 
 
+class FakeAccelerator:
+    """A GPU as `check_memory` sees it: 3 GB in its limit, 1 GB of it in use."""
+
+    platform, id, device_kind = "gpu", 0, "Fake H100"
+
+    def memory_stats(self):
+        return {"bytes_limit": 3 * 2**30, "bytes_in_use": 2**30}
+
+
+def test_on_an_accelerator_the_estimate_is_checked_against_the_devices_memory(monkeypatch):
+    """5 GB of parameters: the host (monkeypatched to 1 TB free) would take it; the device's
+    3 GB limit less 1 GB in use refuses it, and the message names that 2.0 GB and the device."""
+    monkeypatch.setattr("rnn_jax.driver.memory.available_bytes", lambda: 2**40)
+    parts = {("parameters and optimizer state", "model.hidden"): 5 * 2**30}
+    cfg = config("model.hidden=4096")
+    assert check_memory(cfg, parts) == estimate(parts)  # the host alone: accepted
+    with pytest.raises(ConfigError, match=r"model\.hidden.* and 2\.0 GB is free on gpu:0 \(Fake H100\); lower"):
+        check_memory(cfg, parts, device=FakeAccelerator())
+    cpu = type("Cpu", (), {"platform": "cpu"})()
+    assert check_memory(cfg, parts, device=cpu) == estimate(parts)  # a CPU device: the host's figure
+
+
 MEASURE = """
 import resource, subprocess, sys
 subprocess.run([sys.executable, "-m", "rnn_jax.train", *sys.argv[1:]], check=True, capture_output=True)

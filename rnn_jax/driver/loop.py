@@ -83,7 +83,7 @@ def run(
         cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker, spec.parallel(cfg)
     )
     print(f"devices: {device['device_use']} {devices.platform}", file=sys.stderr)
-    check_memory(cfg, spec.memory(cfg))
+    check_memory(cfg, spec.memory(cfg), device=devices.mesh.devices.flat[0])
     loggers = make_loggers(cfg.logger, Path(run_dir), group, name) if is_writer() else []
     return train_and_evaluate(cfg, Path(run_dir), devices, device, loggers)
 

@@ -5,7 +5,8 @@ at the peak: parameters and optimizer state, a chunk's batches, what the backwar
 evaluation sets. `check_memory` adds the process's own footprint (Python, JAX, XLA's compiler)
 and refuses, in one line naming the largest part and the key that sizes it, a run whose estimate
 exceeds the memory this machine has free; the run would otherwise be killed part-way with no
-message and no summary.
+message and no summary. On a GPU or TPU the arrays live in the device's memory, so there the
+figure is the device's (`memory_stats()`), not the host's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ def available_bytes() -> Optional[int]:
     return free
 
 
+def device_available_bytes(device) -> Optional[int]:
+    """Memory free on an accelerator: `bytes_limit` less `bytes_in_use` of `device.memory_stats()`;
+    None for a CPU device or where the runtime reports no limit."""
+    if device is None or device.platform == "cpu":
+        return None
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # some runtimes raise instead of returning None
+        return None
+    if "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
 def gigabytes(n: float) -> str:
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
@@ -54,18 +69,25 @@ def estimate(parts: dict) -> int:
     return PROCESS_BYTES + int(sum(parts.values()))
 
 
-def check_memory(cfg, parts: dict, available: Optional[int] = None) -> int:
+def check_memory(cfg, parts: dict, available: Optional[int] = None, device=None) -> int:
     """Raises `ConfigError` when the estimate exceeds the free memory; returns the estimate.
-    `parts` maps `(what, the config key that sizes it)` to bytes."""
+    `parts` maps `(what, the config key that sizes it)` to bytes; `device` (a `jax.Device`, or None)
+    is the run's first device: an accelerator's own free memory is checked instead of the host's."""
     total = estimate(parts)
-    available = available_bytes() if available is None else available
+    where = ""
+    if available is None:
+        available = device_available_bytes(device)
+        if available is not None:
+            where = f" on {device.platform}:{device.id} ({device.device_kind})"
+        else:
+            available = available_bytes()
     if available is not None and total > available:
         (what, key), largest = max(parts.items(), key=lambda kv: kv[1])
         value = _lookup(cfg, key)
         raise ConfigError(
             key,
             value,
-            f"this run would need about {gigabytes(total)} ({what}: {gigabytes(largest)}) and {gigabytes(available)} is free; lower {key}",
+            f"this run would need about {gigabytes(total)} ({what}: {gigabytes(largest)}) and {gigabytes(available)} is free{where}; lower {key}",
         )
     return total
 
