@@ -20,7 +20,7 @@ from rnn_jax.driver.loop import run
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ["task.bits=4", "model.hidden=4", "task.seeds=8", "train.steps=60", "train.log_every=20", "task.batch_size=8",
          "task.stop_when_solved=false", "train.progress=false", "task.generalization_bits=[6]", "task.generalization_samples=16",
-         "task.carry_chain_lengths=[]", "task.long_random_bits=[]"]  # fmt: skip
+         "task.carry_chain_lengths=[10]", "task.long_random_bits=[]"]  # fmt: skip
 
 
 config = compose
@@ -61,7 +61,15 @@ def test_seeds_split_over_4_devices_give_the_one_device_results(tmp_path):
     one = run(config(*SEEDS), tmp_path / "one")
     four = json.loads((tmp_path / "four" / "summary.json").read_text())
     assert four["devices"] == 4 and one["devices"] == 1
-    for key in ("per_seed_accuracy", "steps_to_solve", "success_rate", "failed_seeds", "generalization_per_seed"):
+    keys = (
+        "per_seed_accuracy",
+        "steps_to_solve",
+        "success_rate",
+        "failed_seeds",
+        "generalization_per_seed",
+        "longest_exact_carry_chain",
+    )
+    for key in keys:
         assert four[key] == one[key], key
     a, b = (checkpoint.load(tmp_path / d)[0]["train"]["params"] for d in ("one", "four"))
     # Each device vmaps 2 replicas where one device vmaps 8: the same arithmetic, batched

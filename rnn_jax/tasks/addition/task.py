@@ -296,7 +296,8 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         )
         if chains:
             t0 = time.perf_counter()
-            params, piece = state.train.params, task.chain_piece_steps
+            # On the host first: the chain program is compiled for one device, the state may be split.
+            params, piece = jax.device_put(to_host(state.train.params)), task.chain_piece_steps
             per_group = carry_chain.exact(model, params, chains, piece, compile_options(platform))
             summary.update(carry_chain.summary(chains, per_group, finite), carry_chain_seconds=time.perf_counter() - t0)
         if not finite.any():
