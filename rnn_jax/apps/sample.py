@@ -20,7 +20,6 @@ generated on the device with `lax.scan` (`rnn_jax.charlm.generate`); temperature
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.apps import parse_key_values
 from rnn_jax.build import dtype_of, model_config
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.checkpoint import CheckpointError
@@ -60,18 +60,7 @@ class SampleArgError(ValueError):
 
 def parse_args(argv) -> SampleConfig:
     """`SampleConfig` from `key=value` strings, typed by the dataclass's defaults."""
-    fields = {f.name: f for f in dataclasses.fields(SampleConfig)}
-    values = {}
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq or key not in fields:
-            raise SampleArgError(f"{arg!r}: expected key=value with key one of {', '.join(fields)}")
-        kind = type(fields[key].default) if fields[key].default is not None else str
-        try:
-            values[key] = kind(value)
-        except ValueError:
-            raise SampleArgError(f"{key}={value!r}: expected {_KIND_NAMES.get(kind, kind.__name__)}") from None
-    cfg = SampleConfig(**values)
+    cfg = parse_key_values(argv, SampleConfig, SampleArgError)
     if cfg.run is None and cfg.checkpoint in ("best", "last"):
         raise SampleArgError("run=<run dir> is required (or checkpoint=<checkpoint dir>)")
     if not cfg.temperature >= 0:
@@ -95,9 +84,6 @@ def poem_spec(cfg: SampleConfig) -> Optional[PoemSpec]:
     if not (cfg.form or cfg.lines or cfg.head):
         return None
     return PoemSpec(form=cfg.form or 5, lines=cfg.lines or len(cfg.head) or 4, head=cfg.head)
-
-
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
 
 def checkpoint_path(run: Optional[str], which: str) -> Path:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rnn_jax import verification
+from rnn_jax.apps import parse_key_values
 from rnn_jax.verification import refute
 from rnn_jax.verification.search import Budget
 
@@ -46,18 +47,7 @@ class VerifyArgError(ValueError):
 
 
 def parse_args(argv) -> VerifyConfig:
-    fields = {f.name: f for f in dataclasses.fields(VerifyConfig)}
-    values = {}
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq or key not in fields:
-            raise VerifyArgError(f"{arg!r}: expected key=value with key one of {', '.join(fields)}")
-        kind = type(fields[key].default) if fields[key].default is not None else str
-        try:
-            values[key] = kind(value)
-        except ValueError:
-            raise VerifyArgError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}") from None
-    cfg = VerifyConfig(**values)
+    cfg = parse_key_values(argv, VerifyConfig, VerifyArgError)
     if cfg.run is None:
         raise VerifyArgError("run=<addition run dir or sweep dir> is required")
     if not cfg.seconds > 0:
@@ -87,7 +77,6 @@ def run_dirs(path) -> list[Path]:
 @functools.cache
 def _sum_program(model_cfg, dtype_name: str):
     """The trained model's output bits for inputs `[T, B, 2]`, jitted once per model config."""
-    import dataclasses
 
     import jax
 
