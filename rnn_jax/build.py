@@ -106,6 +106,14 @@ def model_config(cell: str = "elman", **fields) -> ModelConfig:
     return MODEL_CONFIGS[cell](cell=cell, **fields)
 
 
+def recorded_model_config(fields: dict) -> ModelConfig:
+    """The `model` section a run recorded (`summary.json`'s or a checkpoint's `config["model"]`) as
+    its cell's schema. Runs recorded before the per-cell schemas hold every cell's keys; only the
+    recorded cell's are kept."""
+    schema = MODEL_CONFIGS[fields["cell"]]
+    return schema(**{f.name: fields[f.name] for f in dataclasses.fields(schema) if f.name in fields})
+
+
 def cell_arguments(cfg: ModelConfig, factory) -> dict:
     """The fields of `cfg` that `factory` takes by name (`hidden` is its first argument)."""
     accepted = inspect.signature(factory).parameters

@@ -230,3 +230,14 @@ def test_a_write_that_fails_on_a_full_disk_names_its_file(tmp_path, monkeypatch)
     with pytest.raises(OSError) as info:
         MetricsLog(tmp_path).write({"step": 1})
     assert info.value.filename == str(tmp_path / "metrics.jsonl")
+
+
+def test_a_recorded_model_section_reads_back_as_its_cells_schema():
+    """`sample` and `verify` rebuild a run's model from its record; a record made before the
+    per-cell schemas (every cell's keys in one flat section) keeps only the recorded cell's."""
+    from rnn_jax.build import LSTMConfig, recorded_model_config
+
+    flat = {"cell": "lstm", "hidden": 8, "layers": 2, "activation": "tanh", "use_bias": True, "forget_bias": 0.5}
+    assert recorded_model_config(flat) == LSTMConfig(hidden=8, layers=2, forget_bias=0.5)
+    record = dataclasses.asdict(compose("model=gru", "model.hidden=5").model)
+    assert dataclasses.asdict(recorded_model_config(record)) == record

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.apps import parse_key_values
-from rnn_jax.build import dtype_of, model_config
+from rnn_jax.build import dtype_of, recorded_model_config
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.checkpoint import CheckpointError
 from rnn_jax.tasks.charlm.corpus import Vocab, VocabularyError, decode, encode, make_vocab
@@ -119,7 +119,7 @@ def load_model(path) -> tuple[CharLM, object, Vocab, dict]:
     cfg = meta["config"]
     vocab = make_vocab(meta["identity"]["vocab"])
     model = build_char_lm(
-        model_config(**cfg["model"]), vocab.size, cfg["task"]["embedding"], 0.0, dtype_of(cfg["train"]["dtype"])
+        recorded_model_config(cfg["model"]), vocab.size, cfg["task"]["embedding"], 0.0, dtype_of(cfg["train"]["dtype"])
     )
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))  # the structure, nothing computed
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)

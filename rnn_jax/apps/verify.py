@@ -18,7 +18,6 @@ Each run's verdicts go into `verification.json` beside its `summary.json`; the r
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import sys
@@ -80,12 +79,10 @@ def _sum_program(model_cfg, dtype_name: str):
 
     import jax
 
-    from rnn_jax.build import MODEL_CONFIGS, build_model, dtype_of
+    from rnn_jax.build import build_model, dtype_of, recorded_model_config
 
-    fields = dict(model_cfg)
-    schema = MODEL_CONFIGS[fields["cell"]]  # runs recorded before per-cell schemas hold every cell's keys
     model = build_model(
-        schema(**{f.name: fields[f.name] for f in dataclasses.fields(schema) if f.name in fields}),
+        recorded_model_config(dict(model_cfg)),
         1,
         output_activation="sigmoid",
         dtype=dtype_of(dtype_name),
