@@ -208,11 +208,11 @@ def test_a_seed_left_with_non_finite_weights_is_a_failed_seed():
         model=model_config("lstm", hidden=4),
     )
     task = make(cfg, make_optimizer(cfg.optim, cfg.train.steps), one_device())
-    state = task.init()
+    state = task.program.init()
     params = state.train.params
     w_h = params.cell.w_h.at[1, 0, 0].set(jnp.nan)
     state = state._replace(train=state.train._replace(params=params._replace(cell=params.cell._replace(w_h=w_h))))
-    summary = task.summarize(state, {**task.tally, "accuracy": [0.5, 0.5]})
+    summary = task.report.summarize(state, task.report.tally._replace(accuracy=[0.5, 0.5]))
     assert summary["failed_seeds"] == [1] and summary["status"] == "ok"
     assert summary["per_seed_accuracy"] == [0.5, 0.0]
     assert summary["generalization_per_seed"]["8"][1] == 0.0

@@ -175,13 +175,15 @@ def test_interrupt_keeps_what_was_logged_and_checkpoints(tmp_path, signum, code)
     assert meta["step"] == summary["steps"]
 
 
-def with_task(monkeypatch, **replace):
-    """The addition task with some of its functions replaced, each given the original."""
+def with_task(monkeypatch, piece: str, **replace):
+    """The addition task with some functions of one piece (program, report) replaced, each
+    given the original."""
     spec = TASKS["addition"]
 
     def make(*args):
         task = spec.make(*args)
-        return task._replace(**{k: f(getattr(task, k)) for k, f in replace.items()})
+        old = getattr(task, piece)
+        return task._replace(**{piece: old._replace(**{k: f(getattr(old, k)) for k, f in replace.items()})})
 
     monkeypatch.setitem(TASKS, "addition", spec._replace(make=make))
 
@@ -190,7 +192,7 @@ def test_interrupt_while_compiling_leaves_a_summary(tmp_path, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    with_task(monkeypatch, init=lambda init: interrupted)
+    with_task(monkeypatch, "program", init=lambda init: interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(to_config(compose_config(TINY)), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -205,7 +207,7 @@ def test_interrupt_while_saving_waits_for_the_summary_and_checkpoint(tmp_path, m
 
         return summarize_
 
-    with_task(monkeypatch, summarize=summarize_then_signal)
+    with_task(monkeypatch, "report", summarize=summarize_then_signal)
     with pytest.raises(KeyboardInterrupt):
         run(to_config(compose_config(TINY)), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -42,15 +42,16 @@ def bench(steps: int = 10_000, repeats: int = 5) -> dict:
     cfg = replication_config(steps)
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")  # as the driver does
     task = make(cfg, make_optimizer(cfg.optim, steps), one_device())
-    consts = task.consts._replace(eval=None)  # training only, no evaluation
-    state = task.init()  # not donated: every repeat starts from it
+    program = task.program
+    consts = program.consts._replace(eval=None)  # training only, no evaluation
+    state = program.init()  # not donated: every repeat starts from it
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     # The chunk the driver compiles, with the same options, over all the steps at once.
     compiled = (
-        jax.jit(task.chunk, static_argnums=3)
+        jax.jit(program.chunk, static_argnums=3)
         .lower(state, consts, np.int32(0), steps)
-        .compile(compiler_options=task.compile_options)
+        .compile(compiler_options=program.compile_options)
     )
     compile_seconds = time.perf_counter() - t0
 

@@ -49,7 +49,7 @@ from rnn_jax.driver.rundir import (
     run_lock,
     write_summary,
 )
-from rnn_jax.tasks.base import Task, log_every, place, to_host
+from rnn_jax.tasks.base import DIVERGED, SOLVED, Task, log_every, place, restore_tally, to_host
 from rnn_jax.tasks.registry import TASKS
 
 POLL_SECONDS = 0.05  # how often the host looks whether a chunk has ended (and lets signals in)
@@ -79,19 +79,20 @@ def run(
     # process must not inherit x64.
     jax.config.update("jax_enable_x64", cfg.train.dtype == "float64")
     spec = TASKS[cfg.task.name]
-    devices, device = select_backend(
+    devices, device_record = select_backend(
         cfg.backend.name, cfg.backend.compilation_cache, cfg.backend.devices, worker, spec.parallel(cfg)
     )
-    print(f"devices: {device['device_use']} {devices.platform}", file=sys.stderr)
+    print(f"devices: {device_record['device_use']} {devices.platform}", file=sys.stderr)
     check_memory(cfg, spec.memory(cfg), device=devices.mesh.devices.flat[0])
     loggers = make_loggers(cfg.logger, Path(run_dir), group, name) if is_writer() else []
-    return train_and_evaluate(cfg, Path(run_dir), devices, device, loggers)
+    return train_and_evaluate(cfg, Path(run_dir), devices, device_record, loggers)
 
 
 def train_and_evaluate(
-    cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence = ()
+    cfg: Config, run_dir: Path, devices: Devices, device_record: dict, loggers: Sequence = ()
 ) -> dict[str, Any]:
-    """Trains (or resumes) the task of `cfg` in `run_dir`; returns the summary it writes there.
+    """Trains (or resumes) the task of `cfg` in `run_dir` on `devices`; returns the summary it
+    writes there, which holds `device_record` (what `select_backend` says of the devices).
 
     An interrupt (Ctrl-C, SIGTERM) ends training at once; the run is then checkpointed at its
     last logged step and summarised with `status: "interrupted"` before the interrupt goes on.
@@ -99,22 +100,22 @@ def train_and_evaluate(
     `NothingToTrain` when the directory's run is already complete."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir, ".lock" if is_writer() else f".lock.process{jax.process_index()}"):
-        return _train_and_evaluate(cfg, run_dir, devices, device, loggers)
+        return _train_and_evaluate(cfg, run_dir, devices, device_record, loggers)
 
 
 def _train_and_evaluate(
-    cfg: Config, run_dir: Path, devices: Devices, device: dict, loggers: Sequence
+    cfg: Config, run_dir: Path, devices: Devices, device_record: dict, loggers: Sequence
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     name = cfg.task.name
     task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), devices)
-    state_spec, consts_spec = task.partition or (None, None)
-    task = task._replace(consts=place(task.consts, devices.mesh, consts_spec))
-    header = {"task": name, **device, "code": code_version(), "config": dataclasses.asdict(cfg)}
+    state_spec, consts_spec = task.program.partition or (None, None)
+    task = task._replace(program=task.program._replace(consts=place(task.program.consts, devices.mesh, consts_spec)))
+    header = {"task": name, **device_record, "code": code_version(), "config": dataclasses.asdict(cfg)}
     timing = Timing()
     try:
         with timing.compiling():
-            state = place(task.init(), devices.mesh, state_spec)
+            state = place(task.program.init(), devices.mesh, state_spec)
         resumed = resume(cfg, run_dir, task, state)
     except KeyboardInterrupt:  # still compiling: nothing was trained, so nothing to save
         if is_writer() and not (run_dir / "summary.json").exists():
@@ -127,7 +128,7 @@ def _train_and_evaluate(
         logger.start(header["config"], header["code"])
     loop = Loop(cfg, task, run_dir, resumed, timing, loggers, last_record=kept[-1] if kept else None)
     try:
-        return _finish(loop, resumed, header, loggers, t_start)
+        return train_and_summarize(loop, resumed, header, loggers, t_start)
     except Exception as e:  # the trackers' runs end failed too, not left running
         for logger in loggers:  # each logger swallows its own errors at finish
             logger.finish({"status": "failed", "error": f"{type(e).__name__}: {e}", "steps": loop.step, **header})
@@ -136,14 +137,16 @@ def _train_and_evaluate(
         loop.checkpoints.close()
 
 
-def _finish(loop: "Loop", resumed: "Resumed", header: dict, loggers: Sequence, t_start: float) -> dict[str, Any]:
+def train_and_summarize(
+    loop: "Loop", resumed: "Resumed", header: dict, loggers: Sequence, t_start: float
+) -> dict[str, Any]:
     """Trains, then saves and summarises: `status` ok, failed (diverged) or interrupted."""
     task, run_dir, timing, name = loop.task, loop.run_dir, loop.timing, loop.cfg.task.name
     interrupted = loop.train()
     with interrupts_deferred():
-        if loop.last_fields is None and task.validate is not None and not (interrupted or loop.diverged):
+        if loop.last_fields is None and task.validation is not None and not (interrupted or loop.diverged):
             loop.validate()  # nothing trained in this run: report the checkpoint it resumed
-        fields = task.summarize(loop.state, loop.tally)
+        fields = task.report.summarize(loop.state, loop.tally)
         timing.compile_seconds += fields.pop("compile_seconds", 0.0)
         if not (loop.saved_at_step or loop.diverged):
             loop.save_last()
@@ -161,14 +164,14 @@ def _finish(loop: "Loop", resumed: "Resumed", header: dict, loggers: Sequence, t
             resumed_from=resumed.path,
             config_history=loop.config_history,
             **{f"final_{k}": v for k, v in (loop.last_fields or {}).items()},
-            **({f"best_{task.best}": finite_or_null(loop.best)} if task.best else {}),
+            **({f"best_{loop.best_field}": finite_or_null(loop.best)} if loop.best_field else {}),
             compile_seconds=round(timing.compile_seconds, 4),
             train_seconds=round(timing.train_seconds, 4),
             us_per_step=round(1e6 * timing.train_seconds / trained, 3) if trained else None,
             elapsed_seconds=round(resumed.elapsed + time.perf_counter() - t_start, 4),
         )
-        if task.throughput:
-            unit, per_step = task.throughput
+        if task.display.throughput:
+            unit, per_step = task.display.throughput
             summary[f"{unit}_per_second"] = trained * per_step / timing.train_seconds if trained else None
         summary = {**summary, **header}
         if is_writer():
@@ -202,7 +205,7 @@ class Resumed:
 
     state: Any
     step: int
-    tally: dict
+    tally: Any  # the task's Report.tally type
     best: float = math.inf
     elapsed: float = 0.0
     path: Optional[str] = None  # the checkpoint resumed from
@@ -220,7 +223,7 @@ def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
     if cfg.train.resume and not checkpoints.exists("last"):
         raise CheckpointError(f"train.resume={cfg.train.resume}: no checkpoint at {source / 'checkpoints' / 'last'}")
     if not checkpoints.exists("last"):
-        return Resumed(state, 0, task.tally, source=source)
+        return Resumed(state, 0, task.report.tally, source=source)
 
     def check(meta: dict, problem: Optional[str]) -> None:
         path = source / "checkpoints"
@@ -257,10 +260,11 @@ def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
     if source != run_dir and checkpoints.exists("best"):
         best_state, best_meta = checkpoints.restore("best", state, check)
         Checkpoints(run_dir).save("best", int(best_meta["step"]), best_state, best_meta)
-    done = step >= cfg.train.steps or task.finished(meta["tally"]) or task.diverged(meta["tally"])
+    tally = restore_tally(task.report.tally, meta["tally"])
+    done = step >= cfg.train.steps or task.report.status(tally) in (SOLVED, DIVERGED)
     last = source / "checkpoints" / "last" / str(step)
     elapsed = float(meta.get("elapsed", 0.0))
-    return Resumed(state, step, meta["tally"], meta.get("best") or math.inf, elapsed, str(last), source, done, history)
+    return Resumed(state, step, tally, meta.get("best") or math.inf, elapsed, str(last), source, done, history)
 
 
 # Settings a resume may change without changing what is trained: display, logging, where and on
@@ -333,7 +337,8 @@ class Loop:
         self.config_history = start.config_history
         self.checkpoints = Checkpoints(run_dir)
         self.metrics = MetricsLog(run_dir)
-        self.chunk = jax.jit(task.chunk, static_argnums=3)
+        self.chunk = jax.jit(task.program.chunk, static_argnums=3)
+        self.best_field = task.validation.best if task.validation else None
         self.compiled: dict[int, Any] = {}  # chunk length -> executable (the last chunk may be shorter)
 
     def next_stop(self) -> int:
@@ -341,15 +346,17 @@ class Loop:
         t, s = self.cfg.train, self.step
         every = log_every(t)
         ends = [t.steps, (s // every + 1) * every]
-        if self.task.eval_every:
-            ends.append((s // self.task.eval_every + 1) * self.task.eval_every)
+        if self.task.validation:
+            every = self.task.validation.every
+            ends.append((s // every + 1) * every)
         return min(ends)
 
     def run_chunk(self, k: int):
-        args = (self.state, self.task.consts, jnp.int32(self.step))
+        args = (self.state, self.task.program.consts, jnp.int32(self.step))
         if k not in self.compiled:
             with self.timing.compiling():
-                self.compiled[k] = self.chunk.lower(*args, k).compile(compiler_options=self.task.compile_options)
+                options = self.task.program.compile_options
+                self.compiled[k] = self.chunk.lower(*args, k).compile(compiler_options=options)
         t0 = time.perf_counter()
         state, outputs = self.compiled[k](*args)
         # Wait by polling, not by blocking in XLA: a signal must not wait for a long chunk's end.
@@ -374,15 +381,15 @@ class Loop:
             file=sys.stderr,
         )
         try:
-            while self.step < cfg.train.steps and not (task.finished(self.tally) or self.diverged):
+            while self.step < cfg.train.steps and not (task.report.status(self.tally) == SOLVED or self.diverged):
                 end = self.next_stop()
                 state, outputs, seconds = self.run_chunk(end - self.step)
                 with interrupts_deferred():  # the state, the step count, the checkpoint and the log line move together
                     record = self.advance(state, outputs, end, seconds)
                 bar.update(end - bar.n)
-                bar.set_postfix({k: _short(record.get(k)) for k in task.progress})
-                if task.log_line is not None and is_writer():
-                    bar.write(task.log_line(record), file=sys.stdout)
+                bar.set_postfix({k: _short(record.get(k)) for k in task.display.progress})
+                if task.display.log_line is not None and is_writer():
+                    bar.write(task.display.log_line(record), file=sys.stdout)
         except KeyboardInterrupt:  # the chunk in flight is dropped; the state is the last logged one
             with interrupts_deferred():
                 if not (self.saved_at_step or self.diverged):
@@ -397,16 +404,17 @@ class Loop:
         k = end - self.step
         self.state, self.step, self.saved_at_step = state, end, False
         self.timing.train_seconds += seconds
-        self.tally, fields = task.observe(self.tally, outputs, end)
+        self.tally, fields = task.report.observe(self.tally, outputs, end)
         record = {"step": end, **fields}
-        self.diverged = task.diverged(self.tally)
-        if not self.diverged and task.validate is not None and (end % task.eval_every == 0 or end == cfg.train.steps):
+        self.diverged = task.report.status(self.tally) == DIVERGED
+        v = task.validation
+        if not self.diverged and v is not None and (end % v.every == 0 or end == cfg.train.steps):
             record.update(self.validate())
             self.diverged = not _finite(self.last_fields)
             if not self.diverged:
                 self.save_last()
-        if task.throughput:
-            unit, per_step = task.throughput
+        if task.display.throughput:
+            unit, per_step = task.display.throughput
             record[f"{unit}_per_sec"] = k * per_step / seconds
         record["elapsed"] = round(self.elapsed0 + time.perf_counter() - self.t0, 4)
         if not self.diverged:
@@ -418,13 +426,13 @@ class Loop:
         return record
 
     def validate(self) -> dict:
-        fields, files = self.task.validate(self.state, self.step)
+        fields, files = self.task.validation.validate(self.state, self.step)
         for rel, text in files.items() if is_writer() else ():
             atomic_write_bytes(self.run_dir / rel, text.encode("utf-8"))
         for logger in self.loggers:
             logger.files([self.run_dir / rel for rel in files])
         self.last_fields = fields
-        value = fields.get(self.task.best) if self.task.best else None
+        value = fields.get(self.best_field) if self.best_field else None
         if value is not None and value < self.best:  # NaN never compares lower
             self.best = value
             self.checkpoints.save("best", self.step, self.state, self.meta(**fields))
@@ -434,7 +442,7 @@ class Loop:
         return {
             "task": self.cfg.task.name,
             "step": self.step,
-            "tally": self.tally,
+            "tally": self.tally._asdict(),
             "best": finite_or_null(self.best),
             "elapsed": self.elapsed0 + time.perf_counter() - self.t0,
             "identity": self.task.identity or {},

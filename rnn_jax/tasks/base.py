@@ -1,21 +1,35 @@
-"""What a task gives the training driver (`Task`, `TaskSpec`) and how its arrays are placed.
+"""What a task gives the training driver: a device program and a host report, plus small
+optional pieces, in the manner of optax's `GradientTransformation(init, update)`.
 
-A task is a `Task`: a NamedTuple of functions built by the task's `make(cfg, optimizer,
-platform)`, in the manner of purejaxrl's `make_train`. The device side is pure (`chunk` runs `k`
-optimizer steps as one `lax.scan`, jitted by the driver); the host side folds each chunk's
-outputs into a small JSON-able tally and writes nothing but what its hooks are for. The driver
-(`rnn_jax.driver.loop`) owns everything else: compiling and timing, the progress bar, signals,
-`metrics.jsonl`, checkpoints, resume and the summary.
+    Task(program=Program(init, chunk, consts), report=Report(tally, observe, status, summarize),
+         validation=Validation(...) | None, display=Display(...), identity={...} | None)
+
+`Program` is pure device code: a caller may `jit` it, `vmap` its `chunk` over several
+configurations of one shape (their states and constants stacked), or split it over devices by
+its `partition`. `Report` runs on the host between chunks and holds no array: it folds each
+chunk's outputs into a typed tally (a NamedTuple of JSON-able fields, saved with each
+checkpoint), says whether the run goes on, and summarises. A task's pieces are module-level
+functions of explicit arguments, bound with `functools.partial` by its `make(cfg, optimizer,
+devices)`, so each can be tested alone on hand-made inputs. The driver (`rnn_jax.driver.loop`)
+owns everything else: compiling and timing, the progress bar, signals, `metrics.jsonl`,
+checkpoints, resume and the summary.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
 
-from rnn_jax.config_checks import ConfigError, check_at_least, check_choice, check_fraction, check_positive  # noqa: F401 - the tasks check with these
+from rnn_jax.config_checks import (  # noqa: F401 - the tasks check with these
+    ConfigError,
+    check_at_least,
+    check_choice,
+    check_fraction,
+    check_positive,
+)
 
 
 def check_has_model(cfg) -> None:
@@ -39,57 +53,121 @@ def log_every(train) -> int:
     return max(1, min(100, train.steps // AUTO_LOGS))
 
 
-class Task(NamedTuple):
-    """One task, as the driver runs it.
+class Program(NamedTuple):
+    """The device side of a task: pure functions of arrays.
 
     Attributes:
-      init: `() -> state`, the initial training state on the device (a pytree; checkpointed whole).
-      consts: a device pytree every chunk reads and no step changes (data streams, evaluation
-        sets); passed as an argument, so it is neither a compile-time constant nor checkpointed.
-      chunk: `(state, consts, first_step, k) -> (state, outputs)`, pure: steps
-        `first_step .. first_step + k - 1`; the driver jits it with `k` static.
-      observe: `(tally, outputs, step) -> (tally, fields)`, on the host: folds one chunk's outputs
-        (as NumPy) into the tally and returns the task's fields of the chunk's log line.
-      tally: the tally before the first step (a JSON-able dict, saved in each checkpoint).
-      finished: `tally -> bool`: stop early, having succeeded (every seed solved).
-      diverged: `tally -> bool`: the loss turned NaN or Inf (in every seed): the run stops,
-        `failed`, and the diverged state is never checkpointed.
-      summarize: `(state, tally) -> dict`, the task's fields of `summary.json`; may evaluate
-        (it reports the seconds it spent compiling as `compile_seconds`).
-      validate: `(state, step) -> (fields, files)`, every `eval_every` steps and at the end, on
-        the host: the log line's validation fields, and text files for the run directory
-        (`{relative path: text}`, e.g. samples) that the driver writes; None when the task has none.
-      eval_every: steps between validations (and `checkpoints/last`); None: only at the end.
-      best: the `validate` field whose lowest value `checkpoints/best` keeps; None: no best.
-      identity: what a checkpoint must have been made for, besides the state's shapes (the
-        char-LM's vocabulary): a resume that finds another is refused.
-      progress: the log fields the progress bar shows.
-      throughput: `(unit, per_step)`, e.g. `("chars", 2500)`: logs `<unit>_per_sec` and sums up
-        `<unit>_per_second`; None: steps only.
-      compile_options: XLA options for the chunk program.
+      init: `() -> state`, the initial training state (a pytree; checkpointed whole).
+      chunk: `(state, consts, first_step, k) -> (state, outputs)`: steps `first_step ..
+        first_step + k - 1`; `k` is static (the driver jits with `static_argnums=3`).
+      consts: a pytree every chunk reads and no step changes (data streams, evaluation sets);
+        an argument, so neither a compile-time constant nor checkpointed.
       partition: `(state_spec, consts_spec)`, how the state and the constants are split over the
         run's devices (PartitionSpecs over the mesh axis "data", prefixes of the trees); None:
         whole on every device.
-      log_line: `record -> str`: the driver prints each log record as this line (None: nothing).
+      compile_options: XLA options for the chunk program.
     """
 
     init: Callable[[], Any]
-    consts: Any
     chunk: Callable[..., tuple]
-    observe: Callable[[dict, Any, int], tuple]
-    tally: dict
-    finished: Callable[[dict], bool]
-    diverged: Callable[[dict], bool]
-    summarize: Callable[[Any, dict], dict]
-    validate: Optional[Callable[[Any, int], tuple]] = None
-    eval_every: Optional[int] = None
+    consts: Any
+    partition: Optional[tuple] = None
+    compile_options: Optional[dict] = None
+
+
+TRAINING, SOLVED, DIVERGED = "training", "solved", "diverged"  # what `Report.status` says
+
+
+class Report(NamedTuple):
+    """The host side of a task: the tally and what is read from it.
+
+    Attributes:
+      tally: the tally before the first step, a NamedTuple of JSON-able fields (a resumed run
+        rebuilds it from the checkpoint's `tally._asdict()`; a field missing there keeps this
+        value).
+      observe: `(tally, outputs, step) -> (tally, fields)`: folds one chunk's outputs (as NumPy)
+        into the tally; `fields` are the task's part of the chunk's log line.
+      status: `tally -> TRAINING | SOLVED | DIVERGED`. SOLVED stops early, having succeeded;
+        DIVERGED (the loss turned NaN or Inf) stops the run `failed`, and the diverged state is
+        never checkpointed.
+      summarize: `(state, tally) -> dict`, the task's fields of `summary.json`; may evaluate (it
+        reports the seconds it spent compiling as `compile_seconds`).
+    """
+
+    tally: Any
+    observe: Callable[[Any, Any, int], tuple]
+    status: Callable[[Any], str]
+    summarize: Callable[[Any, Any], dict]
+
+
+class Validation(NamedTuple):
+    """Optional: a host evaluation every `every` steps and at the end.
+
+    Attributes:
+      validate: `(state, step) -> (fields, files)`: the log line's validation fields, and text
+        files for the run directory (`{relative path: text}`, e.g. samples).
+      every: steps between validations (and saves of `checkpoints/last`).
+      best: the field whose lowest value `checkpoints/best` keeps; None: no best checkpoint.
+    """
+
+    validate: Callable[[Any, int], tuple]
+    every: int
     best: Optional[str] = None
-    identity: Optional[dict] = None
+
+
+class Display(NamedTuple):
+    """Optional: how the run shows itself.
+
+    Attributes:
+      progress: the log fields the progress bar shows.
+      throughput: `(unit, per_step)`, e.g. `("chars", 2500)`: logs `<unit>_per_sec` and sums up
+        `<unit>_per_second`; None: steps only.
+      log_line: `record -> str`: the driver prints each log record as this line (None: nothing).
+    """
+
     progress: tuple = ()
     throughput: Optional[tuple] = None
-    compile_options: Optional[dict] = None
-    partition: Optional[tuple] = None
     log_line: Optional[Callable[[dict], str]] = None
+
+
+class Task(NamedTuple):
+    """One task as the driver runs it: a program, a report, and the optional pieces.
+
+    `identity`: what a checkpoint must have been made for besides the state's shapes (the
+    char-LM's vocabulary); a resume that finds another is refused."""
+
+    program: Program
+    report: Report
+    validation: Optional[Validation] = None
+    display: Display = Display()
+    identity: Optional[dict] = None
+
+
+def restore_tally(initial: Any, saved: Optional[dict]) -> Any:
+    """The tally of type `type(initial)` from a checkpoint's dict; fields it lacks keep `initial`'s."""
+    known = {k: v for k, v in (saved or {}).items() if k in initial._fields}
+    return initial._replace(**known)
+
+
+def parameter_count(init: Callable[[Any], Any]) -> int:
+    """The number of parameters `init(key)` makes, from its shapes alone (`jax.eval_shape`)."""
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+
+
+def values_kept_per_step(init: Callable[[Any], Any], forward: Callable[[Any, Any], Any], step_input) -> int:
+    """The values the backward pass of `forward(params, xs)` keeps per time step and example:
+    the residuals of `jax.vjp` (abstract, nothing is computed) for a sequence of 2 steps less
+    those for 1, of one example. `step_input`: a `jax.ShapeDtypeStruct` of one step of one
+    example (`[input_size]` floats, or `[]` ids); `xs` is `[T, 1, *step_input.shape]`."""
+    params = jax.eval_shape(init, jax.random.key(0))
+
+    def kept(steps: int) -> int:
+        xs = jax.ShapeDtypeStruct((steps, 1, *step_input.shape), step_input.dtype)
+        residuals = jax.eval_shape(lambda p, x: jax.vjp(lambda q: forward(q, x), p)[1], params, xs)
+        return sum(math.prod(x.shape) for x in jax.tree.leaves(residuals))
+
+    return kept(2) - kept(1)
 
 
 class TaskSpec(NamedTuple):

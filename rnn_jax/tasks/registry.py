@@ -1,5 +1,5 @@
 """The task registry: one line per task. A task is a folder of `rnn_jax/tasks/` with its config
-dataclass, its checks and its `make(cfg, optimizer, platform) -> Task` (see `rnn_jax.tasks.base`),
+dataclass, its checks and its `make(cfg, optimizer, devices) -> Task` (see `rnn_jax.tasks.base`),
 plus `conf/task/<name>.yaml`."""
 
 from rnn_jax.tasks.addition.task import SPEC as ADDITION

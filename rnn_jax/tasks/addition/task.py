@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, List, NamedTuple, Optional
 
 import jax
@@ -33,14 +34,22 @@ from rnn_jax.tasks.addition.evaluate import (
     packed_exact,
 )
 from rnn_jax.tasks.base import (
+    DIVERGED,
+    SOLVED,
+    TRAINING,
     ConfigError,
+    Display,
+    Program,
+    Report,
     Task,
     TaskSpec,
     check_at_least,
     check_choice,
     check_has_model,
     log_every,
+    parameter_count,
     to_host,
+    values_kept_per_step,
 )
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 
@@ -135,6 +144,29 @@ class AdditionConsts(NamedTuple):
     replay: Optional[addition.Batch]  # numpy2015: every training example, [S, steps, T, 2]; else None
 
 
+class AdditionTally(NamedTuple):
+    """Per seed, after the latest chunk."""
+
+    finite: list  # [S] bool: every loss so far finite
+    accuracy: list  # [S] exact-sum accuracy on the evaluation set (0 for a non-finite seed)
+    steps_to_solve: list  # [S] the first logged step at which the seed was exact, or None
+
+
+class Setup(NamedTuple):
+    """What the device program is built from (static: functions and Python numbers)."""
+
+    model: Any  # rnn_jax.model.Model
+    optimizer: optax.GradientTransformation
+    loss: str  # LOSSES
+    bits: int
+    full_range: bool
+    batch_size: int
+    dtype: Any
+    unroll: Optional[int]  # the cell scan's lax.scan unroll (model.unroll)
+    unroll_steps: int  # the training scan's unroll (train.unroll_steps)
+    state_size: int  # hidden values a replica keeps per step (hidden x layers): sizes evaluation pieces
+
+
 def params_from_2015(weights: reference2015.Weights2015, dtype) -> ModelParams:
     """The 2015 script's synapse_0, synapse_h, synapse_1 as rnn_jax parameters."""
     cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
@@ -148,180 +180,230 @@ def addition_model(cfg, platform: Optional[str] = None):
     return build_model(cfg.model, 1, output_activation="sigmoid", dtype=dtype_of(cfg.train.dtype), platform=platform)
 
 
+def replica(setup: Setup, seed) -> tuple:
+    """Replica `seed`'s initial training state and data key. Keys use the "rbg" PRNG (XLA's
+    RngBitGenerator): on the CPU, threefry's bit generator takes seconds to compile."""
+    init_key, data_key = jax.random.split(jax.random.key(seed, impl="rbg"))
+    return init_state(setup.model.init(init_key, 2), setup.optimizer), jax.random.key_data(data_key)
+
+
+def initial_state(setup: Setup, seeds: list[int], compile_options: Optional[dict] = None) -> AdditionState:
+    """Every replica's initial state, as each single run with `seed=s` starts. `lax.map`, not
+    vmap: the rbg PRNG draws other numbers when batched. The program runs once."""
+    program = jax.jit(lambda s: AdditionState(*jax.lax.map(partial(replica, setup), s)))
+    s = jnp.asarray(seeds)
+    return program.lower(s).compile(compiler_options=compile_options)(s)
+
+
+def initial_state_2015(setup: Setup, seeds: list[int], hidden: int) -> AdditionState:
+    """`task.data=numpy2015`: the 2015 script's initial weights of each seed; no data key."""
+    states = [
+        init_state(params_from_2015(reference2015.stream(s, 0, setup.bits, hidden)[0], setup.dtype), setup.optimizer)
+        for s in seeds
+    ]
+    return AdditionState(jax.tree.map(lambda *xs: jnp.stack(xs), *states), None)
+
+
+def draw(setup: Setup, data_key, start, k: int) -> addition.Batch:
+    """One replica's batches of steps `start .. start + k - 1`, `[k, T, B, ...]`: one draw of
+    `k * B` pairs from the key folded with `start`."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(data_key, impl="rbg"), start)
+    batch = addition.sample(key, k * setup.batch_size, setup.bits, setup.full_range, setup.dtype)  # [T, k*B, ...]
+    return jax.tree.map(lambda a: jnp.moveaxis(a.reshape(a.shape[0], k, setup.batch_size, a.shape[-1]), 1, 0), batch)
+
+
+def train_replica(setup: Setup, train: TrainState, batches: addition.Batch, eval_pieces: Optional[EvalSet]):
+    """One replica over `batches` (`[k, ...]`): its state, losses `[k]` and exact accuracy after."""
+
+    def loss_fn(params, batch: addition.Batch):
+        _, logits = setup.model.logits(params, batch.inputs, unroll=setup.unroll)
+        return addition_loss(setup.loss, logits, batch.targets), None
+
+    step = make_step(loss_fn, setup.optimizer)
+
+    def step_loss(state: TrainState, batch):
+        state, (loss, _) = step(state, batch)
+        return state, loss
+
+    train, losses = make_chunk(step_loss, setup.unroll_steps)(train, batches)
+    accuracy = None if eval_pieces is None else exact_fraction(setup.model, train.params, eval_pieces, setup.unroll)
+    return train, losses, accuracy
+
+
+def chunk(setup: Setup, state: AdditionState, consts: AdditionConsts, start, k: int):
+    """Steps `start .. start + k - 1` of the replicas in `state`, then each one's exact accuracy:
+    outputs `(losses [S, k], accuracy [S])`. Batches are drawn by `lax.map` over replicas, not
+    vmap (see `initial_state`); one replica runs without `vmap`, whose batched matmuls cost more
+    than plain ones when there is nothing to batch."""
+    if consts.replay is not None:
+        xs = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), consts.replay)  # [S, k, ...]
+    else:
+        xs = jax.lax.map(lambda key: draw(setup, key, start, k), state.data_key)
+    one = partial(train_replica, setup)
+    if jax.tree.leaves(state.train)[0].shape[0] == 1:
+        out = one(*jax.tree.map(lambda a: a[0], (state.train, xs)), consts.eval)
+        train, losses, acc = jax.tree.map(lambda a: a[None], out)  # None stays None
+    else:
+        train, losses, acc = jax.vmap(one, in_axes=(0, 0, None))(state.train, xs, consts.eval)
+    return AdditionState(train, state.data_key), (losses, acc)
+
+
+def partition(replay: bool) -> tuple:
+    """Replicas (and their replayed examples) over the devices' data axis; the evaluation set whole."""
+    return P("data"), AdditionConsts(P(), P("data") if replay else None)
+
+
+def sharded_chunk(setup: Setup, mesh, replay: bool, state, consts, start, k: int):
+    """`chunk` with each device running the replicas it holds, exactly as one device runs them all."""
+    state_spec, consts_spec = partition(replay)
+    run = jax.shard_map(
+        lambda s, c, i: chunk(setup, s, c, i, k),
+        mesh=mesh,
+        in_specs=(state_spec, consts_spec, P()),
+        out_specs=(P("data"), P("data")),
+        check_vma=False,
+    )
+    return run(state, consts, start)
+
+
+def fresh_tally(seeds: int) -> AdditionTally:
+    return AdditionTally([True] * seeds, [0.0] * seeds, [None] * seeds)
+
+
+def observe(tally: AdditionTally, outputs, step: int) -> tuple[AdditionTally, dict]:
+    """Folds a chunk's `(losses [S, k], accuracy [S])` into the tally: a seed whose loss was ever
+    non-finite stays so, with accuracy 0; a seed exact at `step` for the first time is solved
+    there. Fields: the mean finite loss and the mean accuracy (and each seed's, for several)."""
+    losses, accuracy = (np.asarray(x) for x in outputs)
+    finite = np.asarray(tally.finite) & np.isfinite(losses).all(axis=1)
+    accuracy = np.where(finite, accuracy, 0.0)
+    solved = [
+        s if s is not None else (step if ok and a == 1.0 else None)
+        for s, ok, a in zip(tally.steps_to_solve, finite, accuracy)
+    ]
+    mean_loss = losses.mean(axis=1)
+    fields = {"loss": _mean_finite(mean_loss), "accuracy": float(accuracy.mean())}
+    if len(finite) > 1:
+        fields["per_seed"] = {"loss": [float(x) for x in mean_loss], "accuracy": [float(a) for a in accuracy]}
+    return AdditionTally(finite.tolist(), accuracy.tolist(), solved), fields
+
+
+def status(stop_when_solved: bool, tally: AdditionTally) -> str:
+    """DIVERGED when no seed is finite; SOLVED, with `stop_when_solved`, when every seed was exact
+    at the latest evaluation; else TRAINING."""
+    if not any(tally.finite):
+        return DIVERGED
+    if stop_when_solved and all(a == 1.0 for a in tally.accuracy):
+        return SOLVED
+    return TRAINING
+
+
+def seed_figures(tally: AdditionTally, seeds: list[int], params_finite, widths: list[int], per_width) -> dict:
+    """The summary's per-seed figures from the tally and the generalisation accuracies
+    (`per_width [S, len(widths)]`): a seed whose losses or final weights are not finite counts
+    as accuracy 0 everywhere and is listed in `failed_seeds`."""
+    finite = np.asarray(tally.finite) & np.asarray(params_finite)
+    accuracy = np.where(finite, tally.accuracy, 0.0)
+    per_width = np.where(finite[:, None], np.asarray(per_width), 0.0)
+    figures = {
+        "status": "ok" if finite.any() else "failed",
+        "seed_values": list(seeds),
+        "final_accuracy": float(accuracy.mean()),
+        "per_seed_accuracy": [float(a) for a in accuracy],
+        "success_rate": float(np.mean(accuracy == 1.0)),
+        "steps_to_solve": list(tally.steps_to_solve),
+        "failed_seeds": [s for s, ok in zip(seeds, finite) if not ok],
+        "generalization": {str(n): float(a) for n, a in zip(widths, per_width.mean(axis=0))},
+        "generalization_per_seed": {str(n): [float(a) for a in per_width[:, j]] for j, n in enumerate(widths)},
+    }
+    if not finite.any():
+        figures["error"] = "loss became NaN or Inf in every seed"
+    return figures
+
+
+def summarize(
+    setup: Setup, task: AdditionTask, seeds: list[int], platform: str, state: AdditionState, tally: AdditionTally
+) -> dict:
+    """Generalisation to `task.generalization_bits` and the carry-chain evaluation of every seed."""
+    width = setup.state_size * len(seeds)  # hidden values per evaluated step
+    widths, packed = generalization_pairs(task.generalization_bits, task.generalization_samples, task.full_range, width)
+    pairs = len(widths) * task.generalization_samples
+
+    def exact_and_finite(params, packed):  # a last update can leave NaN weights behind a finite loss
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in jax.tree.leaves(params)]))
+        return packed_exact(setup.model, params, packed, pairs), finite
+
+    t0 = time.perf_counter()
+    evaluate = (
+        jax.jit(jax.vmap(exact_and_finite, in_axes=(0, None)))
+        .lower(state.train.params, packed)
+        .compile(compiler_options=compile_options(platform))
+    )
+    compile_seconds = time.perf_counter() - t0
+    per_pair, params_finite = to_host(evaluate(state.train.params, packed))
+    per_width = np.asarray(per_pair).reshape(len(seeds), len(widths), task.generalization_samples).mean(axis=2)
+    summary = seed_figures(tally, seeds, params_finite, widths, per_width)
+    summary["eval_pairs"] = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
+    summary["compile_seconds"] = compile_seconds
+    chains = carry_chain.groups(
+        task.carry_chain_lengths, task.carry_chain_samples, task.long_random_bits, task.long_random_samples
+    )
+    if chains:
+        t0 = time.perf_counter()
+        # On the host first: the chain program is compiled for one device, the state may be split.
+        params = jax.device_put(to_host(state.train.params))
+        per_group = carry_chain.exact(setup.model, params, chains, task.chain_piece_steps, compile_options(platform))
+        finite = np.asarray(tally.finite) & np.asarray(params_finite)
+        summary.update(carry_chain.summary(chains, per_group, finite), carry_chain_seconds=time.perf_counter() - t0)
+    return summary
+
+
 def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     """The task; with several devices, each trains `task.seeds / devices` of the replicas."""
     task: AdditionTask = cfg.task
-    dtype, platform, mesh = dtype_of(cfg.train.dtype), devices.platform, devices.mesh
     if task.seeds % devices.count:
         raise ConfigError(
             "task.seeds",
             task.seeds,
             f"must be a multiple of the {devices.count} devices (backend.devices), each training as many replicas",
         )
-    model = addition_model(cfg, platform)
+    dtype, platform, replay = dtype_of(cfg.train.dtype), devices.platform, task.data == "numpy2015"
+    setup = Setup(
+        addition_model(cfg, platform),
+        optimizer,
+        task.loss,
+        task.bits,
+        task.full_range,
+        task.batch_size,
+        dtype,
+        cfg.model.unroll,
+        cfg.train.unroll_steps,
+        cfg.model.hidden * cfg.model.layers,
+    )
     seeds = [cfg.seed + i for i in range(task.seeds)]
-    B, unroll, replay = task.batch_size, cfg.model.unroll, task.data == "numpy2015"
-    width = cfg.model.hidden * cfg.model.layers * len(seeds)  # hidden values per evaluated step
-
-    def loss_fn(params, batch: addition.Batch):
-        _, logits = model.logits(params, batch.inputs, unroll=unroll)
-        return addition_loss(task.loss, logits, batch.targets), None
-
-    step = make_step(loss_fn, optimizer)
-
-    def step_loss(state: TrainState, batch):
-        state, (loss, _) = step(state, batch)
-        return state, loss
-
-    train_chunk = make_chunk(step_loss, cfg.train.unroll_steps)
-
-    def replica(seed):
-        """Replica `seed`'s initial state and data key. Keys use the "rbg" PRNG (XLA's
-        RngBitGenerator): on the CPU, threefry's bit generator takes seconds to compile."""
-        init_key, data_key = jax.random.split(jax.random.key(seed, impl="rbg"))
-        return init_state(model.init(init_key, 2), optimizer), jax.random.key_data(data_key)
-
-    def init() -> AdditionState:
-        if replay:
-            states = [
-                init_state(
-                    params_from_2015(reference2015.stream(s, 0, task.bits, cfg.model.hidden)[0], dtype), optimizer
-                )
-                for s in seeds
-            ]
-            return AdditionState(jax.tree.map(lambda *xs: jnp.stack(xs), *states), None)
-        # lax.map, not vmap: the rbg PRNG draws other numbers when batched, and replica s must
-        # equal a single run with seed=s. The program runs once: compiled without optimisations.
-        program = jax.jit(lambda s: AdditionState(*jax.lax.map(replica, s)))
-        s = jnp.asarray(seeds)
-        return program.lower(s).compile(compiler_options=compile_options(platform, one_shot=True))(s)
-
-    def draw(data_key, start, k):  # one replica's [k, T, B, ...]
-        key = jax.random.fold_in(jax.random.wrap_key_data(data_key, impl="rbg"), start)
-        batch = addition.sample(key, k * B, task.bits, task.full_range, dtype)  # one draw: [T, k*B, ...]
-        return jax.tree.map(lambda a: jnp.moveaxis(a.reshape(a.shape[0], k, B, a.shape[-1]), 1, 0), batch)
-
-    def one(train, xs, eval_pieces):
-        train, losses = train_chunk(train, xs)
-        return train, losses, None if eval_pieces is None else exact_fraction(model, train.params, eval_pieces, unroll)
-
-    def local_chunk(state: AdditionState, consts: AdditionConsts, start, k: int):
-        """Steps start..start+k-1 of the replicas in `state`, then each one's exact accuracy:
-        outputs `(losses [S, k], accuracy [S])`. Batches are drawn by `lax.map` over replicas,
-        not vmap (see `init`)."""
-        if replay:
-            xs = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), consts.replay)  # [S, k, ...]
-        else:
-            xs = jax.lax.map(lambda key: draw(key, start, k), state.data_key)
-        if jax.tree.leaves(state.train)[0].shape[0] == 1:
-            train, losses, acc = one(*jax.tree.map(lambda a: a[0], (state.train, xs)), consts.eval)
-            train, losses, acc = jax.tree.map(lambda a: a[None], (train, losses, acc))  # None stays None
-        else:
-            train, losses, acc = jax.vmap(one, in_axes=(0, 0, None))(state.train, xs, consts.eval)
-        return AdditionState(train, state.data_key), (losses, acc)
-
-    def chunk(state: AdditionState, consts: AdditionConsts, start, k: int):
-        if devices.count == 1:
-            return local_chunk(state, consts, start, k)
-        # Each device runs the replicas it holds, exactly as one device runs them all.
-        specs = (P("data"), AdditionConsts(P(), P("data") if replay else None), P())
-        run = jax.shard_map(
-            lambda s, c, i: local_chunk(s, c, i, k),
-            mesh=mesh,
-            in_specs=specs,
-            out_specs=(P("data"), P("data")),
-            check_vma=False,
-        )
-        return run(state, consts, start)
-
-    def observe(tally: dict, outputs, step: int):
-        losses, accuracy = (np.asarray(x) for x in outputs)  # [S, k], [S]
-        finite = np.asarray(tally["finite"]) & np.isfinite(losses).all(axis=1)
-        accuracy = np.where(finite, accuracy, 0.0)
-        solved = [
-            s if s is not None else (step if ok and a == 1.0 else None)
-            for s, ok, a in zip(tally["steps_to_solve"], finite, accuracy)
-        ]
-        tally = {"finite": finite.tolist(), "accuracy": accuracy.tolist(), "steps_to_solve": solved}
-        mean_loss = losses.mean(axis=1)
-        fields = {"loss": _mean_finite(mean_loss), "accuracy": float(accuracy.mean())}
-        if len(seeds) > 1:
-            fields["per_seed"] = {"loss": [float(x) for x in mean_loss], "accuracy": [float(a) for a in accuracy]}
-        return tally, fields
-
-    def finished(tally: dict) -> bool:
-        """With task.stop_when_solved: every seed exact at the last evaluation."""
-        return task.stop_when_solved and all(a == 1.0 for a in tally["accuracy"])
-
-    def diverged(tally: dict) -> bool:
-        return not any(tally["finite"])
-
-    def summarize(state: AdditionState, tally: dict) -> dict:
-        widths, packed = generalization_pairs(
-            task.generalization_bits, task.generalization_samples, task.full_range, width
-        )
-        pairs = len(widths) * task.generalization_samples
-
-        def exact_and_finite(params, packed):  # a last update can leave NaN weights behind a finite loss
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in jax.tree.leaves(params)]))
-            return packed_exact(model, params, packed, pairs), finite
-
-        t0 = time.perf_counter()
-        evaluate = (
-            jax.jit(jax.vmap(exact_and_finite, in_axes=(0, None)))
-            .lower(state.train.params, packed)
-            .compile(compiler_options=compile_options(platform))
-        )
-        compile_seconds = time.perf_counter() - t0
-        per_pair, params_finite = to_host(evaluate(state.train.params, packed))
-        finite = np.asarray(tally["finite"]) & np.asarray(params_finite)
-        accuracy = np.where(finite, tally["accuracy"], 0.0)
-        per_width = np.asarray(per_pair).reshape(len(seeds), len(widths), task.generalization_samples).mean(axis=2)
-        per_width = np.where(finite[:, None], per_width, 0.0)
-        summary = {
-            "status": "ok" if finite.any() else "failed",
-            "seed_values": seeds,
-            "final_accuracy": float(accuracy.mean()),
-            "per_seed_accuracy": [float(a) for a in accuracy],
-            "success_rate": float(np.mean(accuracy == 1.0)),
-            "steps_to_solve": tally["steps_to_solve"],
-            "failed_seeds": [s for s, ok in zip(seeds, finite) if not ok],
-            "eval_pairs": min(addition.operand_count(task.bits, task.full_range), task.eval_samples),
-            "generalization": {str(n): float(a) for n, a in zip(widths, per_width.mean(axis=0))},
-            "generalization_per_seed": {str(n): [float(a) for a in per_width[:, j]] for j, n in enumerate(widths)},
-            "compile_seconds": compile_seconds,
-        }
-        chains = carry_chain.groups(
-            task.carry_chain_lengths, task.carry_chain_samples, task.long_random_bits, task.long_random_samples
-        )
-        if chains:
-            t0 = time.perf_counter()
-            # On the host first: the chain program is compiled for one device, the state may be split.
-            params, piece = jax.device_put(to_host(state.train.params)), task.chain_piece_steps
-            per_group = carry_chain.exact(model, params, chains, piece, compile_options(platform))
-            summary.update(carry_chain.summary(chains, per_group, finite), carry_chain_seconds=time.perf_counter() - t0)
-        if not finite.any():
-            summary["error"] = "loss became NaN or Inf in every seed"
-        return summary
-
+    width = setup.state_size * len(seeds)
     consts = AdditionConsts(
         jax.device_put(eval_set(task.bits, task.full_range, task.eval_samples, width)),
         replay_stream(cfg, seeds, dtype) if replay else None,
     )
-    S = len(seeds)
-    return Task(
+    if replay:
+        init = partial(initial_state_2015, setup, seeds, cfg.model.hidden)
+    else:
+        init = partial(initial_state, setup, seeds, compile_options(platform, one_shot=True))
+    program = Program(
         init=init,
+        chunk=partial(chunk, setup) if devices.count == 1 else partial(sharded_chunk, setup, devices.mesh, replay),
         consts=consts,
-        chunk=chunk,
-        observe=observe,
-        tally={"finite": [True] * S, "accuracy": [0.0] * S, "steps_to_solve": [None] * S},
-        finished=finished,
-        diverged=diverged,
-        summarize=summarize,
-        progress=("loss", "accuracy"),
+        partition=partition(replay),
         compile_options=compile_options(platform),
-        partition=(P("data"), AdditionConsts(P(), P("data") if replay else None)),
     )
+    report = Report(
+        tally=fresh_tally(len(seeds)),
+        observe=observe,
+        status=partial(status, task.stop_when_solved),
+        summarize=partial(summarize, setup, task, seeds, platform),
+    )
+    return Task(program, report, display=Display(progress=("loss", "accuracy")))
 
 
 def replay_stream(cfg, seeds: list[int], dtype) -> addition.Batch:
@@ -352,11 +434,10 @@ def memory(cfg) -> dict:
     pairs = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
     size = 8 if t.dtype == "float64" else 4
     S, B, K = cfg.task.seeds, cfg.task.batch_size, min(log_every(t), t.steps)
-    shapes = jax.eval_shape(lambda key: addition_model(cfg).init(key, 2), jax.random.key(0))
-    params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
-    first = shapes.cell[0] if m.layers > 1 else shapes.cell  # a stack's first layer, or the cell's params
-    gates = first.w_h.shape[1] // m.hidden if hasattr(first, "w_h") else 3  # Elman 1, GRU 3, LSTM 4; linear: a, b, h
-    per_step = m.layers * m.hidden * (gates + 2)  # gate values and state a step keeps for the backward pass
+    model = addition_model(cfg)
+    params = parameter_count(lambda key: model.init(key, 2))
+    float_step = jax.ShapeDtypeStruct((2,), dtype_of(t.dtype))
+    per_step = values_kept_per_step(lambda key: model.init(key, 2), lambda p, x: model.logits(p, x)[1], float_step)
     widths = sum(n + task.full_range for n in set(task.generalization_bits))
     return {
         ("the evaluation set", "task.eval_samples"): 2
@@ -367,13 +448,15 @@ def memory(cfg) -> dict:
         ("a chunk's batches", "train.log_every"): S * K * B * T * 3 * size,
         ("the backward pass", "task.batch_size"): 2 * S * B * T * per_step * size,
         ("an evaluation piece", "task.eval_samples"): min(pairs * T * m.hidden * m.layers * S, EVAL_PIECE_FLOATS)
-        * (gates + 2)
+        * per_step
+        // (m.hidden * m.layers)
         * size,
         ("parameters and optimizer state", "model.hidden"): 4 * S * params * size,
         ("a carry-chain piece", "task.chain_piece_steps"): S
         * max(3, task.carry_chain_samples, task.long_random_samples)
         * min(task.chain_piece_steps, chain_steps(task))
-        * (m.hidden * m.layers * (gates + 2) * size),
+        * per_step
+        * size,
     }
 
 

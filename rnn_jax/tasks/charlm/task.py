@@ -22,14 +22,22 @@ from jax.sharding import PartitionSpec as P
 
 from rnn_jax.build import dtype_of
 from rnn_jax.tasks.base import (
+    DIVERGED,
+    TRAINING,
     ConfigError,
+    Display,
+    Program,
+    Report,
     Task,
     TaskSpec,
+    Validation,
     check_at_least,
     check_choice,
     check_fraction,
     check_has_model,
+    parameter_count,
     to_host,
+    values_kept_per_step,
 )
 from rnn_jax.tasks.charlm.corpus import (
     CorpusError,
@@ -239,6 +247,61 @@ def make_train_chunk(model: CharLM, optimizer, cfg, dropout_key) -> Any:
     return chunk
 
 
+class CharLMTally(NamedTuple):
+    train_bpc: Optional[float]  # the latest chunk's mean training bits per character
+
+
+def observe(tally: CharLMTally, losses, step: int) -> tuple[CharLMTally, dict]:
+    """A chunk's losses (nats per character, `[k]`): their mean, in nats and in bits."""
+    train_loss = float(np.mean(losses))
+    return CharLMTally(bits(train_loss)), {"train_loss": train_loss, "train_bpc": bits(train_loss)}
+
+
+def status(tally: CharLMTally) -> str:
+    """DIVERGED once the training bpc is NaN or Inf; a language model never stops early."""
+    return DIVERGED if tally.train_bpc is not None and not math.isfinite(tally.train_bpc) else TRAINING
+
+
+class Sampler(NamedTuple):
+    """What a validation's sample needs: a jitted `generate`, its priming text and key."""
+
+    generate: Any  # (params, prime ids, key, temperature) -> ids
+    first_char: str
+    key: Any
+    length: int
+    temperature: float
+
+
+def validate(evaluate, val, vocab: Vocab, sampler: Sampler, state: CharLMState, step: int) -> tuple[dict, dict]:
+    """Validation bpc (`evaluate(params, val)` is the mean loss in nats), and a sample of
+    `sampler.length` characters for `samples/step_NNNNNN.txt` (none for length 0)."""
+    fields = {"val_bpc": bits(float(to_host(evaluate(state.train.params, val))))}
+    if sampler.length == 0:
+        return fields, {}
+    prime = encode(vocab, sampler.first_char)  # host arrays: jit places them beside the parameters
+    key = jax.random.fold_in(sampler.key, 2 + step)
+    ids = to_host(sampler.generate(state.train.params, prime, key, sampler.temperature))
+    return fields, {f"samples/step_{step:06d}.txt": sampler.first_char + decode(vocab, ids)}
+
+
+def summarize(task: CharLMTask, data, state: CharLMState, tally: CharLMTally) -> dict:
+    """The corpus, the vocabulary, the parameter count and the reference bpcs (unigram, uniform)."""
+    failed = {"status": "failed", "error": "loss became NaN or Inf"} if status(tally) == DIVERGED else {}
+    return {
+        **failed,
+        "corpus": task.corpus or "default (Python stdlib sources)",
+        "corpus_chars": data.n_chars,
+        "python_version": sys.version.split()[0],
+        "vocab_size": data.vocab.size,
+        "params": int(sum(np.size(x) for x in jax.tree.leaves(state.train.params))),
+        "final_train_bpc": tally.train_bpc,
+        "unigram_bpc": data.unigram_bpc,
+        "uniform_bpc": math.log2(data.vocab.size),
+        "unit": task.unit,
+        **({"poems": data.poems, "padding_fraction": data.padding} if task.unit == "line" else {}),
+    }
+
+
 def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     """The task; with several devices, the batch is split over them (data parallel: XLA reduces
     the gradients, as the shardings of the parameters and the batch say)."""
@@ -257,7 +320,6 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
         data = load_data(task, cfg.task.batch_size)
     dtype = dtype_of(cfg.train.dtype)
     model = build_char_lm(cfg.model, data.vocab.size, task.embedding, task.dropout, dtype, devices.platform)
-    chars_per_step = cfg.task.batch_size * task.seq_len
 
     @jax.jit  # one compiled program; run eagerly, each initialiser would compile on its own
     def init() -> CharLMState:
@@ -270,57 +332,21 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     else:
         evaluate = jax.jit(make_evaluate(model, task.seq_len, cfg.model.unroll))
         first_char, reset_id = data.first_char, None
-    sample = jax.jit(partial(generate, model, length=task.sample_length, unroll=cfg.model.unroll, reset_id=reset_id))
-    prime = encode(data.vocab, first_char)  # host arrays: jit places them beside the parameters
-    val_streams = data.val
-
-    def observe(tally: dict, losses, step: int):
-        train_loss = float(np.mean(losses))
-        return {"train_bpc": bits(train_loss)}, {"train_loss": train_loss, "train_bpc": bits(train_loss)}
-
-    def validate(state: CharLMState, step: int):
-        """Validation bpc, and a sample for `samples/step_NNNNNN.txt`."""
-        fields = {"val_bpc": bits(float(to_host(evaluate(state.train.params, val_streams))))}
-        if task.sample_length == 0:
-            return fields, {}
-        ids = to_host(sample(state.train.params, prime, jax.random.fold_in(key, 2 + step), task.sample_temperature))
-        return fields, {f"samples/step_{step:06d}.txt": first_char + decode(data.vocab, ids)}
-
-    def diverged(tally: dict) -> bool:
-        return tally["train_bpc"] is not None and not math.isfinite(tally["train_bpc"])
-
-    def summarize(state: CharLMState, tally: dict) -> dict:
-        failed = {"status": "failed", "error": "loss became NaN or Inf"} if diverged(tally) else {}
-        return {
-            **failed,
-            "corpus": task.corpus or "default (Python stdlib sources)",
-            "corpus_chars": data.n_chars,
-            "python_version": sys.version.split()[0],
-            "vocab_size": data.vocab.size,
-            "params": int(sum(np.size(x) for x in jax.tree.leaves(state.train.params))),
-            "final_train_bpc": tally.get("train_bpc"),
-            "unigram_bpc": data.unigram_bpc,
-            "uniform_bpc": math.log2(data.vocab.size),
-            "unit": task.unit,
-            **({"poems": data.poems, "padding_fraction": data.padding} if lines else {}),
-        }
-
-    return Task(
+    generate_ = jax.jit(partial(generate, model, length=task.sample_length, unroll=cfg.model.unroll, reset_id=reset_id))
+    sampler = Sampler(generate_, first_char, key, task.sample_length, task.sample_temperature)
+    program = Program(
         init=init,
-        consts=jax.device_put(data.train),
         chunk=(make_poem_chunk if lines else make_train_chunk)(model, optimizer, cfg, jax.random.fold_in(key, 1)),
-        observe=observe,
-        tally={"train_bpc": None},
-        finished=lambda tally: False,
-        diverged=diverged,
-        summarize=summarize,
-        validate=validate,
-        eval_every=task.eval_every,
-        best="val_bpc",
-        identity={"vocab": "".join(data.vocab.chars), "first_char": first_char, **({"unit": "line"} if lines else {})},
-        progress=("train_bpc", "val_bpc"),
-        throughput=("chars", chars_per_step),
+        consts=jax.device_put(data.train),
         partition=(CharLMState(train=P(), carry=P("data")), P("data")),  # rows of the batch over the devices
+    )
+    report = Report(CharLMTally(None), observe, status, partial(summarize, task, data))
+    return Task(
+        program,
+        report,
+        validation=Validation(partial(validate, evaluate, data.val, data.vocab, sampler), task.eval_every, "val_bpc"),
+        display=Display(progress=("train_bpc", "val_bpc"), throughput=("chars", cfg.task.batch_size * task.seq_len)),
+        identity={"vocab": "".join(data.vocab.chars), "first_char": first_char, **({"unit": "line"} if lines else {})},
     )
 
 
@@ -333,19 +359,17 @@ def memory(cfg) -> dict:
     text = read_corpus(task.corpus)
     V, N = len(set(text)), len(text)
     size = 8 if t.dtype == "float64" else 4
-    gates = {"elman": 1, "gru": 3, "lstm": 4}.get(m.cell, 4)
-    params = (
-        V * task.embedding
-        + m.layers * 4 * gates * m.hidden * (m.hidden + max(task.embedding, m.hidden))
-        + (m.hidden + 1) * V
-    )
+    model = build_char_lm(m, V, task.embedding, task.dropout, dtype_of(t.dtype))
+    params = parameter_count(model.init)
+    id_step = jax.ShapeDtypeStruct((), jnp.int32)
+    per_step = values_kept_per_step(model.init, lambda p, ids: model.apply(p, ids)[1], id_step)
     rows = task.batch_size * task.seq_len
     return {
         ("the corpus", "task.corpus"): 4 * N
         + 28 * N,  # the text, its ids, the split and the laid-out streams, on the host and the device
         ("parameters, gradients and optimizer state", "model.hidden"): 4 * params * size,
         ("a step's logits and their gradient", "task.batch_size"): 3 * rows * V * size,
-        ("the backward pass", "task.batch_size"): 2 * rows * m.layers * m.hidden * (gates + 2) * size,
+        ("the backward pass", "task.batch_size"): 2 * rows * per_step * size,
     }
 
 

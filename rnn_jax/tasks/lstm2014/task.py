@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, NamedTuple
+from functools import partial
+from typing import List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,18 @@ import optax
 
 from rnn_jax.build import dtype_of
 from rnn_jax.cells import LSTMParams, lstm
-from rnn_jax.tasks.base import ConfigError, Task, TaskSpec, check_at_least, check_choice
+from rnn_jax.tasks.base import (
+    DIVERGED,
+    TRAINING,
+    ConfigError,
+    Display,
+    Program,
+    Report,
+    Task,
+    TaskSpec,
+    check_at_least,
+    check_choice,
+)
 from rnn_jax.tasks.lstm2014 import reference2014
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 from rnn_jax.unroll import unroll
@@ -86,38 +98,47 @@ def make_loss(cell):
     return loss
 
 
+class LSTM2014Tally(NamedTuple):
+    loss: Optional[float] = None  # the latest update's loss
+    predictions: Optional[list] = None  # its h_t[0] for each step t
+
+
+def observe(tally: LSTM2014Tally, outputs, step: int) -> tuple[LSTM2014Tally, dict]:
+    """The chunk's last update: its loss and predictions (`outputs`: `([k], [k, T])`)."""
+    losses, predictions = (np.asarray(x) for x in outputs)
+    tally = LSTM2014Tally(float(losses[-1]), [float(x) for x in predictions[-1]])
+    return tally, tally._asdict()
+
+
+def status(tally: LSTM2014Tally) -> str:
+    return DIVERGED if tally.loss is not None and not np.isfinite(tally.loss) else TRAINING
+
+
+def log_line(record: dict) -> str:
+    """The reference's own line for the update `record["step"] - 1`."""
+    return reference2014.format_line(record["step"] - 1, record["predictions"], record["loss"])
+
+
+def summarize(state: TrainState, tally: LSTM2014Tally) -> dict:
+    return {"final_loss": tally.loss, "predictions": tally.predictions}
+
+
+def train_chunk(step, unroll_steps: int, state: TrainState, p: Problem, start, k: int):
+    """k updates of `step` on the one problem; outputs each one's loss and predictions
+    `([k], [k, T])`, computed before it."""
+    return make_chunk(lambda s, _: step(s, p), unroll_steps)(state, jnp.arange(k))
+
+
 def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
     dtype = dtype_of(cfg.train.dtype)
-    cell = make_cell(cfg, dtype, devices.platform)
-    step = make_step(make_loss(cell), optimizer)
-
-    def chunk(state: TrainState, p: Problem, start, k: int):
-        """k updates; outputs each one's loss and predictions `([k], [k, T])`, computed before it."""
-        return make_chunk(lambda s, _: step(s, p), cfg.train.unroll_steps)(state, jnp.arange(k))
-
-    def observe(tally: dict, outputs, step_: int):
-        losses, predictions = (np.asarray(x) for x in outputs)
-        fields = {"loss": float(losses[-1]), "predictions": [float(x) for x in predictions[-1]]}
-        return fields, fields
-
-    def log_line(record: dict) -> str:
-        return reference2014.format_line(record["step"] - 1, record["predictions"], record["loss"])
-
-    def summarize(state: TrainState, tally: dict) -> dict:
-        return {"final_loss": tally.get("loss"), "predictions": tally.get("predictions")}
-
-    return Task(
+    step = make_step(make_loss(make_cell(cfg, dtype, devices.platform)), optimizer)
+    program = Program(
         init=lambda: init_state(initial_params(cfg, dtype), optimizer),
+        chunk=partial(train_chunk, step, cfg.train.unroll_steps),
         consts=problem(cfg, dtype),
-        chunk=chunk,
-        observe=observe,
-        tally={},
-        finished=lambda tally: False,
-        diverged=lambda tally: "loss" in tally and not np.isfinite(tally["loss"]),
-        summarize=summarize,
-        progress=("loss",),
-        log_line=log_line,
     )
+    report = Report(LSTM2014Tally(), observe, status, summarize)
+    return Task(program, report, display=Display(progress=("loss",), log_line=log_line))
 
 
 def memory(cfg) -> dict:
