@@ -27,7 +27,7 @@ from rnn_jax.driver.loggers import job_name
 from rnn_jax.driver.loop import NothingToTrain, run
 from rnn_jax.tasks.registry import TASKS
 
-__all__ = ["job", "main", "to_config"]
+__all__ = ["conclude", "job", "main", "to_config"]
 
 
 def main() -> None:
@@ -68,6 +68,17 @@ def job(dcfg: DictConfig) -> float:
         os._exit(interrupt_exit_code())  # at once: a chunk still running would otherwise hold the exit
     except Exception as e:  # noqa: BLE001 - every failure is recorded in the job's own directory
         return job_failed(e, dcfg, run_dir, sweeping)
+    return conclude(summary, dcfg)
+
+
+def conclude(outcome, dcfg: DictConfig) -> float:
+    """In a job's Hydra context, after training: prints the summary, records the job's outcome
+    and returns its objective (`outcome` is the summary, or the exception that ended the run)."""
+    hydra_cfg = HydraConfig.get()
+    run_dir, sweeping = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
+    if isinstance(outcome, Exception):
+        return job_failed(outcome, dcfg, run_dir, sweeping)
+    summary = outcome
     print(
         json.dumps(
             {k: v for k, v in summary.items() if not isinstance(v, (list, dict)) or k == "generalization"}, indent=1

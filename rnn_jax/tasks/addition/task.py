@@ -187,10 +187,15 @@ def replica(setup: Setup, seed) -> tuple:
     return init_state(setup.model.init(init_key, 2), setup.optimizer), jax.random.key_data(data_key)
 
 
+def replicas(setup: Setup, seeds: jax.Array) -> AdditionState:
+    """`replica` of each of `seeds` (`[S]` ints), stacked; traceable (`jax.eval_shape` gives the shapes)."""
+    return AdditionState(*jax.lax.map(partial(replica, setup), seeds))
+
+
 def initial_state(setup: Setup, seeds: list[int], compile_options: Optional[dict] = None) -> AdditionState:
     """Every replica's initial state, as each single run with `seed=s` starts. `lax.map`, not
     vmap: the rbg PRNG draws other numbers when batched. The program runs once."""
-    program = jax.jit(lambda s: AdditionState(*jax.lax.map(partial(replica, setup), s)))
+    program = jax.jit(partial(replicas, setup))
     s = jnp.asarray(seeds)
     return program.lower(s).compile(compiler_options=compile_options)(s)
 
@@ -321,11 +326,21 @@ def seed_figures(tally: AdditionTally, seeds: list[int], params_finite, widths: 
     return figures
 
 
-def summarize(
-    setup: Setup, task: AdditionTask, seeds: list[int], platform: str, state: AdditionState, tally: AdditionTally
-) -> dict:
-    """Generalisation to `task.generalization_bits` and the carry-chain evaluation of every seed."""
-    width = setup.state_size * len(seeds)  # hidden values per evaluated step
+class Evaluation(NamedTuple):
+    """The end-of-training evaluation of replicas (leading axis R), on the host."""
+
+    per_width: np.ndarray  # [R, widths]: exact fraction of random sums per generalisation width
+    params_finite: np.ndarray  # [R]: every final weight finite
+    chains: Optional[list]  # per carry-chain group, [R, pairs] exact sums; None: none configured
+    compile_seconds: float
+    chain_seconds: float
+
+
+def evaluate(setup: Setup, task: AdditionTask, platform: str, params) -> Evaluation:
+    """Generalisation to `task.generalization_bits` and the carry-chain evaluation of every
+    replica of `params` (leaves `[R, ...]`), each program compiled once for all of them."""
+    replicas = jax.tree.leaves(params)[0].shape[0]
+    width = setup.state_size * replicas  # hidden values per evaluated step
     widths, packed = generalization_pairs(task.generalization_bits, task.generalization_samples, task.full_range, width)
     pairs = len(widths) * task.generalization_samples
 
@@ -334,28 +349,60 @@ def summarize(
         return packed_exact(setup.model, params, packed, pairs), finite
 
     t0 = time.perf_counter()
-    evaluate = (
+    program = (
         jax.jit(jax.vmap(exact_and_finite, in_axes=(0, None)))
-        .lower(state.train.params, packed)
+        .lower(params, packed)
         .compile(compiler_options=compile_options(platform))
     )
     compile_seconds = time.perf_counter() - t0
-    per_pair, params_finite = to_host(evaluate(state.train.params, packed))
-    per_width = np.asarray(per_pair).reshape(len(seeds), len(widths), task.generalization_samples).mean(axis=2)
-    summary = seed_figures(tally, seeds, params_finite, widths, per_width)
-    summary["eval_pairs"] = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
-    summary["compile_seconds"] = compile_seconds
-    chains = carry_chain.groups(
+    per_pair, params_finite = to_host(program(params, packed))
+    per_width = np.asarray(per_pair).reshape(replicas, len(widths), task.generalization_samples).mean(axis=2)
+    chains, t0 = chain_groups(task), time.perf_counter()
+    if chains:
+        # On the host first: the chain program is compiled for one device, the state may be split.
+        on_host = jax.device_put(to_host(params))
+        chains = carry_chain.exact(setup.model, on_host, chains, task.chain_piece_steps, compile_options(platform))
+    return Evaluation(per_width, np.asarray(params_finite), chains or None, compile_seconds, time.perf_counter() - t0)
+
+
+def chain_groups(task: AdditionTask) -> list:
+    return carry_chain.groups(
         task.carry_chain_lengths, task.carry_chain_samples, task.long_random_bits, task.long_random_samples
     )
-    if chains:
-        t0 = time.perf_counter()
-        # On the host first: the chain program is compiled for one device, the state may be split.
-        params = jax.device_put(to_host(state.train.params))
-        per_group = carry_chain.exact(setup.model, params, chains, task.chain_piece_steps, compile_options(platform))
-        finite = np.asarray(tally.finite) & np.asarray(params_finite)
-        summary.update(carry_chain.summary(chains, per_group, finite), carry_chain_seconds=time.perf_counter() - t0)
-    return summary
+
+
+def summary_fields(task: AdditionTask, seeds: list[int], tally: AdditionTally, e: Evaluation) -> dict:
+    """The task's part of `summary.json` from the tally and the evaluation of these seeds."""
+    widths = sorted(set(task.generalization_bits))
+    fields = seed_figures(tally, seeds, e.params_finite, widths, e.per_width)
+    fields["eval_pairs"] = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
+    fields["compile_seconds"] = e.compile_seconds
+    if e.chains is not None:
+        finite = np.asarray(tally.finite) & e.params_finite
+        fields.update(carry_chain.summary(chain_groups(task), e.chains, finite), carry_chain_seconds=e.chain_seconds)
+    return fields
+
+
+def summarize(
+    setup: Setup, task: AdditionTask, seeds: list[int], platform: str, state: AdditionState, tally: AdditionTally
+) -> dict:
+    return summary_fields(task, seeds, tally, evaluate(setup, task, platform, state.train.params))
+
+
+def make_setup(cfg, optimizer: optax.GradientTransformation, platform: Optional[str]) -> Setup:
+    """The device program's static part for `cfg`."""
+    return Setup(
+        addition_model(cfg, platform),
+        optimizer,
+        cfg.task.loss,
+        cfg.task.bits,
+        cfg.task.full_range,
+        cfg.task.batch_size,
+        dtype_of(cfg.train.dtype),
+        cfg.model.unroll,
+        cfg.train.unroll_steps,
+        cfg.model.hidden * cfg.model.layers,
+    )
 
 
 def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
@@ -368,18 +415,7 @@ def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
             f"must be a multiple of the {devices.count} devices (backend.devices), each training as many replicas",
         )
     dtype, platform, replay = dtype_of(cfg.train.dtype), devices.platform, task.data == "numpy2015"
-    setup = Setup(
-        addition_model(cfg, platform),
-        optimizer,
-        task.loss,
-        task.bits,
-        task.full_range,
-        task.batch_size,
-        dtype,
-        cfg.model.unroll,
-        cfg.train.unroll_steps,
-        cfg.model.hidden * cfg.model.layers,
-    )
+    setup = make_setup(cfg, optimizer, platform)
     seeds = [cfg.seed + i for i in range(task.seeds)]
     width = setup.state_size * len(seeds)
     consts = AdditionConsts(

@@ -1,0 +1,1 @@
+"""rnn_jax's Hydra launcher plugin (`hydra/launcher=fused`)."""

@@ -1,0 +1,98 @@
+"""`hydra/launcher=fused`: a sweep's jobs trained as one program per shape family.
+
+Every job is first composed and checked in its own directory (Hydra's `run_job`, which writes
+`.hydra/` as the basic launcher does; a refused config fails that job alone). Addition jobs that
+share a `rnn_jax.driver.job_groups.family` and start fresh then train together
+(`train_family`); each job's outcome is then recorded in its own directory and Hydra context
+(`rnn_jax.apps.train.conclude`). A job that belongs to no family of two or more, or resumes a
+checkpoint, runs exactly as under the basic launcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def _prepare(dcfg: DictConfig) -> tuple:
+    """A job's config, checked, and its directory (in the job's Hydra context)."""
+    from rnn_jax.apps.schema import to_config
+    from rnn_jax.driver.config import validate
+
+    cfg = to_config(dcfg)
+    validate(cfg)
+    return cfg, Path(HydraConfig.get().runtime.output_dir)
+
+
+def launch(hydra_context, task_function, config: DictConfig, job_overrides: Sequence[Sequence[str]], first: int):
+    """Hydra's `Launcher.launch`: the jobs' `JobReturn`s in the order of `job_overrides`."""
+    from rnn_jax.apps.train import conclude
+    from rnn_jax.driver.job_groups import family, train_family
+
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    sweep_configs, prepared = [], []
+    for idx, overrides in enumerate(job_overrides, start=first):
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = sweep_config.hydra.job.num = idx
+        sweep_configs.append(sweep_config)
+        prepared.append(
+            run_job(
+                hydra_context=hydra_context,
+                task_function=_prepare,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        )
+    families: dict[str, list[int]] = {}
+    for i, ret in enumerate(prepared):
+        if ret.status == JobStatus.COMPLETED:
+            cfg, run_dir = ret.return_value
+            fresh = not (run_dir / "checkpoints" / "last").exists()
+            key = family(cfg) if fresh else None
+            families.setdefault(key if key is not None else f"alone {i}", []).append(i)
+    results: dict[int, Any] = {}
+    for members in families.values():
+        if len(members) == 1:
+            continue
+        print(f"fused: training jobs {', '.join(str(first + i) for i in members)} as one program", file=sys.stderr)
+        try:
+            summaries = train_family(
+                [prepared[i].return_value[0] for i in members], [prepared[i].return_value[1] for i in members]
+            )
+            results.update(zip(members, summaries))
+        except Exception as e:  # noqa: BLE001 - the family's jobs fail, the sweep goes on
+            results.update((i, e) for i in members)
+    runs = []
+    for i, sweep_config in enumerate(sweep_configs):
+        if prepared[i].status != JobStatus.COMPLETED:
+            runs.append(prepared[i])  # refused: its failure is already recorded
+            continue
+        if i in results:
+            outcome = results[i]
+            task = lambda dcfg, outcome=outcome: conclude(outcome, dcfg)
+        else:
+            task = task_function  # alone, as the basic launcher runs it
+        runs.append(
+            run_job(
+                hydra_context=hydra_context,
+                task_function=task,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        )
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return runs

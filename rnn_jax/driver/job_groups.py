@@ -1,0 +1,261 @@
+"""Several addition jobs of one shape family trained as one compiled program (`hydra/launcher=fused`).
+
+Jobs that differ only in `model.hidden` and `seed` form a family (`family`). The family trains
+at its largest hidden size H: each job's replicas are initialised at the job's own size, exactly
+as the job alone draws them, then padded to H with zero weights into and out of the padded units
+(`pad`). In real arithmetic a padded unit then stays 0, its gradients are 0, and so are its
+updates (for every optimizer here: the moments of a zero gradient stay 0), so each job trains
+exactly as alone; in floating point only the order of some sums may differ. All jobs' replicas
+are stacked along the addition program's replica axis and trained by one program
+(`rnn_jax.tasks.addition.task.chunk`) compiled once per chunk length. A job stops by its own
+rule (`Report.status`): from then on its replicas are frozen (the program computes them, the
+state keeps the old values). At the end every replica is evaluated by one program, and each job
+gets its own run directory as the driver writes it alone (`metrics.jsonl`, `summary.json`,
+`checkpoints/last` at its own size, so `report`, resume and `verify` work unchanged).
+
+Not grouped (each runs alone through `rnn_jax.driver.loop.run`): other tasks, the 2015 replay
+(`task.data=numpy2015`), jobs whose directory already holds a checkpoint (a resume), and a
+family of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax.driver.backend import select_backend
+from rnn_jax.driver.checkpoint import Checkpoints
+from rnn_jax.driver.config import Config
+from rnn_jax.driver.optim import make_optimizer
+from rnn_jax.driver.provenance import code_version
+from rnn_jax.driver.rundir import MetricsLog, run_lock, write_summary
+from rnn_jax.tasks.addition import task as addition
+from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every
+
+FREE = ("model.hidden", "seed", "logger.", "train.progress")  # what may differ within a family
+
+
+def _flat(tree: Any, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+
+
+def family(cfg: Config) -> Optional[str]:
+    """The key shared by the jobs that can train as one program: every setting but `FREE`;
+    None for a job that trains alone (not addition, or the 2015 replay)."""
+    if cfg.task.name != "addition" or cfg.task.data != "jax" or cfg.model is None:
+        return None
+    settings = {k: v for k, v in _flat(dataclasses.asdict(cfg)).items() if not k.startswith(FREE)}
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _axis_map(own: int, padded: int, h: int, H: int) -> Optional[int]:
+    """The number of hidden-sized blocks `g` of an axis of `own = g h` values padded to `g H`."""
+    if own == padded:
+        return None
+    g = padded // H
+    if g * H != padded or g * h != own:
+        raise ValueError(f"an axis of {own} values at hidden {h} is not {padded} / {H} blocks of it")
+    return g
+
+
+def pad(leaf: np.ndarray, shape: tuple, h: int, H: int) -> np.ndarray:
+    """`leaf` (a job's array at hidden `h`) at `shape` (the family's, hidden `H`): each axis of
+    `g h` values is `g` blocks of `h` (a cell's gates side by side), each block padded with zeros
+    to `H` (offset 1 for the replica axis)."""
+    out = np.asarray(leaf)
+    for axis, (n, m) in enumerate(zip(out.shape, shape)):
+        g = _axis_map(n, m, h, H)
+        if g is None:
+            continue
+        blocks = out.reshape(*out.shape[:axis], g, h, *out.shape[axis + 1 :])
+        widths = [(0, 0)] * blocks.ndim
+        widths[axis + 1] = (0, H - h)
+        out = np.pad(blocks, widths).reshape(*out.shape[:axis], g * H, *out.shape[axis + 1 :])
+    return out
+
+
+def unpad(leaf: np.ndarray, shape: tuple, h: int, H: int) -> np.ndarray:
+    """The inverse of `pad`: the job's own `shape` cut out of the family's array."""
+    out = np.asarray(leaf)
+    for axis, (m, n) in enumerate(zip(out.shape, shape)):
+        g = _axis_map(n, m, h, H)
+        if g is None:
+            continue
+        blocks = out.reshape(*out.shape[:axis], g, H, *out.shape[axis + 1 :])
+        out = np.take(blocks, np.arange(h), axis=axis + 1).reshape(*out.shape[:axis], g * h, *out.shape[axis + 1 :])
+    return out
+
+
+class Job:
+    """One job of a family: its config, directory, replicas' rows in the family state, tally."""
+
+    def __init__(self, cfg: Config, run_dir: Path, rows: slice, tally, shapes):
+        self.cfg, self.run_dir, self.rows, self.tally, self.shapes = cfg, Path(run_dir), rows, tally, shapes
+        self.seeds = [cfg.seed + i for i in range(cfg.task.seeds)]
+        self.step, self.active, self.last_finite = 0, True, None
+        self.metrics = MetricsLog(run_dir)
+
+
+def _padded(cfg: Config, hidden: int) -> Config:
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden=hidden))
+
+
+def _select(active: jax.Array, new, old):
+    """`new` where the replica is active, else `old` (leaves `[R, ...]`)."""
+    return jax.tree.map(lambda n, o: jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o), new, old)
+
+
+def train_family(cfgs: Sequence[Config], run_dirs: Sequence[Path]) -> list[dict]:
+    """Trains the jobs `cfgs` (one `family`, fresh directories `run_dirs`) as one program;
+    returns each job's summary, written in its directory."""
+    if len({family(c) for c in cfgs}) != 1 or family(cfgs[0]) is None:
+        raise ValueError("train_family takes jobs of one family (rnn_jax.driver.job_groups.family)")
+    with contextlib.ExitStack() as locks:
+        for d in run_dirs:
+            Path(d).mkdir(parents=True, exist_ok=True)
+            locks.enter_context(run_lock(Path(d)))
+        return _train_family(list(cfgs), [Path(d) for d in run_dirs])
+
+
+def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
+    t_start = time.perf_counter()
+    first = cfgs[0]
+    jax.config.update("jax_enable_x64", first.train.dtype == "float64")
+    devices, device_record = select_backend(first.backend.name, first.backend.compilation_cache, "1")
+    platform, H = devices.platform, max(c.model.hidden for c in cfgs)
+    optimizer = make_optimizer(first.optim, first.train.steps)
+    big = _padded(first, H)
+    replicas = sum(c.task.seeds for c in cfgs)
+    family_cfg = dataclasses.replace(big, task=dataclasses.replace(big.task, seeds=replicas))
+    program = addition.make(family_cfg, optimizer, devices).program
+    setup = addition.make_setup(big, optimizer, platform)
+    compile_seconds = 0.0
+
+    # Each job's replicas at its own size, as the job alone starts them, padded to H and stacked.
+    shapes = jax.eval_shape(partial(addition.replicas, setup), jax.ShapeDtypeStruct((replicas,), jnp.int32))
+    parts, jobs, row = [], [], 0
+    for cfg, run_dir in zip(cfgs, run_dirs):
+        t0 = time.perf_counter()
+        own_setup = addition.make_setup(cfg, optimizer, platform)
+        own = addition.initial_state(own_setup, [cfg.seed + i for i in range(cfg.task.seeds)], None)
+        compile_seconds += time.perf_counter() - t0
+        S = cfg.task.seeds
+        parts.append(
+            jax.tree.map(lambda leaf, s: pad(leaf, (S, *s.shape[1:]), cfg.model.hidden, H), jax.device_get(own), shapes)
+        )
+        own_shapes = jax.tree.map(lambda x: x.shape, own)
+        jobs.append(Job(cfg, run_dir, slice(row, row + S), addition.fresh_tally(S), own_shapes))
+        row += S
+    state = jax.device_put(jax.tree.map(lambda *xs: np.concatenate(xs), *parts))
+
+    def step_family(state, consts, active, start, k: int):
+        new, outputs = program.chunk(state, consts, start, k)
+        return _select(active, new, state), outputs
+
+    compiled, train_seconds, step, every = {}, 0.0, 0, log_every(first.train)
+    steps = first.train.steps
+    while step < steps and any(j.active for j in jobs):
+        end = min(steps, (step // every + 1) * every)
+        k = end - step
+        active = np.zeros(replicas, bool)
+        for j in jobs:
+            active[j.rows] = j.active
+        args = (state, program.consts, jnp.asarray(active), jnp.int32(step))
+        if k not in compiled:
+            t0 = time.perf_counter()
+            jitted = jax.jit(step_family, static_argnums=4)
+            compiled[k] = jitted.lower(*args, k).compile(compiler_options=program.compile_options)
+            compile_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state, outputs = compiled[k](*args)
+        losses, accuracy = jax.device_get(outputs)
+        train_seconds += time.perf_counter() - t0
+        step = end
+        for j in (j for j in jobs if j.active):
+            j.tally, fields = addition.observe(j.tally, (losses[j.rows], accuracy[j.rows]), end)
+            j.step = end
+            record = {"step": end, **fields, "elapsed": round(time.perf_counter() - t_start, 4)}
+            status = addition.status(j.cfg.task.stop_when_solved, j.tally)
+            if status != DIVERGED:
+                j.last_finite = record
+            j.metrics.write(record)
+            j.active = status not in (SOLVED, DIVERGED)
+
+    evaluation = addition.evaluate(setup, big.task, platform, state.train.params)
+    host = jax.device_get(state)
+    summaries = []
+    for j in jobs:
+        own_state = jax.tree.map(
+            lambda leaf, shape: unpad(leaf[j.rows], shape, j.cfg.model.hidden, H),
+            host,
+            j.shapes,
+        )
+        e = addition.Evaluation(
+            evaluation.per_width[j.rows],
+            evaluation.params_finite[j.rows],
+            None if evaluation.chains is None else [c[j.rows] for c in evaluation.chains],
+            evaluation.compile_seconds / len(jobs),
+            evaluation.chain_seconds / len(jobs),
+        )
+        fields = addition.summary_fields(j.cfg.task, j.seeds, j.tally, e)
+        share = {
+            "compile_seconds": (compile_seconds + evaluation.compile_seconds) / len(jobs),
+            "train_seconds": train_seconds / len(jobs),
+        }
+        summaries.append(_finish(j, fields, own_state, share, device_record, len(jobs), H, t_start))
+    return summaries
+
+
+def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, jobs: int, H: int, t_start) -> dict:
+    """The job's checkpoint (unless it diverged) and summary, as the driver writes them alone."""
+    header = {"task": "addition", **device_record, "code": code_version(), "config": dataclasses.asdict(j.cfg)}
+    diverged = addition.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
+    history = [{"from_step": 0}]
+    if not diverged:
+        meta = {
+            "task": "addition",
+            "step": j.step,
+            "tally": j.tally._asdict(),
+            "best": None,
+            "elapsed": time.perf_counter() - t_start,
+            "identity": {},
+            "config": header["config"],
+            "config_history": history,
+        }
+        checkpoints = Checkpoints(j.run_dir)
+        try:
+            checkpoints.save("last", j.step, jax.device_put(own_state), meta)
+        finally:
+            checkpoints.close()
+    fields.pop("compile_seconds", None)
+    summary = {"status": "ok", "task": "addition", **fields}
+    if diverged:
+        summary.update(status="failed", error=f"loss became NaN or Inf at step {j.step}", last_finite=j.last_finite)
+    summary.update(
+        steps=j.step,
+        steps_this_run=j.step,
+        resumed_from=None,
+        config_history=history,
+        compile_seconds=round(share["compile_seconds"], 4),
+        train_seconds=round(share["train_seconds"], 4),
+        us_per_step=round(1e6 * share["train_seconds"] / j.step, 3) if j.step else None,
+        elapsed_seconds=round(time.perf_counter() - t_start, 4),
+        fused={"jobs": jobs, "hidden": H, "note": "compile and train seconds are this job's share of its family's"},
+        **header,
+    )
+    write_summary(j.run_dir, summary)
+    return summary
+
+
+__all__ = ["family", "pad", "unpad", "train_family"]

@@ -1,0 +1,101 @@
+"""`hydra/launcher=fused`: jobs of one shape family trained as one program equal the jobs trained
+alone (float64, parameters to 1e-9, the same verdicts and stopping steps), and every job's
+directory is what the basic launcher writes."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+from rnn_testing import compose
+
+from rnn_jax.driver import checkpoint
+from rnn_jax.driver.backend import select_backend
+from rnn_jax.driver.job_groups import family, pad, unpad
+from rnn_jax.driver.loop import train_and_evaluate
+
+SWEEP = [
+    "task.bits=3,4",
+    "model.hidden=2,8",
+    "task.seeds=2",
+    "train.steps=240",
+    "train.log_every=40",
+    "train.dtype=float64",
+    "optim.lr=0.05",
+    "task.batch_size=32",
+    "train.progress=false",
+    "task.eval_samples=64",
+    "task.generalization_bits=[8]",
+    "task.generalization_samples=16",
+    "task.carry_chain_lengths=[12]",
+    "task.carry_chain_samples=2",
+    "task.long_random_bits=[]",
+]
+
+
+def test_pad_puts_each_gate_block_beside_zero_units_and_unpad_inverts_it():
+    h, H = 2, 3
+    w = np.arange(1, 1 + 2 * 3 * h).reshape(1, 2, 3 * h)  # one replica, 2 inputs, 3 gates of h units
+    padded = pad(w, (1, 2, 3 * H), h, H)
+    expected = np.zeros((1, 2, 3, H))
+    expected[..., :h] = w.reshape(1, 2, 3, h)  # by hand: gate g's unit u sits at g * H + u
+    np.testing.assert_array_equal(padded, expected.reshape(1, 2, 3 * H))
+    np.testing.assert_array_equal(unpad(padded, w.shape, h, H), w)
+    square = np.arange(1, 1 + h * h).reshape(1, h, h)
+    np.testing.assert_array_equal(pad(square, (1, H, H), h, H)[0], np.pad(square[0], ((0, 1), (0, 1))))
+    with pytest.raises(ValueError, match="not 9 / 3 blocks"):
+        pad(np.zeros((1, 5)), (1, 9), h, H)
+
+
+@pytest.fixture(scope="module")
+def fused_sweep(tmp_path_factory):
+    """The sweep trained with hydra/launcher=fused (two families: 3- and 4-bit sums)."""
+    from rnn_jax.apps.train import main
+
+    sweep = tmp_path_factory.mktemp("fused")
+    argv = sys.argv
+    sys.argv = ["rnn_jax.train", "-m", *SWEEP, "hydra/launcher=fused", f"hydra.sweep.dir={sweep}"]
+    try:
+        main()
+    finally:
+        sys.argv = argv
+    return sweep
+
+
+def test_each_fused_job_equals_the_job_trained_alone(fused_sweep, tmp_path, x64):
+    for job in sorted(p for p in fused_sweep.iterdir() if p.name.isdigit()):
+        cfg = compose(*yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        assert family(cfg) is not None
+        devices, record = select_backend("cpu", None, "1")
+        alone = train_and_evaluate(cfg, tmp_path / job.name, devices, record)
+        fused = json.loads((job / "summary.json").read_text())
+        assert fused["fused"]["jobs"] == 2 and fused["fused"]["hidden"] == 8
+        for key in ("status", "steps", "steps_to_solve", "per_seed_accuracy", "generalization_per_seed"):
+            assert fused[key] == alone[key], (job.name, key)
+        assert fused["longest_exact_carry_chain"] == alone["longest_exact_carry_chain"]
+        a, meta_a = checkpoint.load(tmp_path / job.name / "checkpoints" / "last")
+        f, meta_f = checkpoint.load(job / "checkpoints" / "last")
+        assert meta_f["step"] == meta_a["step"] and meta_f["tally"] == meta_a["tally"]
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(f)):
+            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-9, atol=1e-9)
+        logged = [json.loads(line)["accuracy"] for line in (job / "metrics.jsonl").read_text().splitlines()]
+        expected = [
+            json.loads(line)["accuracy"] for line in (tmp_path / job.name / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert logged == expected
+    stopped = [json.loads((j / "summary.json").read_text())["steps"] for j in fused_sweep.iterdir() if j.name.isdigit()]
+    assert min(stopped) < 240, "a job of the sweep should stop early while its family trains on"
+
+
+def test_the_report_reads_a_fused_sweep_as_a_basic_one(fused_sweep):
+    from rnn_jax.apps.report import main
+
+    main([str(fused_sweep)])
+    rows = (fused_sweep / "report.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4  # (bits, hidden) x 1 cell
+    outcomes = [json.loads(p.read_text())["status"] for p in (fused_sweep / "job_outcomes").glob("*.json")]
+    assert outcomes == ["ok"] * 4
+    assert all((Path(fused_sweep) / str(i) / ".hydra" / "overrides.yaml").exists() for i in range(4))
