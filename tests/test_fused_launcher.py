@@ -12,6 +12,7 @@ import pytest
 import yaml
 from rnn_testing import compose
 
+from rnn_jax.apps.fused_launcher import split_by_padding
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.backend import select_backend
 from rnn_jax.driver.job_groups import family, pad, unpad
@@ -50,6 +51,12 @@ def test_pad_puts_each_gate_block_beside_zero_units_and_unpad_inverts_it():
         pad(np.zeros((1, 5)), (1, 9), h, H)
 
 
+def test_a_family_is_split_where_padding_would_exceed_max_padding():
+    hidden = {0: 16, 1: 1, 2: 2, 3: 3, 4: 8, 5: 4}
+    assert split_by_padding(list(hidden), hidden, 2) == [[1, 2], [3, 5], [4, 0]]
+    assert split_by_padding(list(hidden), hidden, float("inf")) == [[1, 2, 3, 5, 4, 0]]
+
+
 @pytest.fixture(scope="module")
 def fused_sweep(tmp_path_factory):
     """The sweep trained with hydra/launcher=fused (two families: 3- and 4-bit sums)."""
@@ -57,7 +64,8 @@ def fused_sweep(tmp_path_factory):
 
     sweep = tmp_path_factory.mktemp("fused")
     argv = sys.argv
-    sys.argv = ["rnn_jax.train", "-m", *SWEEP, "hydra/launcher=fused", f"hydra.sweep.dir={sweep}"]
+    launcher = ["hydra/launcher=fused", "hydra.launcher.max_padding=4"]
+    sys.argv = ["rnn_jax.train", "-m", *SWEEP, *launcher, f"hydra.sweep.dir={sweep}"]
     try:
         main()
     finally:

@@ -32,7 +32,27 @@ def _prepare(dcfg: DictConfig) -> tuple:
     return cfg, Path(HydraConfig.get().runtime.output_dir)
 
 
-def launch(hydra_context, task_function, config: DictConfig, job_overrides: Sequence[Sequence[str]], first: int):
+def split_by_padding(members: list[int], hidden: dict, max_padding: float) -> list[list[int]]:
+    """`members` (jobs of one family) in groups that train as one program: by hidden size, a
+    group's largest at most `max_padding` times its smallest (on a CPU, padded units cost as
+    much as real ones; on an accelerator the extra width is nearly free)."""
+    groups: list[list[int]] = []
+    for i in sorted(members, key=lambda i: hidden.get(i, 0)):
+        if groups and hidden.get(i, 0) <= max_padding * hidden.get(groups[-1][0], 0):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def launch(
+    hydra_context,
+    task_function,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    first: int,
+    max_padding: float = float("inf"),
+):
     """Hydra's `Launcher.launch`: the jobs' `JobReturn`s in the order of `job_overrides`."""
     from rnn_jax.apps.train import conclude
     from rnn_jax.driver.job_groups import family, train_family
@@ -63,8 +83,14 @@ def launch(hydra_context, task_function, config: DictConfig, job_overrides: Sequ
             fresh = not (run_dir / "checkpoints" / "last").exists()
             key = family(cfg) if fresh else None
             families.setdefault(key if key is not None else f"alone {i}", []).append(i)
+    hidden = {
+        i: ret.return_value[0].model.hidden
+        for i, ret in enumerate(prepared)
+        if ret.return_value is not None and ret.status == JobStatus.COMPLETED and ret.return_value[0].model is not None
+    }
+    groups = [g for members in families.values() for g in split_by_padding(members, hidden, max_padding)]
     results: dict[int, Any] = {}
-    for members in families.values():
+    for members in groups:
         if len(members) == 1:
             continue
         print(f"fused: training jobs {', '.join(str(first + i) for i in members)} as one program", file=sys.stderr)

@@ -142,18 +142,19 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
     setup = addition.make_setup(big, optimizer, platform)
     compile_seconds = 0.0
 
-    # Each job's replicas at its own size, as the job alone starts them, padded to H and stacked.
+    # Each job's replicas at its own size, as the job alone starts them (one program for all),
+    # padded to H and stacked.
     shapes = jax.eval_shape(partial(addition.replicas, setup), jax.ShapeDtypeStruct((replicas,), jnp.int32))
+    own_setups = [addition.make_setup(cfg, optimizer, platform) for cfg in cfgs]
+    seeds = [jnp.asarray([cfg.seed + i for i in range(cfg.task.seeds)]) for cfg in cfgs]
+    t0 = time.perf_counter()
+    init = jax.jit(lambda seeds: [addition.replicas(s, x) for s, x in zip(own_setups, seeds)])
+    init = init.lower(seeds).compile(compiler_options=addition.compile_options(platform, one_shot=True))
+    compile_seconds += time.perf_counter() - t0
     parts, jobs, row = [], [], 0
-    for cfg, run_dir in zip(cfgs, run_dirs):
-        t0 = time.perf_counter()
-        own_setup = addition.make_setup(cfg, optimizer, platform)
-        own = addition.initial_state(own_setup, [cfg.seed + i for i in range(cfg.task.seeds)], None)
-        compile_seconds += time.perf_counter() - t0
+    for cfg, run_dir, own in zip(cfgs, run_dirs, jax.device_get(init(seeds))):
         S = cfg.task.seeds
-        parts.append(
-            jax.tree.map(lambda leaf, s: pad(leaf, (S, *s.shape[1:]), cfg.model.hidden, H), jax.device_get(own), shapes)
-        )
+        parts.append(jax.tree.map(lambda leaf, s: pad(leaf, (S, *s.shape[1:]), cfg.model.hidden, H), own, shapes))
         own_shapes = jax.tree.map(lambda x: x.shape, own)
         jobs.append(Job(cfg, run_dir, slice(row, row + S), addition.fresh_tally(S), own_shapes))
         row += S
@@ -251,7 +252,13 @@ def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, j
         train_seconds=round(share["train_seconds"], 4),
         us_per_step=round(1e6 * share["train_seconds"] / j.step, 3) if j.step else None,
         elapsed_seconds=round(time.perf_counter() - t_start, 4),
-        fused={"jobs": jobs, "hidden": H, "note": "compile and train seconds are this job's share of its family's"},
+        fused={
+            "jobs": jobs,
+            "hidden": H,
+            "family_compile_seconds": round(jobs * share["compile_seconds"], 4),
+            "family_train_seconds": round(jobs * share["train_seconds"], 4),
+            "note": "compile_seconds and train_seconds are this job's share of its family's",
+        },
         **header,
     )
     write_summary(j.run_dir, summary)
