@@ -59,7 +59,8 @@ def select_backend(
     except RuntimeError:
         platforms = ", ".join(sorted({d.platform for d in jax.devices()}))
         raise BackendError(
-            f"backend.name={name}: JAX finds no {name.upper()} here (it finds: {platforms}); allowed: {', '.join(BACKENDS)}"
+            f"backend.name={name}: JAX finds no {name.upper()} here (it "
+            f"finds: {platforms}); allowed: {', '.join(BACKENDS)}"
         ) from None
     if worker is not None:
         local = [d for d in found if d.process_index == jax.process_index()]
@@ -76,7 +77,8 @@ def select_backend(
         count = int(devices)
         if count > len(found):
             raise BackendError(
-                f"backend.devices={count}: only {len(found)} {found[0].platform} device(s) here; allowed: all, or 1 to {len(found)}"
+                f"backend.devices={count}: only {len(found)} {found[0].platform} "
+                f"device(s) here; allowed: all, or 1 to {len(found)}"
             )
         chosen = found[:count]
     default = next((d for d in chosen if d.process_index == jax.process_index()), chosen[0])

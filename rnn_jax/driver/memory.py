@@ -87,7 +87,8 @@ def check_memory(cfg, parts: dict, available: Optional[int] = None, device=None)
         raise ConfigError(
             key,
             value,
-            f"this run would need about {gigabytes(total)} ({what}: {gigabytes(largest)}) and {gigabytes(available)} is free{where}; lower {key}",
+            f"this run would need about {gigabytes(total)} ({what}: {gigabytes(largest)}) "
+            f"and {gigabytes(available)} is free{where}; lower {key}",
         )
     return total
 

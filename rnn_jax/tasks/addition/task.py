@@ -67,7 +67,8 @@ class AdditionTask:
         False  # False: operands in [0, 2^(n-1)), the sum fits n bits (2015); True: [0, 2^n), n+1 output bits
     )
     loss: str = "bce"  # bce (logits) | mse (0.5 * sum of squared errors of sigmoid outputs, the 2015 loss)
-    data: str = "jax"  # jax: operands from the run's PRNG key | numpy2015: replay the 2015 script's numpy stream (init and operands)
+    # jax: operands from the run's PRNG key | numpy2015: replay the 2015 script's numpy stream (init and operands)
+    data: str = "jax"
     eval_samples: int = 65536  # all operand pairs when there are at most this many, else this many random pairs
     generalization_bits: List[int] = field(default_factory=lambda: [16, 32, 64, 256])
     generalization_samples: int = 4096  # random operand pairs per generalisation width

@@ -106,7 +106,8 @@ def encode(vocab: Vocab, text: str) -> np.ndarray:
     except KeyError as e:
         c = e.args[0]
         raise VocabularyError(
-            f"character {c!r} (U+{ord(c):04X}, position {text.index(c)}) is not in the vocabulary of {vocab.size} characters"
+            f"character {c!r} (U+{ord(c):04X}, position {text.index(c)}) "
+            f"is not in the vocabulary of {vocab.size} characters"
         ) from None
 
 

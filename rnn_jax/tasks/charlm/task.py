@@ -185,7 +185,8 @@ def load_poems(task: CharLMTask, batch_size: int, key) -> PoemData:
     if not train.valid.any() or not val.valid.any():
         raise CorpusError(
             f"{name}: {len(train_poems)} training and {len(val_poems)} validation poems (lines), of which "
-            f"{left_train + left_val} are longer than task.seq_len={T} - 1 characters; task.unit=line needs one of each that fits"
+            f"{left_train + left_val} are longer than task.seq_len={T} - "
+            "1 characters; task.unit=line needs one of each that fits"
         )
     order = np.asarray(jax.random.permutation(key, train.inputs.shape[0]))
     n = -(-len(order) // batch_size)

@@ -21,18 +21,7 @@ import optax
 
 from rnn_jax.build import dtype_of
 from rnn_jax.cells import LSTMParams, lstm
-from rnn_jax.tasks.base import (
-    DIVERGED,
-    TRAINING,
-    ConfigError,
-    Display,
-    Program,
-    Report,
-    Task,
-    TaskSpec,
-    check_at_least,
-    check_choice,
-)
+from rnn_jax.tasks import base
 from rnn_jax.tasks.lstm2014 import reference2014
 from rnn_jax.training import TrainState, init_state, make_chunk, make_step
 from rnn_jax.unroll import unroll
@@ -52,14 +41,14 @@ class LSTM2014Task:
 
 
 def check(cfg) -> None:
-    check_at_least("task.x_dim", cfg.task.x_dim, 1)
-    check_choice("task.init", cfg.task.init, reference2014.INITS)
+    base.check_at_least("task.x_dim", cfg.task.x_dim, 1)
+    base.check_choice("task.init", cfg.task.init, reference2014.INITS)
     if not cfg.task.targets:
-        raise ConfigError("task.targets", list(cfg.task.targets), "must name at least one target")
-    check_at_least("task.hidden", cfg.task.hidden, 1)
+        raise base.ConfigError("task.targets", list(cfg.task.targets), "must name at least one target")
+    base.check_at_least("task.hidden", cfg.task.hidden, 1)
     if cfg.model is not None:
         keys = ", ".join(f"model.{k}" for k in dataclasses.asdict(cfg.model))
-        raise ConfigError(
+        raise base.ConfigError(
             "model",
             cfg.model.cell,
             f"lstm2014 replays one fixed LSTM layer of task.hidden cells and takes no model settings ({keys})",
@@ -111,7 +100,7 @@ def observe(tally: LSTM2014Tally, outputs, step: int) -> tuple[LSTM2014Tally, di
 
 
 def status(tally: LSTM2014Tally) -> str:
-    return DIVERGED if tally.loss is not None and not np.isfinite(tally.loss) else TRAINING
+    return base.DIVERGED if tally.loss is not None and not np.isfinite(tally.loss) else base.TRAINING
 
 
 def log_line(record: dict) -> str:
@@ -129,16 +118,16 @@ def train_chunk(step, unroll_steps: int, state: TrainState, p: Problem, start, k
     return make_chunk(lambda s, _: step(s, p), unroll_steps)(state, jnp.arange(k))
 
 
-def make(cfg, optimizer: optax.GradientTransformation, devices) -> Task:
+def make(cfg, optimizer: optax.GradientTransformation, devices) -> base.Task:
     dtype = dtype_of(cfg.train.dtype)
     step = make_step(make_loss(make_cell(cfg, dtype, devices.platform)), optimizer)
-    program = Program(
+    program = base.Program(
         init=lambda: init_state(initial_params(cfg, dtype), optimizer),
         chunk=partial(train_chunk, step, cfg.train.unroll_steps),
         consts=problem(cfg, dtype),
     )
-    report = Report(LSTM2014Tally(), observe, status, summarize)
-    return Task(program, report, display=Display(progress=("loss",), log_line=log_line))
+    report = base.Report(LSTM2014Tally(), observe, status, summarize)
+    return base.Task(program, report, display=base.Display(progress=("loss",), log_line=log_line))
 
 
 def memory(cfg) -> dict:
@@ -147,7 +136,7 @@ def memory(cfg) -> dict:
     return {("parameters and optimizer state", "model.hidden"): 4 * 4 * H * (X + H + 1) * size}
 
 
-SPEC = TaskSpec(
+SPEC = base.TaskSpec(
     LSTM2014Task,
     check,
     make,
