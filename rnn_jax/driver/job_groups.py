@@ -7,7 +7,8 @@ as the job alone draws them, then padded to H with zero weights into and out of 
 updates (for every optimizer here: the moments of a zero gradient stay 0), so each job trains
 exactly as alone; in floating point only the order of some sums may differ. All jobs' replicas
 are stacked along the addition program's replica axis and trained by one program
-(`rnn_jax.tasks.addition.task.chunk`) compiled once per chunk length. A job stops by its own
+(`rnn_jax.tasks.addition.task.chunk`) compiled once per chunk length, split over the devices
+`backend.devices` names as a single run splits its seeds. A job stops by its own
 rule (`Report.status`): from then on its replicas are frozen (the program computes them, the
 state keeps the old values). At the end every replica is evaluated by one program, and each job
 gets its own run directory as the driver writes it alone (`metrics.jsonl`, `summary.json`,
@@ -39,7 +40,7 @@ from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.driver.provenance import code_version
 from rnn_jax.driver.rundir import MetricsLog, run_lock, write_summary
 from rnn_jax.tasks.addition import task as addition
-from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every
+from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every, place, to_host
 
 FREE = ("model.hidden", "seed", "logger.", "train.progress")  # what may differ within a family
 
@@ -132,11 +133,12 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
     t_start = time.perf_counter()
     first = cfgs[0]
     jax.config.update("jax_enable_x64", first.train.dtype == "float64")
-    devices, device_record = select_backend(first.backend.name, first.backend.compilation_cache, "1")
+    replicas = sum(c.task.seeds for c in cfgs)
+    b = first.backend
+    devices, device_record = select_backend(b.name, b.compilation_cache, str(b.devices), None, ("seeds", replicas))
     platform, H = devices.platform, max(c.model.hidden for c in cfgs)
     optimizer = make_optimizer(first.optim, first.train.steps)
     big = _padded(first, H)
-    replicas = sum(c.task.seeds for c in cfgs)
     family_cfg = dataclasses.replace(big, task=dataclasses.replace(big.task, seeds=replicas))
     program = addition.make(family_cfg, optimizer, devices).program
     setup = addition.make_setup(big, optimizer, platform)
@@ -158,7 +160,9 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
         own_shapes = jax.tree.map(lambda x: x.shape, own)
         jobs.append(Job(cfg, run_dir, slice(row, row + S), addition.fresh_tally(S), own_shapes))
         row += S
-    state = jax.device_put(jax.tree.map(lambda *xs: np.concatenate(xs), *parts))
+    state_spec, consts_spec = program.partition
+    state = place(jax.tree.map(lambda *xs: np.concatenate(xs), *parts), devices.mesh, state_spec)
+    consts = place(program.consts, devices.mesh, consts_spec)
 
     def step_family(state, consts, active, start, k: int):
         new, outputs = program.chunk(state, consts, start, k)
@@ -172,7 +176,7 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
         active = np.zeros(replicas, bool)
         for j in jobs:
             active[j.rows] = j.active
-        args = (state, program.consts, jnp.asarray(active), jnp.int32(step))
+        args = (state, consts, jnp.asarray(active), jnp.int32(step))
         if k not in compiled:
             t0 = time.perf_counter()
             jitted = jax.jit(step_family, static_argnums=4)
@@ -180,7 +184,7 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
             compile_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         state, outputs = compiled[k](*args)
-        losses, accuracy = jax.device_get(outputs)
+        losses, accuracy = to_host(outputs)
         train_seconds += time.perf_counter() - t0
         step = end
         for j in (j for j in jobs if j.active):
@@ -194,7 +198,7 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
             j.active = status not in (SOLVED, DIVERGED)
 
     evaluation = addition.evaluate(setup, big.task, platform, state.train.params)
-    host = jax.device_get(state)
+    host = to_host(state)
     summaries = []
     for j in jobs:
         own_state = jax.tree.map(
