@@ -8,7 +8,7 @@ runs out of time is a row of the table (status, seconds, the tail of its output)
 the check. The steps: (a) the device tests (cells, fused backward, softmax, unroll) on the default
 JAX backend, (b) the LSTM/GRU training step of `python -m rnn_jax.bench` (fused against autodiff
 backward over unroll 1, 2, 4, 8, `preset=unroll`) at three shapes, (c) two capacity-sweep jobs with
-`backend=gpu`, (d) `python -m rnn_jax.bench_scaling` on one device. Writes `check.md` and
+`backend=gpu`, under the basic and the fused launcher (`hydra/launcher=fused`, one family), (d) `python -m rnn_jax.bench_scaling` on one device. Writes `check.md` and
 `check.json` under `--out`, the step outputs beside them, and prints the table and, from the bench
 rows, the entry that would replace `rnn_jax.fused.BACKEND_DEFAULTS["gpu"]`.
 
@@ -95,7 +95,7 @@ def steps(out: Path, quick: bool, torch: bool = False) -> list[Step]:
         Step(
             "tests",
             ["-m", "pytest", "-q", "-n", "0", "-p", "benchmarks.accelerator_check", *tests],
-            60 if quick else 135,
+            60 if quick else 125,
             summarise_pytest,
         )
     ]
@@ -120,17 +120,20 @@ def steps(out: Path, quick: bool, torch: bool = False) -> list[Step]:
         result.append(
             Step(name, [*argv, "progress=false", f"hydra.run.dir={run_dir}"], 30 if quick else 75, summarise_bench)
         )
-    sweep_dir = out / "sweep"
     size = ["train.steps=10", "train.log_every=5", "task.eval_samples=64", "task.seeds=2", "backend=cpu"]
-    result.append(
-        Step(
-            "capacity sweep, 2 jobs",
-            ["-m", "rnn_jax.train", "-m", "sweep=capacity", "task.bits=8", "model.hidden=4,16", "model=lstm",
-             *(size if quick else ["train.steps=300", "backend=gpu"]), f"hydra.sweep.dir={sweep_dir}"],
-            40 if quick else 55,
-            lambda output, _: summarise_sweep(output, sweep_dir),
-        )
-    )  # fmt: skip
+    fused = ["hydra/launcher=fused", "hydra.launcher.max_padding=inf"]
+    # Quick mode runs the fused launcher only (the basic one runs in many tests), within the time CI has.
+    for name, launcher in [("basic", []), ("fused", fused)][1 if quick else 0 :]:
+        sweep_dir = out / f"sweep_{name}"
+        result.append(
+            Step(
+                f"capacity sweep, 2 jobs, {name} launcher",
+                ["-m", "rnn_jax.train", "-m", "sweep=capacity", "task.bits=8", "model.hidden=4,16", "model=lstm",
+                 *launcher, *(size if quick else ["train.steps=300", "backend=gpu"]), f"hydra.sweep.dir={sweep_dir}"],
+                40,
+                lambda output, _, sweep_dir=sweep_dir: summarise_sweep(output, sweep_dir),
+            )
+        )  # fmt: skip
     scaling = ["--seeds", "2", "--steps", "10"] if quick else ["--seeds", "8", "--steps", "300"]
     result.append(
         Step(
