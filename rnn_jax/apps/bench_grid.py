@@ -10,7 +10,7 @@ from typing import Any, Callable, List, NamedTuple, Optional
 LINEAR_CELL_NAMES = ("mingru", "minlstm", "lru", "rglru")  # rnn_jax only, sequential and parallel scans
 CELL_NAMES = ("lstm", "gru", *LINEAR_CELL_NAMES)
 MODES = ("train", "forward")
-DTYPES = ("float32", "bfloat16")
+BENCH_DTYPES = ("float32", "bfloat16")
 IMPLEMENTATIONS = (
     "rnn_jax",
     "rnn_jax_fused",
@@ -57,7 +57,7 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         ("cells", CELL_NAMES),
         ("implementations", IMPLEMENTATIONS),
         ("modes", MODES),
-        ("dtype", DTYPES),
+        ("dtype", BENCH_DTYPES),
     ]:
         values = getattr(cfg, key)
         if not values:
