@@ -151,6 +151,12 @@ def test_a_local_tarball_and_the_cli(server, tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {local}: sha512 ")
 
 
+def test_sample_help_prints_its_usage_and_loads_nothing(tmp_path, capsys):
+    assert sample_main(["--help", f"run={tmp_path / 'absent'}"]) == 0  # an absent run: nothing was read
+    out = capsys.readouterr().out
+    assert "python -m rnn_jax.sample run=<run dir>" in out and "top_k" in out
+
+
 def test_the_shipped_quatrains():
     path = SHIPPED["tang_wujue"]
     assert path.stat().st_size < 300_000 and "MIT License" in (path.parent / "LICENSE-chinese-poetry.txt").read_text()
