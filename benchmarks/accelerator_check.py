@@ -213,7 +213,8 @@ def defaults_markdown(found: Optional[dict], platform: str) -> str:
         return "No replacement for BACKEND_DEFAULTS: the bench rows lack both backwards at a common point.\n"
     lines = [f"Replacement for rnn_jax.fused.BACKEND_DEFAULTS[{platform!r}] (hoist: keep; not measured here):", ""]
     lines.append(
-        f'    "{platform}": Defaults("{found["backward"]}", {found["fused_unroll"]}, {found["autodiff_unroll"]}, <hoist>),'
+        f'    "{platform}": Defaults("{found["backward"]}", '
+        f"{found['fused_unroll']}, {found['autodiff_unroll']}, <hoist>),"
     )
     lines += ["", f"| backward, unroll | geometric mean ms over {found['points']} points |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in found["geomean_ms"].items()]

@@ -1,4 +1,5 @@
-"""The apps at the edge: train, sample, report, bench, bench_addition, verify, corpus (each `python -m rnn_jax.NAME`)."""
+"""The apps at the edge: train, sample, report, bench, bench_addition, verify, corpus (each
+`python -m rnn_jax.NAME`)."""
 
 import dataclasses
 import sys

@@ -43,7 +43,8 @@ def markdown(result: dict) -> str:
             else ""
         ),
         "",
-        "| cell | mode | B | T | H | I | dtype | implementation | unroll | median ms | p10–p90 ms | tokens/s | compile s | × torch | × flax |",
+        "| cell | mode | B | T | H | I | dtype | implementation | unroll "
+        "| median ms | p10–p90 ms | tokens/s | compile s | × torch | × flax |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -52,9 +53,10 @@ def markdown(result: dict) -> str:
 
     for r, q in zip(result["records"], ratios(result["records"])):
         lines.append(
-            f"| {r['cell']} | {r['mode']} | {r['batch']} | {r['seq_len']} | {r['hidden']} | {r['input']} | {r['dtype']} "
-            f"| {r['implementation']} | {fmt(r['unroll'], 'd')} | {r['median_ms']:.1f} | {r['p10_ms']:.1f}–{r['p90_ms']:.1f} "
-            f"| {r['tokens_per_s']:,.0f} | {fmt(r['compile_s'], '.2f')} | {fmt(q['torch'], '.2f')} | {fmt(q['flax'], '.2f')} |"
+            f"| {r['cell']} | {r['mode']} | {r['batch']} | {r['seq_len']} | {r['hidden']} | {r['input']} "
+            f"| {r['dtype']} | {r['implementation']} | {fmt(r['unroll'], 'd')} | {r['median_ms']:.1f} "
+            f"| {r['p10_ms']:.1f}–{r['p90_ms']:.1f} | {r['tokens_per_s']:,.0f} | {fmt(r['compile_s'], '.2f')} "
+            f"| {fmt(q['torch'], '.2f')} | {fmt(q['flax'], '.2f')} |"
         )
     for s in result["skipped"]:
         where = f" at {s['cell']} {s['mode']} {s['dtype']}" if "cell" in s else ""

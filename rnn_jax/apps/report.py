@@ -87,14 +87,16 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     grid = grid_size(sweep_dir)
     not_started = grid - len(jobs) - len(left_out) if grid is not None else 0
     lines = [
-        f"{len(jobs)} jobs in {sweep_dir}: {counts['ok']} ok, {counts['failed']} failed, {counts['running']} running or missing"
+        f"{len(jobs)} jobs in {sweep_dir}: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['running']} running or missing"
         + (f", {counts['other']} interrupted" if counts["other"] else "")
         + (f"; {not_started} of the sweep's {grid} jobs not started" if not_started > 0 else ""),
     ]
     if left_out:
         tasks = sorted({str(j.task) for j in left_out})
         lines.append(
-            f"{len(left_out)} {'/'.join(tasks)} jobs left out ({', '.join(j.name for j in left_out)}): this report covers binary addition"
+            f"{len(left_out)} {'/'.join(tasks)} jobs left out ({', '.join(j.name for j in left_out)}): "
+            "this report covers binary addition"
         )
     smallest = smallest_proved(jobs)
     if smallest:
@@ -120,9 +122,10 @@ def write_report(sweep_dir, jobs: Optional[list[Job]] = None) -> str:
     md += ["## By cell, bits and hidden", "", md_table(header, rows) if rows else "(no job with results yet)", ""]
     md += ["## Figures", "", *[f"![{FIGURES[f]}]({f})" for f in figures], ""] if figures else []
     md += ["## Jobs", "", md_table(
-        ["job", "status", "cell", "bits", "hidden", "success", "median steps", "NaN seeds", "compile s", "train s", "overrides"],
-        [[r["job"], r["status"], r["cell"], r["bits"], r["hidden"], r["success_rate"], r["median_steps_to_solve"], r["failed_seeds"],
-          r["compile_seconds"], r["train_seconds"], r["overrides"]] for r in map(job_row, jobs)],
+        ["job", "status", "cell", "bits", "hidden", "success", "median steps", "NaN seeds", "compile s", "train s",
+         "overrides"],
+        [[r["job"], r["status"], r["cell"], r["bits"], r["hidden"], r["success_rate"], r["median_steps_to_solve"],
+          r["failed_seeds"], r["compile_seconds"], r["train_seconds"], r["overrides"]] for r in map(job_row, jobs)],
     ), ""]  # fmt: skip
     (sweep_dir / "report.md").write_text("\n".join(md))
     text += f"\n\nwrote report.md, report.csv{''.join(', ' + f for f in figures)} in {sweep_dir}"

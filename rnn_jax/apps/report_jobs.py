@@ -204,7 +204,8 @@ def load_jobs(sweep_dir) -> list[Job]:
                 "; ..." if len(planned) > 20 else ""
             )
             raise ReportError(
-                f"{sweep_dir} ran no job (did the sweep stop at start? see its log); multirun.yaml planned {len(planned)}: {listed}"
+                f"{sweep_dir} ran no job (did the sweep stop at start? see its log); "
+                f"multirun.yaml planned {len(planned)}: {listed}"
             )
         raise ReportError(f"{sweep_dir} holds no jobs (no sub-directory with .hydra/ or summary.json)")
     jobs = []

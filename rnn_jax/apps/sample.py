@@ -92,7 +92,8 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
         path = Path(which).expanduser()
         if not path.is_dir():
             raise CheckpointError(
-                f"checkpoint={which}: no such directory; allowed: best, last (with run=<run dir>) or a checkpoint directory"
+                f"checkpoint={which}: no such directory; "
+                "allowed: best, last (with run=<run dir>) or a checkpoint directory"
             )
         return path
     run_dir = Path(run).expanduser()
@@ -100,7 +101,8 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
     if not path.is_dir():
         if (run_dir / "checkpoints" / "last").is_dir():
             raise CheckpointError(
-                f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); use checkpoint={run_dir / 'checkpoints' / 'last'}"
+                f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); "
+                f"use checkpoint={run_dir / 'checkpoints' / 'last'}"
             )
         raise CheckpointError(f"run={run_dir}: no checkpoint at {path} (not a charlm run directory)")
     return path

@@ -165,7 +165,10 @@ def _array_problem(template: Any, metadata: Any) -> Optional[str]:
     wanted = _named_leaves(template)
     if set(saved) != set(wanted):
         missing, extra = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
-        return f"its arrays are not this run's (missing: {', '.join(missing) or 'none'}; not used: {', '.join(extra) or 'none'})"
+        return (
+            f"its arrays are not this run's (missing: {', '.join(missing) or 'none'}; "
+            f"not used: {', '.join(extra) or 'none'})"
+        )
     for key, t in wanted.items():
         s = saved[key]
         if tuple(s.shape) != tuple(np.shape(t)) or np.dtype(s.dtype) != np.dtype(t.dtype):
