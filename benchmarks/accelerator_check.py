@@ -12,7 +12,7 @@ backward over unroll 1, 2, 4, 8, `preset=unroll`) at three shapes, (c) two capac
 `check.json` under `--out`, the step outputs beside them, and prints the table and, from the bench
 rows, the entry that would replace `rnn_jax.fused.BACKEND_DEFAULTS["gpu"]`.
 
-What it cannot show: the bench's `torch` row runs on the CPU (rnn_jax/apps/bench.py does not
+What it cannot show: the bench's `torch` row runs on the CPU (rnn_jax/apps/bench_torch.py does not
 place PyTorch on CUDA), so no cuDNN figure comes from here; `--torch` adds that CPU row anyway.
 `--quick` checks the check itself (every step on the CPU, tiny shapes), not any figure.
 
@@ -216,7 +216,8 @@ def defaults_markdown(found: Optional[dict], platform: str) -> str:
         return "No replacement for BACKEND_DEFAULTS: the bench rows lack both backwards at a common point.\n"
     lines = [f"Replacement for rnn_jax.fused.BACKEND_DEFAULTS[{platform!r}] (hoist: keep; not measured here):", ""]
     lines.append(
-        f'    "{platform}": Defaults("{found["backward"]}", {found["fused_unroll"]}, {found["autodiff_unroll"]}, <hoist>),'
+        f'    "{platform}": Defaults("{found["backward"]}", '
+        f"{found['fused_unroll']}, {found['autodiff_unroll']}, <hoist>),"
     )
     lines += ["", f"| backward, unroll | geometric mean ms over {found['points']} points |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in found["geomean_ms"].items()]

@@ -153,7 +153,10 @@ def main(argv=None):
         losses = tr.run(k)
         seconds += time.perf_counter() - t0
         done += k
-        line = f"step {done}: train bpc {losses[-1] / math.log(2):.4f} (first of chunk {losses[0] / math.log(2):.4f}), {done * 2500 / seconds:.0f} chars/s"
+        line = (
+            f"step {done}: train bpc {losses[-1] / math.log(2):.4f} "
+            f"(first of chunk {losses[0] / math.log(2):.4f}), {done * 2500 / seconds:.0f} chars/s"
+        )
         if done in eval_at:
             line += f", val bpc {tr.evaluate():.4f}"
         print(line, flush=True)

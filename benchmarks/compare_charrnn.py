@@ -141,7 +141,8 @@ def main(argv=None):
     total = len(next(iter(curves.values())))
     marks = sorted({0, 9, total // 2 - 1, total - 1})
     print(
-        f"\ntraining bpc at steps {[m + 1 for m in marks]} (uniform: {math.log2(data.vocab_size):.3f}); validation bpc at 0 and {total}:"
+        f"\ntraining bpc at steps {[m + 1 for m in marks]} (uniform: {math.log2(data.vocab_size):.3f}); "
+        f"validation bpc at 0 and {total}:"
     )
     for name, c in curves.items():
         bpc = " ".join(f"{c[m] / math.log(2):7.3f}" for m in marks)

@@ -26,8 +26,8 @@ def check_choice(value, name: str, allowed) -> str:
 def check_width(x, expected: int, name: str = "x") -> None:
     if x.shape[-1:] != (expected,):
         raise ValueError(
-            f"{name} must have last dimension {expected} (the input size "
-            f"the params were made for), got shape {tuple(x.shape)}"
+            f"{name} must have last dimension {expected} (the input size the params were made for), "
+            f"got shape {tuple(x.shape)}"
         )
 
 

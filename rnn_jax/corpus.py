@@ -2,7 +2,7 @@
 
 from rnn_jax.apps.corpus import main
 
-# The default corpus's modules, as the README names them.
+# the default corpus's modules, as the README names them
 from rnn_jax.tasks.charlm.corpus import DEFAULT_MODULES  # noqa: F401
 
 if __name__ == "__main__":

@@ -96,6 +96,21 @@ def _check_positive_candidate(value):
         raise TypeError(f"positive_candidate must be a bool, got {value!r}")
 
 
+def _min_cell(params_type, gates, coefficients, hidden_size, positive_candidate, init, dtype, platform, scan) -> Cell:
+    """What minGRU and minLSTM share: `gates` input projections of width H in one dense layer
+    (`params_type(w [I, gates*H], b [gates*H])`), `coefficients(params, xp) -> (a, b)` of
+    `h' = a * h + b`, and `y = h`."""
+    check_positive_int(hidden_size, "hidden_size")
+    _check_positive_candidate(positive_candidate)
+    init_fn, _ = _initializers(init, None)
+
+    def init_params(key, input_size: int):
+        return params_type(*_dense_params(key, input_size, gates, hidden_size, init_fn, dtype))
+
+    eqs = LinearEquations(coefficients, _identity_output)
+    return _linear_cell(init_params, _zeros_carry(hidden_size), _project, eqs, hidden_size, platform, scan)
+
+
 def mingru(
     hidden_size: int,
     *,
@@ -121,21 +136,13 @@ def mingru(
       scan: how `unroll` runs a sequence of this cell by default: "sequential" (`lax.scan`),
         "parallel" (`lax.associative_scan`) or "auto" (by length; `rnn_jax.linear_scan.choose`).
     """
-    check_positive_int(hidden_size, "hidden_size")
-    _check_positive_candidate(positive_candidate)
-    init_fn, _ = _initializers(init, None)
-    H = hidden_size
-
-    def init_params(key, input_size: int) -> MinGRUParams:
-        return MinGRUParams(*_dense_params(key, input_size, 2, H, init_fn, dtype))
 
     def coefficients(params, xp):
         k_z, k_h = jnp.split(xp, 2, axis=-1)
         candidate = positive(k_h) if positive_candidate else k_h
         return jax.nn.sigmoid(-k_z), jax.nn.sigmoid(k_z) * candidate  # 1 - z, z * h~
 
-    eqs = LinearEquations(coefficients, _identity_output)
-    return _linear_cell(init_params, _zeros_carry(H), _project, eqs, H, platform, scan)
+    return _min_cell(MinGRUParams, 2, coefficients, hidden_size, positive_candidate, init, dtype, platform, scan)
 
 
 def minlstm(
@@ -156,13 +163,6 @@ def minlstm(
 
     Args as `mingru`.
     """
-    check_positive_int(hidden_size, "hidden_size")
-    _check_positive_candidate(positive_candidate)
-    init_fn, _ = _initializers(init, None)
-    H = hidden_size
-
-    def init_params(key, input_size: int) -> MinLSTMParams:
-        return MinLSTMParams(*_dense_params(key, input_size, 3, H, init_fn, dtype))
 
     def coefficients(params, xp):
         k_f, k_i, k_h = jnp.split(xp, 3, axis=-1)
@@ -170,8 +170,7 @@ def minlstm(
         candidate = positive(k_h) if positive_candidate else k_h
         return f / (f + i), i / (f + i) * candidate
 
-    eqs = LinearEquations(coefficients, _identity_output)
-    return _linear_cell(init_params, _zeros_carry(H), _project, eqs, H, platform, scan)
+    return _min_cell(MinLSTMParams, 3, coefficients, hidden_size, positive_candidate, init, dtype, platform, scan)
 
 
 def lru(

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from rnn_jax.apps import bench
+from rnn_jax.apps import bench, bench_grid, bench_table, bench_timing, bench_torch
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf" / "bench")
 RECORD_FIELDS = {
@@ -19,7 +19,7 @@ RECORD_FIELDS = {
 }  # fmt: skip
 
 
-def compose_cfg(*overrides) -> bench.BenchConfig:
+def compose_cfg(*overrides) -> bench_grid.BenchConfig:
     bench.register_configs()
     with initialize_config_dir(config_dir=CONF, version_base=None):
         return OmegaConf.to_object(compose(config_name="bench", overrides=list(overrides)))
@@ -30,12 +30,12 @@ def test_bench_runs_end_to_end_and_writes_every_field(tmp_path):
     cfg = compose_cfg(
         "preset=tiny", "cells=[gru]", "dtype=[float32]", "implementations=[rnn_jax,flax,flax_optimized,torch]"
     )
-    assert isinstance(cfg, bench.BenchConfig)
+    assert isinstance(cfg, bench_grid.BenchConfig)
     bench.run(cfg, tmp_path)
     result = json.loads((tmp_path / "bench.json").read_text())
     records = result["records"]
     measured = {(r["implementation"], r["mode"], r["dtype"]) for r in records}
-    has_torch = bench.torch_version() is not None
+    has_torch = bench_torch.torch_version() is not None
     for impl in cfg.implementations:
         for mode in cfg.modes:
             for dtype in cfg.dtype:
@@ -59,9 +59,11 @@ def test_bench_runs_end_to_end_and_writes_every_field(tmp_path):
 def test_a_record_summarises_the_measured_times():
     """Ten calls of 1..10 ms: median 5.5 ms, 10th and 90th percentiles 1.9 and 9.1 ms (linear
     interpolation between order statistics), 32 x 128 tokens per 5.5 ms."""
-    p = bench.Point("lstm", "train", 32, 128, 8, 4, "float32", 0)
+    p = bench_grid.Point("lstm", "train", 32, 128, 8, 4, "float32", 0)
     env = {"device_kind": "cpu", "backend": "cpu", "versions": {"jax": "x"}}
-    r = bench.record(p, "rnn_jax", bench.Runner(None, 0.5, 1), [k / 1000 for k in (3, 1, 2, 10, 4, 5, 9, 6, 8, 7)], env)
+    r = bench_timing.record(
+        p, "rnn_jax", bench_grid.Runner(None, 0.5, 1), [k / 1000 for k in (3, 1, 2, 10, 4, 5, 9, 6, 8, 7)], env
+    )
     assert (
         r["median_ms"] == pytest.approx(5.5) and r["p10_ms"] == pytest.approx(1.9) and r["p90_ms"] == pytest.approx(9.1)
     )
@@ -91,7 +93,7 @@ def test_ratios_compare_against_the_baselines_at_the_same_point():
         rec("rnn_jax", 40.0, "bfloat16"),
         rec("rnn_jax", 75.0, unroll=4),
     ]
-    got = bench.ratios(records)
+    got = bench_table.ratios(records)
     assert got[2] == {"torch": 2.0, "flax": 3.0}
     assert got[3] == {"torch": None, "flax": None}  # no baseline measured in bf16
     assert got[4] == {"torch": 100.0 / 75.0, "flax": None}  # flax's ratio only at its own unroll
@@ -109,8 +111,8 @@ def test_ratios_compare_against_the_baselines_at_the_same_point():
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(override, words):
-    with pytest.raises(bench.BenchError, match=words.replace("[", r"\[").replace("]", r"\]")):
-        bench.validate(compose_cfg(override))
+    with pytest.raises(bench_grid.BenchError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        bench_grid.validate(compose_cfg(override))
 
 
 def test_typos_and_wrong_types_fail_at_composition():
@@ -129,14 +131,14 @@ def test_the_entry_point_prints_one_line_for_a_bad_value(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: implementations: 'nope' is not allowed; allowed: " + ", ".join(bench.IMPLEMENTATIONS)
+        "error: implementations: 'nope' is not allowed; allowed: " + ", ".join(bench_grid.IMPLEMENTATIONS)
     ]
 
 
 def test_pytorch_threads_sleep_instead_of_spinning_in_a_fresh_process():
     """OMP_WAIT_POLICY must be PASSIVE before torch loads, or its idle threads spin against XLA's."""
     pytest.importorskip("torch")
-    code = "from rnn_jax.apps import bench; import json; print(json.dumps(bench.environment()))"
+    code = "from rnn_jax.apps import bench_timing as b; import json; print(json.dumps(b.environment()))"
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True
@@ -148,6 +150,6 @@ def test_pytorch_threads_sleep_instead_of_spinning_in_a_fresh_process():
 @pytest.mark.parametrize("rounds, order", [(0, "ababab"), (3, "ababab"), (1, "aaabbb")])
 def test_rounds_interleave_the_implementations(rounds, order):
     calls = []
-    runners = {name: bench.Runner(lambda name=name: calls.append(name), None, None) for name in "ab"}
-    times = bench.time_interleaved(runners, bench.BenchConfig(warmup=0, steps=3, rounds=rounds))
+    runners = {name: bench_grid.Runner(lambda name=name: calls.append(name), None, None) for name in "ab"}
+    times = bench_timing.time_interleaved(runners, bench_grid.BenchConfig(warmup=0, steps=3, rounds=rounds))
     assert "".join(calls) == order and {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}

@@ -18,20 +18,12 @@ import pytest
 from rnn_testing import TINY as BASE
 from rnn_testing import compose
 
-from rnn_jax.driver.loggers import (
-    LoggerConfig,
-    MLflowConfig,
-    TensorBoardConfig,
-    TrackerUnreachable,
-    WandbConfig,
-    flatten,
-    hyperparameters,
-    job_name,
-    make_loggers,
-    metric_name,
-    scalars,
-    summary_parts,
-)
+from rnn_jax.driver.loggers import LoggerConfig, job_name, make_loggers
+from rnn_jax.driver.loggers.mlflow import MLflowConfig, TrackerUnreachable
+from rnn_jax.driver.loggers.naming import metric_name
+from rnn_jax.driver.loggers.records import flatten, hyperparameters, scalars, summary_parts
+from rnn_jax.driver.loggers.tensorboard import TensorBoardConfig
+from rnn_jax.driver.loggers.wandb import WandbConfig
 from rnn_jax.driver.loop import run
 from rnn_jax.driver.provenance import PACKAGE_ROOT
 from rnn_jax.driver.rundir import read_jsonl
@@ -221,7 +213,7 @@ def test_a_failing_tracker_warns_once_and_training_goes_on(caplog, tmp_path):
         def log(self, record):
             raise OSError("server gone")
 
-    from rnn_jax.driver.loggers import Guarded
+    from rnn_jax.driver.loggers.protocol import Guarded
 
     logger = Guarded("mlflow", Broken())
     logger.start({})

@@ -43,15 +43,30 @@ from rnn_jax.tasks.charlm.poetry_data import SHIPPED, Dataset, build_corpus
 QUATRAIN = ["床前明月光，", "疑是地上霜。", "舉頭望明月，", "低頭思故鄉。"]
 TANG_0 = [  # poet.tang.0.json
     {"paragraphs": QUATRAIN},
-    {"paragraphs": ["白日依山盡，黃河入海流。", "欲窮千里目（一作「眼」），更上一層樓。〖1〗"]},
+    {
+        "paragraphs": [
+            "白日依山盡，黃河入海流。",
+            "欲窮千里目（一作「眼」），更上一層樓。〖1〗",
+        ]
+    },
     {"paragraphs": ["春眠不覺曉，處處聞啼□。"]},  # a lost character: left out
 ]
 TANG_200 = [
     {"paragraphs": ["千山鳥飛絕，萬徑人蹤滅。", "孤舟蓑笠翁，獨釣寒[江]雪。"]},
     {"paragraphs": QUATRAIN},
 ]  # the second is a repeat
-TANG_1000 = [{"paragraphs": ["朝辭白帝彩雲間，千里江陵一日還。", "兩岸猿聲啼不住，輕舟已過萬重山。"]}]
-SONGCI = [{"paragraphs": ["明月几时有？", "把酒问青天。"]}, {"paragraphs": ["明月几时有？", "把酒问青天。"]}]
+TANG_1000 = [
+    {
+        "paragraphs": [
+            "朝辭白帝彩雲間，千里江陵一日還。",
+            "兩岸猿聲啼不住，輕舟已過萬重山。",
+        ]
+    }
+]
+SONGCI = [
+    {"paragraphs": ["明月几时有？", "把酒问青天。"]},
+    {"paragraphs": ["明月几时有？", "把酒问青天。"]},
+]
 
 
 def tarball_bytes() -> bytes:
@@ -104,8 +119,10 @@ def test_fetch_build_and_cache(server, tmp_path):
     assert path.read_text(encoding="utf-8").split("\n") == [
         "".join(QUATRAIN),
         "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",  # notes removed
-        "千山鳥飛絕，萬徑人蹤滅。孤舟蓑笠翁，獨釣寒江雪。",  # the emendation's character kept; the repeat left out
-        "朝辭白帝彩雲間，千里江陵一日還。兩岸猿聲啼不住，輕舟已過萬重山。",  # file 1000 after file 200
+        # the emendation's character kept; the repeat left out
+        "千山鳥飛絕，萬徑人蹤滅。孤舟蓑笠翁，獨釣寒江雪。",
+        # file 1000 after file 200
+        "朝辭白帝彩雲間，千里江陵一日還。兩岸猿聲啼不住，輕舟已過萬重山。",
         "",
     ]
     # the quatrains come from the cached tarball, and a built corpus is reused: no new request
@@ -149,6 +166,12 @@ def test_a_local_tarball_and_the_cli(server, tmp_path, capsys):
     assert capsys.readouterr().out == f"{path}\n"
     assert corpus_main(["tang", "--from", str(local), "--cache", str(tmp_path / "d")]) == 2  # not the real tarball
     assert capsys.readouterr().err.startswith(f"error: {local}: sha512 ")
+
+
+def test_sample_help_prints_its_usage_and_loads_nothing(tmp_path, capsys):
+    assert sample_main(["--help", f"run={tmp_path / 'absent'}"]) == 0  # an absent run: nothing was read
+    out = capsys.readouterr().out
+    assert "python -m rnn_jax.sample run=<run dir>" in out and "top_k" in out
 
 
 def test_the_shipped_quatrains():

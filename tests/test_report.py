@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnn_jax.apps import report
+from rnn_jax.apps import report, report_jobs, report_plots
 
 
 def summary(
@@ -153,7 +153,7 @@ def test_failed_running_and_interrupted_jobs_are_named(tmp_path):
         rows["2"]["status"] == "failed" and rows["2"]["failed_seeds"] == "2" and float(rows["2"]["success_rate"]) == 0.0
     )
     assert rows["3"]["status"] == "running" and rows["3"]["cell"] == "gru" and rows["3"]["steps"] == "2"
-    groups = {(g.cell, g.bits, g.hidden): g for g in report.group_jobs(report.load_jobs(tmp_path))}
+    groups = {(g.cell, g.bits, g.hidden): g for g in report_jobs.group_jobs(report_jobs.load_jobs(tmp_path))}
     assert groups["lstm", 4, 8].seeds == 2 and groups["lstm", 4, 8].success_rate == 0.0  # NaN seeds count as not solved
     assert (
         groups["gru", 8, 4].seeds == 0 and groups["gru", 8, 4].generalization() == {}
@@ -165,7 +165,7 @@ def test_jobs_sharing_a_cell_are_pooled_and_the_report_says_over_what(tmp_path):
     make_job(tmp_path, 0, summary(acc=(1.0, 1.0), steps=(100, 200), lr=0.01), ["optim.lr=0.01"])
     make_job(tmp_path, 1, summary(acc=(1.0, 0.0, 0.0), steps=(400, None, None), lr=0.1), ["optim.lr=0.1"])
     text = report.write_report(tmp_path)
-    (g,) = report.group_jobs(report.load_jobs(tmp_path))
+    (g,) = report_jobs.group_jobs(report_jobs.load_jobs(tmp_path))
     assert g.seeds == 5
     assert g.success_rate == pytest.approx(3 / 5)
     assert g.median_steps == 200.0
@@ -267,8 +267,8 @@ def test_jobs_of_another_task_are_left_out_and_named(tmp_path):
 
 
 def test_median_steps_ignores_unsolved_seeds():
-    assert report.median_solved([100, None, 300, 200]) == 200.0
-    assert math.isnan(report.median_solved([None, None]))
+    assert report_jobs.median_solved([100, None, 300, 200]) == 200.0
+    assert math.isnan(report_jobs.median_solved([None, None]))
 
 
 def test_bad_input_is_one_line_without_traceback(tmp_path, capsys):
@@ -300,14 +300,14 @@ def test_jobs_the_sweep_has_not_started_are_counted(tmp_path):
         }
     }
     (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))  # JSON is YAML
-    assert report.grid_size(tmp_path) == 6
+    assert report_jobs.grid_size(tmp_path) == 6
     make_job(tmp_path, 0, summary("lstm", 4, 2))
     make_job(tmp_path, 1, None, config={"task": {"bits": 4}, "model": {"cell": "lstm", "hidden": 4}})
     text = report.write_report(tmp_path)
     assert text.splitlines()[0].endswith("1 ok, 0 failed, 1 running or missing; 4 of the sweep's 6 jobs not started")
     multirun["hydra"]["sweeper"] = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
     (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))
-    assert report.grid_size(tmp_path) is None  # another sweeper: its count is its own
+    assert report_jobs.grid_size(tmp_path) is None  # another sweeper: its count is its own
 
 
 def test_steps_heatmap_panels_share_one_colour_scale(tmp_path, monkeypatch):
@@ -321,8 +321,8 @@ def test_steps_heatmap_panels_share_one_colour_scale(tmp_path, monkeypatch):
     )
     make_job(tmp_path, 0, summary("elman", 4, 2, acc=(1.0, 1.0), steps=(100, 200)))
     make_job(tmp_path, 1, summary("lstm", 4, 2, acc=(1.0, 1.0), steps=(700, 900)))
-    groups = report.group_jobs(report.load_jobs(tmp_path))
-    report.heatmap(tmp_path / "steps.png", groups, lambda g: g.median_steps, "median steps", "magma_r")
+    groups = report_jobs.group_jobs(report_jobs.load_jobs(tmp_path))
+    report_plots.heatmap(tmp_path / "steps.png", groups, lambda g: g.median_steps, "median steps", "magma_r")
     assert scales == [(150.0, 800.0), (150.0, 800.0)]
 
 
@@ -335,7 +335,7 @@ def test_a_sweep_that_ran_no_job_lists_the_jobs_it_planned(tmp_path):
     }
     (tmp_path / "multirun.yaml").write_text(json.dumps(multirun))  # JSON is YAML
     with pytest.raises(
-        report.ReportError,
+        report_jobs.ReportError,
         match=r"ran no job .*multirun\.yaml planned 2: 0: model\.hidden=1 model=lstm; 1: model\.hidden=abc model=lstm",
     ):
-        report.load_jobs(tmp_path)
+        report_jobs.load_jobs(tmp_path)

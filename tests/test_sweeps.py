@@ -174,8 +174,8 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
     md = (sweep / "report.md").read_text()
     for s in map(summary_of, jobs):
         assert (
-            f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 | {setting(s, 'task.seeds')} |"
-            in md
+            f"| {setting(s, 'model.cell')} | {setting(s, 'task.bits')} | {setting(s, 'model.hidden')} | 1 "
+            f"| {setting(s, 'task.seeds')} |" in md
         )
     assert (sweep / "success.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep / "generalization.png").is_file()

@@ -107,10 +107,12 @@ def main(argv=None) -> dict:
     r = bench(args.steps, args.repeats)
     print(f"numpy 2015 reference : {r['numpy_seconds']:.3f} s  ({r['numpy_us_per_update']:.1f} us/update)")
     print(
-        f"rnn_jax replication  : {r['rnn_jax_seconds']:.4f} s  ({r['rnn_jax_us_per_update']:.2f} us/update), compile {r['rnn_jax_compile_seconds']:.2f} s"
+        f"rnn_jax replication  : {r['rnn_jax_seconds']:.4f} s  ({r['rnn_jax_us_per_update']:.2f} us/update), "
+        f"compile {r['rnn_jax_compile_seconds']:.2f} s"
     )
     print(
-        f"speed-up             : {r['speedup']:.1f}x  (same weights after {r['steps']} updates, max |dw| {r['max_weight_difference']:.1e}; {r['device_kind']}, jax {r['jax_version']})"
+        f"speed-up             : {r['speedup']:.1f}x  (same weights after {r['steps']} updates, "
+        f"max |dw| {r['max_weight_difference']:.1e}; {r['device_kind']}, jax {r['jax_version']})"
     )
     if args.out:
         from rnn_jax.driver.rundir import atomic_write_json

@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 JOB = ["task.bits=8", "model.hidden=16", "model=lstm", "task.batch_size=64", "train.log_every=100",
-       "task.stop_when_solved=false", "train.progress=false", "task.eval_samples=4096", "task.generalization_samples=512"]  # fmt: skip
+       "task.stop_when_solved=false", "train.progress=false", "task.eval_samples=4096",
+       "task.generalization_samples=512"]  # fmt: skip
 
 
 def train(args: list[str], devices: int, env: dict | None = None, wait: bool = True):
@@ -50,7 +51,8 @@ def bench(seeds: int, steps: int, devices: list[int]) -> list[dict]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = [train([*job, f"hydra.run.dir={root / 'p2'}", f"backend.distributed.coordinator=127.0.0.1:{port}",
-                    "backend.distributed.num_processes=2", f"backend.distributed.process_id={i}"], 1, wait=False) for i in range(2)]  # fmt: skip
+                    "backend.distributed.num_processes=2", f"backend.distributed.process_id={i}"], 1, wait=False)
+             for i in range(2)]  # fmt: skip
     for p in procs:
         _, err = p.communicate(timeout=1200)
         if p.returncode:
@@ -74,7 +76,8 @@ def main(argv=None) -> list[dict]:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['run']} | {r['devices']} | {r['processes']} | {r['seeds_per_second']:.0f} | {r['ratio_to_one_device']:.2f} | {r['success_rate']:.3f} |"
+            f"| {r['run']} | {r['devices']} | {r['processes']} | {r['seeds_per_second']:.0f} "
+            f"| {r['ratio_to_one_device']:.2f} | {r['success_rate']:.3f} |"
         )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))

@@ -12,8 +12,8 @@ tarball elsewhere and pass it with `--from FILE` (or put it into the cache direc
 from __future__ import annotations
 
 import argparse
-import sys
 
+from rnn_jax.apps import run_cli
 from rnn_jax.tasks.charlm.corpus import CorpusError
 from rnn_jax.tasks.charlm.poetry_data import CHINESE_POETRY, SOURCES, build_corpus, cache_dir
 
@@ -37,14 +37,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def build(argv: list[str]) -> None:
+    """Builds the corpus the arguments name (or finds it built) and prints its path."""
+    args = parser().parse_args(argv)
+    print(build_corpus(args.name, cache=args.cache, tarball=args.tarball))
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        print(build_corpus(args.name, cache=args.cache, tarball=args.tarball))
-    except (CorpusError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(build, argv, (CorpusError, OSError))
 
 
 if __name__ == "__main__":

@@ -65,13 +65,19 @@ def composition_error(error: BaseException) -> str:
         if isinstance(e, OverrideParseException):
             override = str(e).split(":", 1)[-1].strip().splitlines()[0].strip()
             key, _, value = override.partition("=")
-            return f"cannot parse the override {override!r}; quote a value with special characters, e.g. '{key}=\"{value}\"'"
+            return (
+                f"cannot parse the override {override!r}; "
+                f"quote a value with special characters, e.g. '{key}=\"{value}\"'"
+            )
         key, schema = getattr(e, "full_key", None), getattr(e, "object_type", None)
         if key and "not in" in str(e) and dataclasses.is_dataclass(schema):
             section = key.rpartition(".")[0]
             keys = ", ".join(f.name for f in dataclasses.fields(schema))
             moved = f" ({MOVED[key]})" if key in MOVED else ""
-            return f"{key} is not a setting of this run's {section or 'config'} ({schema.__name__}){moved}; its keys: {keys}"
+            return (
+                f"{key} is not a setting of this run's {section or 'config'} ({schema.__name__}){moved}; "
+                f"its keys: {keys}"
+            )
         if key and "not in struct" in str(e) and schema is dict:
             section = key.rpartition(".")[0]
             return f"{key}: this run has no {section} settings (its preset sets {section}=null); remove {key}"

@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rnn_jax.apps.report import Job, _md_table
+from rnn_jax.apps.report_jobs import Job
+from rnn_jax.apps.report_tables import md_table
 
 FIGURES = ("best_val_bpc", "final_val_bpc", "final_train_bpc", "unigram_bpc", "chars_per_second")  # from the summary
 CSV_FIELDS = ("job", "status", "cell", "hidden", "layers", "steps", *FIGURES, "overrides", "error")
@@ -104,7 +105,7 @@ def write_charlm_report(out_dir, jobs: list[Job]) -> str:
         w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     plotted = bpc_plot(out_dir / FIGURE, jobs)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "running")}
-    table = _md_table(list(TABLE.values()), [[r[k] for k in TABLE] for r in rows])
+    table = md_table(list(TABLE.values()), [[r[k] for k in TABLE] for r in rows])
     first = (
         f"{len(jobs)} charlm jobs in {out_dir}: {counts['ok']} ok, {counts['failed']} failed, "
         f"{counts['running']} running or missing"

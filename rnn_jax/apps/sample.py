@@ -20,7 +20,6 @@ generated on the device with `lax.scan` (`rnn_jax.charlm.generate`); temperature
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax.apps import parse_key_values
+from rnn_jax.apps import parse_key_values, run_cli
 from rnn_jax.build import dtype_of, recorded_model_config
 from rnn_jax.driver import checkpoint
 from rnn_jax.driver.checkpoint import CheckpointError
@@ -93,7 +92,8 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
         path = Path(which).expanduser()
         if not path.is_dir():
             raise CheckpointError(
-                f"checkpoint={which}: no such directory; allowed: best, last (with run=<run dir>) or a checkpoint directory"
+                f"checkpoint={which}: no such directory; "
+                "allowed: best, last (with run=<run dir>) or a checkpoint directory"
             )
         return path
     run_dir = Path(run).expanduser()
@@ -101,7 +101,8 @@ def checkpoint_path(run: Optional[str], which: str) -> Path:
     if not path.is_dir():
         if (run_dir / "checkpoints" / "last").is_dir():
             raise CheckpointError(
-                f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); use checkpoint={run_dir / 'checkpoints' / 'last'}"
+                f"run={run_dir} has no {which} checkpoint (no finite validation loss yet); "
+                f"use checkpoint={run_dir / 'checkpoints' / 'last'}"
             )
         raise CheckpointError(f"run={run_dir}: no checkpoint at {path} (not a charlm run directory)")
     return path
@@ -140,26 +141,22 @@ def sample_text(model: CharLM, params, vocab: Vocab, prime: str, length: int, te
     return prime + decode(vocab, out)
 
 
+def sample(argv: list[str]) -> None:
+    """Prints the text or the poems the `key=value` arguments ask for."""
+    cfg = parse_args(argv)
+    model, params, vocab, meta = load_model(checkpoint_path(cfg.run, cfg.checkpoint))
+    if wants_poems(cfg, meta):
+        spec = poem_spec(cfg)
+        options = dict(prefix=cfg.prefix, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed)
+        poems = write_poems(model, params, vocab, max(cfg.poems, 1), spec, **options, max_length=max(cfg.length, 1))
+        print("\n\n".join(poems))
+    else:
+        prime = cfg.prime or meta["identity"]["first_char"]
+        print(sample_text(model, params, vocab, prime, cfg.length, cfg.temperature, cfg.seed))
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    try:
-        cfg = parse_args(argv)
-        model, params, vocab, meta = load_model(checkpoint_path(cfg.run, cfg.checkpoint))
-        if wants_poems(cfg, meta):
-            spec = poem_spec(cfg)
-            options = dict(prefix=cfg.prefix, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed)
-            poems = write_poems(model, params, vocab, max(cfg.poems, 1), spec, **options, max_length=max(cfg.length, 1))
-            print("\n\n".join(poems))
-        else:
-            prime = cfg.prime or meta["identity"]["first_char"]
-            print(sample_text(model, params, vocab, prime, cfg.length, cfg.temperature, cfg.seed))
-    except (SampleArgError, CheckpointError, VocabularyError, PoemError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(sample, argv, (SampleArgError, CheckpointError, VocabularyError, PoemError), doc=__doc__)
 
 
 if __name__ == "__main__":
