@@ -114,7 +114,7 @@ def parts(V: int, B: int, T: int, E: int, H: int, readouts, seed: int = 0):
     tg = targets.T.reshape(-1)
     for name in readouts:
         readout, kw = parse_readout(name)
-        loss = partial(sm.READOUTS[readout], **kw)
+        loss = partial(sm.READOUT_LOSSES[readout], **kw)
         grad = jax.jit(jax.value_and_grad(lambda h, w, b, t, loss=loss: loss(h, w, b, t), argnums=(0, 1, 2)))
         out[f"readout[{name}]"] = (grad, lambda: (h, w, b, tg))
 
@@ -160,7 +160,7 @@ def main(argv=None):
     p.add_argument(
         "--readout",
         action="append",
-        help=f"readouts among {sorted(sm.READOUTS)}, each optionally /CHUNK_SIZE and /bf16 "
+        help=f"readouts among {sorted(sm.READOUT_LOSSES)}, each optionally /CHUNK_SIZE and /bf16 "
         "(e.g. fused/256/bf16; default: plain and fused)",
     )
     p.add_argument("--batch", type=int, default=50)

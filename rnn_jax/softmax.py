@@ -193,7 +193,7 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
 # Readouts by name, `(h [N, H], w [H, V], b [V] | None, targets [N], **options) -> mean nats`.
-READOUTS = {
+READOUT_LOSSES = {
     "plain": plain_cross_entropy,
     "fused": softmax_cross_entropy,
 }

@@ -66,11 +66,11 @@ def test_value_and_gradients_equal_the_reference_in_float32(chunk):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("readout", sorted(sm.READOUTS))
+@pytest.mark.parametrize("readout", sorted(sm.READOUT_LOSSES))
 def test_every_readout_equals_the_reference(readout):
     h, w, b, t = problem(jnp.float32)
     want, want_g = value_and_grads(reference, h, w, b, t)
-    got, got_g = value_and_grads(sm.READOUTS[readout], h, w, b, t)
+    got, got_g = value_and_grads(sm.READOUT_LOSSES[readout], h, w, b, t)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     for g, r in zip(got_g, want_g):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)

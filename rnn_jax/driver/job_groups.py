@@ -70,32 +70,34 @@ def _axis_map(own: int, padded: int, h: int, H: int) -> Optional[int]:
     return g
 
 
+def _per_block(leaf: np.ndarray, shape: tuple, h: int, H: int, grow: bool) -> np.ndarray:
+    """`leaf` with each axis of `g` blocks of `h` (or `H`) values made `g` blocks of `H` (or `h`)."""
+    out = np.asarray(leaf)
+    for axis, (n, m) in enumerate(zip(out.shape, shape)):
+        g = _axis_map(n, m, h, H) if grow else _axis_map(m, n, h, H)
+        if g is None:
+            continue
+        blocks = out.reshape(*out.shape[:axis], g, n // g, *out.shape[axis + 1 :])
+        if grow:
+            widths = [(0, 0)] * blocks.ndim
+            widths[axis + 1] = (0, H - h)
+            blocks = np.pad(blocks, widths)
+        else:
+            blocks = np.take(blocks, np.arange(h), axis=axis + 1)
+        out = blocks.reshape(*out.shape[:axis], m, *out.shape[axis + 1 :])
+    return out
+
+
 def pad(leaf: np.ndarray, shape: tuple, h: int, H: int) -> np.ndarray:
     """`leaf` (a job's array at hidden `h`) at `shape` (the family's, hidden `H`): each axis of
     `g h` values is `g` blocks of `h` (a cell's gates side by side), each block padded with zeros
-    to `H` (offset 1 for the replica axis)."""
-    out = np.asarray(leaf)
-    for axis, (n, m) in enumerate(zip(out.shape, shape)):
-        g = _axis_map(n, m, h, H)
-        if g is None:
-            continue
-        blocks = out.reshape(*out.shape[:axis], g, h, *out.shape[axis + 1 :])
-        widths = [(0, 0)] * blocks.ndim
-        widths[axis + 1] = (0, H - h)
-        out = np.pad(blocks, widths).reshape(*out.shape[:axis], g * H, *out.shape[axis + 1 :])
-    return out
+    to `H`."""
+    return _per_block(leaf, shape, h, H, grow=True)
 
 
 def unpad(leaf: np.ndarray, shape: tuple, h: int, H: int) -> np.ndarray:
     """The inverse of `pad`: the job's own `shape` cut out of the family's array."""
-    out = np.asarray(leaf)
-    for axis, (m, n) in enumerate(zip(out.shape, shape)):
-        g = _axis_map(n, m, h, H)
-        if g is None:
-            continue
-        blocks = out.reshape(*out.shape[:axis], g, H, *out.shape[axis + 1 :])
-        out = np.take(blocks, np.arange(h), axis=axis + 1).reshape(*out.shape[:axis], g * h, *out.shape[axis + 1 :])
-    return out
+    return _per_block(leaf, shape, h, H, grow=False)
 
 
 class Job:

@@ -21,8 +21,7 @@ import jax.numpy as jnp
 from rnn_jax.build import ModelConfig, build_cell
 from rnn_jax.cells import Cell, stack
 from rnn_jax.model import DenseParams, dense
-from rnn_jax.softmax import READOUTS as READOUT_LOSSES
-from rnn_jax.softmax import softmax_cross_entropy
+from rnn_jax.softmax import READOUT_LOSSES, softmax_cross_entropy
 from rnn_jax.tasks.charlm.corpus import Streams, batch_at, num_batches
 from rnn_jax.unroll import unroll as unroll_cell
 
@@ -146,7 +145,7 @@ def cross_entropy(logits, targets):
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
 
 
-READOUTS = ("auto", "plain", "fused")
+READOUT_CHOICES = ("auto", "plain", "fused")
 
 # `readout="auto"` fuses the readout with the loss from this many characters on. Measured on the
 # 2-core CPU with benchmarks/profile_charlm_step.py (the default recipe, whole training steps):
@@ -157,25 +156,18 @@ FUSED_READOUT_MIN_VOCAB = 256
 
 def resolve_readout(readout: str, vocab_size: int) -> str:
     """ "plain" or "fused": what `readout` ("auto", "plain" or "fused") means at `vocab_size`."""
-    if readout not in READOUTS:
-        raise ValueError(f"readout={readout!r} is not allowed; allowed: {', '.join(READOUTS)}")
+    if readout not in READOUT_CHOICES:
+        raise ValueError(f"readout={readout!r} is not allowed; allowed: {', '.join(READOUT_CHOICES)}")
     if readout == "auto":
         return "fused" if vocab_size >= FUSED_READOUT_MIN_VOCAB else "plain"
     return readout
 
 
-def make_nll(
-    model: CharLM,
-    unroll: Optional[int] = None,
-    *,
-    readout: str = "auto",
-    chunk_size: Optional[int] = None,
-    matmul_dtype=None,
-) -> Callable:
+def make_nll(model: CharLM, unroll: Optional[int] = None, **readout) -> Callable:
     """`nll(params, inputs [T, *batch], targets [T, *batch], carry, dropout_key=None) -> (nats, carry)`:
     the mean loss of a batch, and the carry at its end.
 
-    Args:
+    Keyword arguments (the readout options every loss and evaluation factory here forwards):
       readout: how the readout's loss is computed. "plain": the model's logits `[T, *batch, V]`,
         then `cross_entropy`. "fused": `rnn_jax.softmax.softmax_cross_entropy` of the last
         layer's outputs, which forms the logits `chunk_size` rows at a time and computes the
@@ -184,8 +176,10 @@ def make_nll(
       chunk_size, matmul_dtype: options of the fused readout (`softmax_cross_entropy`);
         the plain readout ignores them.
     """
-    fused = resolve_readout(readout, model.vocab_size) == "fused"
-    packed = make_packed_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
+    options = readout_options(**readout)
+    fused = resolve_readout(options["readout"], model.vocab_size) == "fused"
+    chunk_size, matmul_dtype = options["chunk_size"], options["matmul_dtype"]
+    packed = make_packed_nll(model, unroll, **options)
 
     def nll(params, inputs, targets, carry, dropout_key=None, resets=None, valid=None):
         if valid is not None:  # packed poems: the mean over the valid targets
@@ -204,14 +198,12 @@ def make_nll(
     return nll
 
 
-def make_packed_nll(
-    model: CharLM,
-    unroll: Optional[int] = None,
-    *,
-    readout: str = "auto",
-    chunk_size: Optional[int] = None,
-    matmul_dtype=None,
-) -> Callable:
+def readout_options(readout: str = "auto", chunk_size: Optional[int] = None, matmul_dtype=None) -> dict:
+    """The readout options (`make_nll`) with their defaults; an unknown one is a TypeError."""
+    return {"readout": readout, "chunk_size": chunk_size, "matmul_dtype": matmul_dtype}
+
+
+def make_packed_nll(model: CharLM, unroll: Optional[int] = None, **readout) -> Callable:
     """`nll(params, inputs [T, *batch], targets, resets, valid, carry, dropout_key=None) -> (nats, count)`:
     the summed loss of the `valid` targets of rows that hold several sequences (poems), each
     restarted from `carry` where `resets` is True, and how many targets were valid.
@@ -220,10 +212,12 @@ def make_packed_nll(
     here as well: a padded row's features are set to zero and its target to 0, so its loss is the
     constant `logsumexp(b) - b[0]`, which is subtracted once per padded row. Its gradient, with
     respect to `b` alone, cancels the padded rows' own; nothing flows back into the cells from them.
-    `readout`, `chunk_size`, `matmul_dtype`: as `make_nll`.
+    `readout`: the readout options of `make_nll`.
     """
-    loss = READOUT_LOSSES[resolve_readout(readout, model.vocab_size)]
-    options = {"chunk_size": chunk_size} if resolve_readout(readout, model.vocab_size) == "fused" else {}
+    options = readout_options(**readout)
+    kind, matmul_dtype = resolve_readout(options["readout"], model.vocab_size), options["matmul_dtype"]
+    loss = READOUT_LOSSES[kind]
+    options = {"chunk_size": options["chunk_size"]} if kind == "fused" else {}
 
     def nll(params, inputs, targets, resets, valid, carry, dropout_key=None):
         _, h = model.features(params, inputs, carry, dropout_key=dropout_key, unroll=unroll, resets=resets)  # [T, B, H]
@@ -238,18 +232,11 @@ def make_packed_nll(
     return nll
 
 
-def make_loss(
-    model: CharLM,
-    unroll: Optional[int] = None,
-    *,
-    readout: str = "auto",
-    chunk_size: Optional[int] = None,
-    matmul_dtype=None,
-) -> Callable:
+def make_loss(model: CharLM, unroll: Optional[int] = None, **readout) -> Callable:
     """`loss_fn(params, batch) -> (loss, carry)`, the form `rnn_jax.training.make_step` takes;
     the carry at the end of the batch is the aux output, to start the next batch from.
-    `readout`, `chunk_size`, `matmul_dtype`: as `make_nll`."""
-    nll = make_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
+    `readout`: the readout options of `make_nll`."""
+    nll = make_nll(model, unroll, **readout)
 
     def loss_fn(params, batch: Batch):
         resets, valid = (None, None) if batch.valid is None else (batch.resets.T, batch.valid.T)
@@ -263,19 +250,11 @@ def reset_at_epoch_start(k, carry, zero_carry):
     return jax.tree.map(lambda z, c: jnp.where(k == 0, z, c), zero_carry, carry)
 
 
-def make_evaluate(
-    model: CharLM,
-    seq_len: int,
-    unroll: Optional[int] = None,
-    *,
-    readout: str = "auto",
-    chunk_size: Optional[int] = None,
-    matmul_dtype=None,
-) -> Callable:
+def make_evaluate(model: CharLM, seq_len: int, unroll: Optional[int] = None, **readout) -> Callable:
     """`evaluate(params, streams) -> nats`: mean loss over all batches of `streams`, in order,
-    the state carried from batch to batch as in training, no dropout. `readout`, `chunk_size`,
-    `matmul_dtype`: as `make_nll` (the fused readout's loss alone never forms the whole logits)."""
-    nll = make_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
+    the state carried from batch to batch as in training, no dropout. `readout`: the readout
+    options of `make_nll` (the fused readout's loss alone never forms the whole logits)."""
+    nll = make_nll(model, unroll, **readout)
 
     def evaluate(params, streams: Streams):
         B = streams.inputs.shape[0]
@@ -292,18 +271,11 @@ def make_evaluate(
     return evaluate
 
 
-def make_evaluate_packed(
-    model: CharLM,
-    unroll: Optional[int] = None,
-    *,
-    readout: str = "auto",
-    chunk_size: Optional[int] = None,
-    matmul_dtype=None,
-) -> Callable:
+def make_evaluate_packed(model: CharLM, unroll: Optional[int] = None, **readout) -> Callable:
     """`evaluate(params, rows: Packed, batch_size) -> nats`: the mean loss over every valid target
     of packed rows (`rnn_jax.tasks.charlm.packing`), `batch_size` rows at a time (their number a
-    multiple of it), each poem from the initial state, no dropout."""
-    nll = make_packed_nll(model, unroll, readout=readout, chunk_size=chunk_size, matmul_dtype=matmul_dtype)
+    multiple of it), each poem from the initial state, no dropout. `readout`: as `make_nll`."""
+    nll = make_packed_nll(model, unroll, **readout)
 
     def evaluate(params, rows, batch_size: int):
         zero = model.initial_carry((batch_size,), params.embed.dtype)
