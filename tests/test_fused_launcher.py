@@ -74,8 +74,13 @@ def fused_sweep(tmp_path_factory):
 
 
 def test_each_fused_job_equals_the_job_trained_alone(fused_sweep, tmp_path, x64):
-    for job in sorted(p for p in fused_sweep.iterdir() if p.name.isdigit()):
+    jobs = [p for p in fused_sweep.iterdir() if p.name.isdigit()]
+    stopped = [json.loads((j / "summary.json").read_text())["steps"] for j in jobs]
+    assert min(stopped) < 240, "a job of the sweep should stop early while its family trains on"
+    for job in jobs:
         cfg = compose(*yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        if cfg.task.bits != 3:
+            continue  # one family (the one with a job that stops early) is enough to compare
         assert family(cfg) is not None
         devices, record = select_backend("cpu", None, "1")
         alone = train_and_evaluate(cfg, tmp_path / job.name, devices, record)
@@ -94,8 +99,6 @@ def test_each_fused_job_equals_the_job_trained_alone(fused_sweep, tmp_path, x64)
             json.loads(line)["accuracy"] for line in (tmp_path / job.name / "metrics.jsonl").read_text().splitlines()
         ]
         assert logged == expected
-    stopped = [json.loads((j / "summary.json").read_text())["steps"] for j in fused_sweep.iterdir() if j.name.isdigit()]
-    assert min(stopped) < 240, "a job of the sweep should stop early while its family trains on"
 
 
 def test_the_report_reads_a_fused_sweep_as_a_basic_one(fused_sweep):
