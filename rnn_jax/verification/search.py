@@ -100,15 +100,14 @@ def simulate(net: Network, rng: np.random.Generator, sequences: int, steps: int,
 def initial_nodes(samples: Samples, history: int, runs: int = 0) -> list:
     """One node per (carry, last `history` steps, run up to `runs`) seen: a box in the principal
     axes of its states."""
-    labels = samples.steps[:, samples.steps.shape[1] - history :]  # [N, history, 2]
+    labels = samples.steps[:, samples.steps.shape[1] - history :].reshape(len(samples.carry), -1)  # [N, 2 history]
     run = np.minimum(samples.run, runs)
-    seen = zip(samples.carry, labels, run)
-    keys = sorted({(int(c), tuple((int(a), int(b)) for a, b in h), int(r)) for c, h, r in seen})
+    # one row per label, in the order of (carry, history, run) tuples: np.unique sorts rows lexicographically
+    keys, which = np.unique(np.column_stack([samples.carry, labels, run]), axis=0, return_inverse=True)
     nodes = []
-    for carry, hist, r in keys:
-        rows = (samples.carry == carry) & (run == r)
-        rows &= np.all(labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1)
-        X = samples.states[rows]
+    for k, key in enumerate(keys):
+        carry, hist, r = int(key[0]), tuple(zip(key[1:-1:2].tolist(), key[2:-1:2].tolist())), int(key[-1])
+        X = samples.states[which.reshape(-1) == k]
         center = X.mean(axis=0)
         _, vecs = np.linalg.eigh((X - center).T @ (X - center))
         basis = vecs[:, ::-1]  # columns: principal directions (orthonormal), widest first
