@@ -265,3 +265,31 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert "seconds=0" in capsys.readouterr().err
     assert app.main(["budget=3"]) == 2
     assert "budget=3" in capsys.readouterr().err
+
+
+def test_prefix_words_from_the_initial_state_match_a_python_loop_and_are_checked():
+    """The first `prefix` steps are run from the zero state as points: every word's final state is
+    the float64 run of that word, its carry and history those of integer addition; a certificate
+    whose nodes need not hold the transient proves the adder, and one with a node shrunk fails."""
+    net = hinton_adder()
+    got = certificate.initial_images(net, history=2, runs=3, prefix=4)
+    words = certificate.words(4)
+    assert len(got.carry) == len(words)
+    for i, word in enumerate(words):
+        state, carry, past, run = np.zeros((1, 3)), 0, [], 0
+        for p in word:
+            state, _ = step(NUMPY, net, state, PAIRS[p : p + 1])
+            a, b = p & 1, p >> 1
+            past.append((carry, p))
+            run = min(run + 1, 3) if a + b == 1 else 0
+            carry = (carry + a + b) // 2
+        assert (int(got.carry[i]), tuple(got.history[i]), int(got.run[i])) == (carry, tuple(past[-2:]), run)
+        np.testing.assert_allclose(got.form.c[i], state[0], rtol=0, atol=1e-12)
+    assert affine.radius(got.form).max() < 1e-12 and got.margin.min() > 0
+    verdict = verify(net, Budget(seconds=30, schedule=((1, 1, 0),), prefix=5))
+    assert verdict.status == "proved", verdict.reason
+    cert = verdict.certificate
+    assert cert.prefix == 5 and verdict.detail["prefix"] == 5 and certificate.check(net, cert).ok
+    node = cert.nodes[-1]
+    mid = (node.lo + node.hi) / 2
+    assert not certificate.check(net, cert._replace(nodes=cert.nodes[:-1] + (node._replace(lo=mid, hi=mid),))).ok

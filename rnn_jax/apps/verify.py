@@ -90,9 +90,9 @@ def _sum_program(model_cfg, dtype_name: str):
     return model, jax.jit(lambda params, xs: model.logits(params, xs)[1][..., 0] > 0)
 
 
-def confirm(params_nested: dict, config: dict, seed_index: int, found: list) -> list:
-    """The counterexamples the trained model itself (rnn_jax's cells, the training dtype) gets
-    wrong, checked against Python integers."""
+def trained_sums(params_nested: dict, config: dict, seed_index: int):
+    """`sums(a, b, bits)`: what the trained model itself (rnn_jax's cells, the training dtype) of
+    seed index `seed_index` answers for the operand lists `a`, `b` (Python integers below 2^bits)."""
     import jax
 
     from rnn_jax.driver import checkpoint
@@ -102,11 +102,21 @@ def confirm(params_nested: dict, config: dict, seed_index: int, found: list) -> 
     template = jax.eval_shape(lambda key: model.init(key, 2), jax.random.PRNGKey(0))
     one = jax.tree.map(lambda a: np.asarray(a)[seed_index], params_nested) if _batched(params_nested) else params_nested
     params = checkpoint.to_target("checkpoint", jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template), one)
+
+    def sums(a: list, b: list, bits: int) -> list:
+        batch = addition.encode(a, b, bits, full_range=True, dtype=np.dtype(config["train"]["dtype"]))
+        return addition.bits_int(np.asarray(program(params, batch.inputs)))
+
+    return sums
+
+
+def confirm(params_nested: dict, config: dict, seed_index: int, found: list) -> list:
+    """The counterexamples the trained model itself (rnn_jax's cells, the training dtype) gets
+    wrong, checked against Python integers."""
+    sums = trained_sums(params_nested, config, seed_index)
     confirmed = []
     for ce in found:
-        batch = addition.encode([ce.a], [ce.b], ce.bits, full_range=True, dtype=np.dtype(config["train"]["dtype"]))
-        bits = np.asarray(program(params, batch.inputs))[:, 0]
-        got = sum(int(b) << t for t, b in enumerate(bits))
+        got = sums([ce.a], [ce.b], ce.bits)[0]
         if got != ce.a + ce.b:
             confirmed.append(ce._replace(got=got))
     return confirmed

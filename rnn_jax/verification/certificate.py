@@ -12,12 +12,15 @@ Each set is a box in its own basis (a parallelotope):
 
 `check(net, cert)` proves, with the rigorous affine arithmetic of `rnn_jax.verification.affine`:
 
-1. from the initial (zero) state, for every word of `max(history, 1)` input pairs: every output
-   bit is the sum bit, and the final state lies in the node of its carry and labels;
+1. from the initial (zero) state, for every word of `prefix` input pairs (at least
+   `max(history, 1)`): every output bit is the sum bit, and the final state lies in the node of
+   its carry and labels. The initial state is a point, so these words are run as points (no set
+   to relax); a longer prefix lets the states leave the transient near the zero state, which is
+   not where the network's states live afterwards, before the nodes must hold them;
 2. from every node, for every word of `depth` input pairs: every output bit is the sum bit for the
    node's carry, and the final state lies in the node of the carry and labels it reaches.
 
-By induction over blocks of `depth` steps, after `max(history, 1) + i * depth` steps of any input
+By induction over blocks of `depth` steps, after `prefix + i * depth` steps of any input
 sequence the state lies in the node of its true carry and labels, and every output bit of every
 step is right: every sequence is a prefix of a longer one whose steps the words cover. A network
 so certified adds operands of every length exactly (in real arithmetic on its float32 weights;
@@ -57,6 +60,7 @@ class Certificate(NamedTuple):
     history: int  # how many past input pairs label a node
     depth: int  # steps of the words checked from each node
     runs: int = 0  # nodes are also labelled with the length of the current run of held carries, up to this
+    prefix: int = 0  # steps run from the initial state before the nodes must hold it (at least max(history, 1))
 
 
 class Images(NamedTuple):
@@ -154,8 +158,15 @@ def words(length: int):
     return list(itertools.product(range(4), repeat=length))
 
 
-def initial_images(net: Network, history: int, runs: int = 0) -> Images:
-    return images(net, affine.point(initial_state(net)), [0], [()], max(history, 1), history, runs)
+def prefix_steps(history: int, prefix: int = 0) -> int:
+    """How many steps are run from the initial state: `prefix`, and at least `max(history, 1)`."""
+    return max(history, 1, prefix)
+
+
+def initial_images(net: Network, history: int, runs: int = 0, prefix: int = 0) -> Images:
+    """Every word of `prefix_steps(history, prefix)` pairs from the initial state (a point)."""
+    steps = prefix_steps(history, prefix)
+    return images(net, affine.point(initial_state(net)), [0], [()], steps, history, runs)
 
 
 def node_images(net: Network, nodes, depth: int, history: int, runs: int) -> Images:
@@ -167,7 +178,7 @@ def node_images(net: Network, nodes, depth: int, history: int, runs: int) -> Ima
 def check(net: Network, cert: Certificate) -> Outcome:
     """Proves (ok=True) or fails to prove that `cert` certifies `net` (see the module docstring)."""
     inverses = [inverse_bound(n.basis) for n in cert.nodes]
-    parts = [initial_images(net, cert.history, cert.runs)]
+    parts = [initial_images(net, cert.history, cert.runs, cert.prefix)]
     if cert.nodes:
         parts.append(node_images(net, cert.nodes, cert.depth, cert.history, cert.runs))
     margin = min(float(p.margin.min()) for p in parts)
@@ -199,5 +210,6 @@ def describe(cert: Certificate | None, outcome: Outcome | None) -> dict:
         "history": cert.history,
         "depth": cert.depth,
         "runs": cert.runs,
+        "prefix": prefix_steps(cert.history, cert.prefix),
         "margin": None if outcome is None else outcome.margin,
     }

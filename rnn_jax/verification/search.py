@@ -13,6 +13,11 @@
    then each target's box grows to cover what lands in it, with a little to spare, until nothing
    grows: a fixed point, which `certificate.check` then proves from scratch. Each (history,
    depth, runs) of the schedule is tried in turn within the time budget.
+
+The first `prefix` steps from the zero state are run as points, not held by the nodes: the states
+of the first few steps are a transient that the trained network leaves (the simulated states are
+taken after it), and a node stretched to hold them grows in its thin directions until the output
+bits are lost.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Budget(NamedTuple):
     sequences: int = 64  # random sums simulated to place the sets
     steps: int = 64  # steps of each
     schedule: tuple = SCHEDULE
+    prefix: int = 4  # steps run from the initial state (as points) before the nodes must hold the state
 
 
 class Samples(NamedTuple):
@@ -94,15 +100,14 @@ def simulate(net: Network, rng: np.random.Generator, sequences: int, steps: int,
 def initial_nodes(samples: Samples, history: int, runs: int = 0) -> list:
     """One node per (carry, last `history` steps, run up to `runs`) seen: a box in the principal
     axes of its states."""
-    labels = samples.steps[:, samples.steps.shape[1] - history :]  # [N, history, 2]
+    labels = samples.steps[:, samples.steps.shape[1] - history :].reshape(len(samples.carry), -1)  # [N, 2 history]
     run = np.minimum(samples.run, runs)
-    seen = zip(samples.carry, labels, run)
-    keys = sorted({(int(c), tuple((int(a), int(b)) for a, b in h), int(r)) for c, h, r in seen})
+    # one row per label, in the order of (carry, history, run) tuples: np.unique sorts rows lexicographically
+    keys, which = np.unique(np.column_stack([samples.carry, labels, run]), axis=0, return_inverse=True)
     nodes = []
-    for carry, hist, r in keys:
-        rows = (samples.carry == carry) & (run == r)
-        rows &= np.all(labels.reshape(len(labels), -1) == np.array(hist, dtype=np.int64).reshape(-1), axis=1)
-        X = samples.states[rows]
+    for k, key in enumerate(keys):
+        carry, hist, r = int(key[0]), tuple(zip(key[1:-1:2].tolist(), key[2:-1:2].tolist())), int(key[-1])
+        X = samples.states[which.reshape(-1) == k]
         center = X.mean(axis=0)
         _, vecs = np.linalg.eigh((X - center).T @ (X - center))
         basis = vecs[:, ::-1]  # columns: principal directions (orthonormal), widest first
@@ -125,7 +130,7 @@ def close(net: Network, nodes: list, history: int, depth: int, runs: int, budget
     """Grows the nodes' boxes until every image lands inside (see the module docstring)."""
     nodes = list(nodes)
     inverses = [inverse_bound(n.basis) for n in nodes]
-    start_images = initial_images(net, history, runs)
+    start_images = initial_images(net, history, runs, budget.prefix)
     cached: dict[int, tuple] = {}  # source node -> (margin, {target: (lo, hi)})
     changed = set(range(len(nodes)))
 
@@ -171,7 +176,7 @@ def close(net: Network, nodes: list, history: int, depth: int, runs: int, budget
                     nodes[t] = node._replace(lo=new_lo, hi=new_hi)
                     changed.add(t)
         if not changed:
-            cert = Certificate(tuple(nodes), history, depth, runs)
+            cert = Certificate(tuple(nodes), history, depth, runs, budget.prefix)
             return Attempt(cert, check(net, cert), history, depth, rnd + 1, runs)
         if max(float(np.max(n.hi - n.lo)) for n in nodes) > 1e6:
             return failed("the sets grow without bound", margin, rnd + 1)
@@ -232,7 +237,8 @@ def find_certificate(net: Network, budget: Optional[Budget] = None, seed: int = 
     budget = Budget() if budget is None else budget
     deadline = time.perf_counter() + budget.seconds
     longest = max(h for h, _, _ in budget.schedule)
-    samples = simulate(net, np.random.default_rng(seed), budget.sequences, budget.steps, max(longest, 1))
+    keep = max(longest, 1, budget.prefix)  # the nodes hold the states after the prefix only
+    samples = simulate(net, np.random.default_rng(seed), budget.sequences, budget.steps, keep)
     attempt = Attempt(None, Outcome(False, "no (history, depth, runs) tried", np.nan), 0, 0, 0)
     for history, depth, runs in budget.schedule:
         if time.perf_counter() > deadline:
