@@ -47,7 +47,10 @@ def main(argv) -> int:
             wrong = sum(g != x + y for g, x, y in zip(got, a, b))
             wrong_seeds += wrong > 0
             m = config["model"]
-            print(f"{run_dir.name} seed index {i} ({m['cell']}, hidden {m['hidden']}): {wrong} of {count} wrong", flush=True)
+            print(
+                f"{run_dir.name} seed index {i} ({m['cell']}, hidden {m['hidden']}): {wrong} of {count} wrong",
+                flush=True,
+            )
     return 1 if wrong_seeds else 0
 
 

@@ -29,7 +29,7 @@ def parse_key_values(argv, schema, error: type[Exception]):
 
 
 def run_cli(body: Callable[[list], None], argv, errors: tuple, doc: Optional[str] = None) -> int:
-    """The frame of the small apps without Hydra (sample, corpus): `body(argv)` with `argv` the command
+    """The frame of the small apps without Hydra (sample, corpus, verify): `body(argv)`, `argv` the command
     line's arguments unless given; `-h`/`--help` prints `doc` instead when there is one. An error of
     `errors` is one line `error: ...` on stderr and exit code 2; else the exit code is 0."""
     argv = sys.argv[1:] if argv is None else argv

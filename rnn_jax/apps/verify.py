@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rnn_jax import verification
-from rnn_jax.apps import parse_key_values
+from rnn_jax.apps import parse_key_values, run_cli
 from rnn_jax.verification import refute
 from rnn_jax.verification.search import Budget
 
@@ -196,31 +195,25 @@ def _counts(c: dict) -> str:
     return f"proved {c['proved']}, refuted {c['refuted']}, unknown {c['unknown']}"
 
 
+def verify_runs(argv: list) -> None:
+    """Verifies every run the arguments name, printing each run's counts and the totals."""
+    cfg = parse_args(argv)
+    dirs = run_dirs(cfg.run)
+    start = time.perf_counter()
+    totals = {"proved": 0, "refuted": 0, "unknown": 0}
+    for d in dirs:
+        out = verify_run(d, cfg)
+        for k in totals:
+            totals[k] += out[k]
+        m = out["model"]
+        print(f"{d}: {m['cell']} hidden={m['hidden']} bits={out['bits']}: {_counts(out)}", flush=True)
+    print(f"{len(dirs)} runs, {sum(totals.values())} seeds: {_counts(totals)} in {time.perf_counter() - start:.1f} s")
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
     from rnn_jax.driver.checkpoint import CheckpointError
 
-    try:
-        cfg = parse_args(argv)
-        dirs = run_dirs(cfg.run)
-        start = time.perf_counter()
-        totals = {"proved": 0, "refuted": 0, "unknown": 0}
-        for d in dirs:
-            out = verify_run(d, cfg)
-            for k in totals:
-                totals[k] += out[k]
-            m = out["model"]
-            print(f"{d}: {m['cell']} hidden={m['hidden']} bits={out['bits']}: {_counts(out)}", flush=True)
-        print(
-            f"{len(dirs)} runs, {sum(totals.values())} seeds: {_counts(totals)} in {time.perf_counter() - start:.1f} s"
-        )
-    except (VerifyArgError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(verify_runs, argv, (VerifyArgError, CheckpointError), doc=__doc__)
 
 
 if __name__ == "__main__":
