@@ -13,15 +13,16 @@ from rnn_testing import TINY, compose
 
 from rnn_jax.build import MODEL_CONFIGS
 from rnn_jax.driver.checkpoint import CheckpointError
-from rnn_jax.driver.loop import config_changes, run
+from rnn_jax.driver.loop import run
 from rnn_jax.driver.optim import OPTIM_CONFIGS, SCHEDULE_KEYS
+from rnn_jax.driver.resume import config_changes
 from rnn_jax.tasks.registry import TASKS
 
 CONFIG_CLASSES = {*MODEL_CONFIGS.values(), *OPTIM_CONFIGS.values(), *(s.config for s in TASKS.values())}
 # Reads that are not the run using a setting: checking it, or copying the whole config into a record.
 NOT_USE = {
     ("driver/config.py", "validate"), ("driver/config.py", "_check_schema"), ("task.py", "check"), ("tasks/base.py", "check_has_model"),
-    ("dataclasses.py", "asdict"), ("dataclasses.py", "_asdict_inner"), ("driver/loop.py", "config_changes"),
+    ("dataclasses.py", "asdict"), ("dataclasses.py", "_asdict_inner"), ("driver/resume.py", "config_changes"),
 }  # fmt: skip
 
 
