@@ -25,7 +25,8 @@ from rnn_jax.tasks.addition.evaluate import (
     pack_pairs,
     packed_exact,
 )
-from rnn_jax.tasks.addition.task import AdditionTask, addition_loss, addition_model, make, params_from_2015
+from rnn_jax.tasks.addition.program import addition_loss, params_from_2015
+from rnn_jax.tasks.addition.task import AdditionTask, addition_model, make
 
 
 @pytest.mark.parametrize("bits, full_range", [(8, False), (5, True), (70, False)])

@@ -7,7 +7,7 @@ as the job alone draws them, then padded to H with zero weights into and out of 
 updates (for every optimizer here: the moments of a zero gradient stay 0), so each job trains
 exactly as alone; in floating point only the order of some sums may differ. All jobs' replicas
 are stacked along the addition program's replica axis and trained by one program
-(`rnn_jax.tasks.addition.task.chunk`) compiled once per chunk length, split over the devices
+(`rnn_jax.tasks.addition.program.chunk`) compiled once per chunk length, split over the devices
 `backend.devices` names as a single run splits its seeds. A job stops by its own
 rule (`Report.status`): from then on its replicas are frozen (the program computes them, the
 state keeps the old values). At the end every replica is evaluated by one program, and each job
@@ -39,6 +39,8 @@ from rnn_jax.driver.config import Config
 from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.driver.provenance import code_version
 from rnn_jax.driver.rundir import MetricsLog, run_lock, write_summary
+from rnn_jax.tasks.addition import program as addition_program
+from rnn_jax.tasks.addition import report as host
 from rnn_jax.tasks.addition import task as addition
 from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every, place, to_host
 
@@ -148,19 +150,19 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
 
     # Each job's replicas at its own size, as the job alone starts them (one program for all),
     # padded to H and stacked.
-    shapes = jax.eval_shape(partial(addition.replicas, setup), jax.ShapeDtypeStruct((replicas,), jnp.int32))
+    shapes = jax.eval_shape(partial(addition_program.replicas, setup), jax.ShapeDtypeStruct((replicas,), jnp.int32))
     own_setups = [addition.make_setup(cfg, optimizer, platform) for cfg in cfgs]
     seeds = [jnp.asarray([cfg.seed + i for i in range(cfg.task.seeds)]) for cfg in cfgs]
     t0 = time.perf_counter()
-    init = jax.jit(lambda seeds: [addition.replicas(s, x) for s, x in zip(own_setups, seeds)])
-    init = init.lower(seeds).compile(compiler_options=addition.compile_options(platform, one_shot=True))
+    init = jax.jit(lambda seeds: [addition_program.replicas(s, x) for s, x in zip(own_setups, seeds)])
+    init = init.lower(seeds).compile(compiler_options=addition_program.compile_options(platform, one_shot=True))
     compile_seconds += time.perf_counter() - t0
     parts, jobs, row = [], [], 0
     for cfg, run_dir, own in zip(cfgs, run_dirs, jax.device_get(init(seeds))):
         S = cfg.task.seeds
         parts.append(jax.tree.map(lambda leaf, s: pad(leaf, (S, *s.shape[1:]), cfg.model.hidden, H), own, shapes))
         own_shapes = jax.tree.map(lambda x: x.shape, own)
-        jobs.append(Job(cfg, run_dir, slice(row, row + S), addition.fresh_tally(S), own_shapes))
+        jobs.append(Job(cfg, run_dir, slice(row, row + S), host.fresh_tally(S), own_shapes))
         row += S
     state_spec, consts_spec = program.partition
     state = place(jax.tree.map(lambda *xs: np.concatenate(xs), *parts), devices.mesh, state_spec)
@@ -190,32 +192,32 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
         train_seconds += time.perf_counter() - t0
         step = end
         for j in (j for j in jobs if j.active):
-            j.tally, fields = addition.observe(j.tally, (losses[j.rows], accuracy[j.rows]), end)
+            j.tally, fields = host.observe(j.tally, (losses[j.rows], accuracy[j.rows]), end)
             j.step = end
             record = {"step": end, **fields, "elapsed": round(time.perf_counter() - t_start, 4)}
-            status = addition.status(j.cfg.task.stop_when_solved, j.tally)
+            status = host.status(j.cfg.task.stop_when_solved, j.tally)
             if status != DIVERGED:
                 j.last_finite = record
             j.metrics.write(record)
             j.active = status not in (SOLVED, DIVERGED)
 
-    evaluation = addition.evaluate(setup, big.task, platform, state.train.params)
-    host = to_host(state)
+    evaluation = host.evaluate(setup, big.task, platform, state.train.params)
+    final = to_host(state)
     summaries = []
     for j in jobs:
         own_state = jax.tree.map(
             lambda leaf, shape: unpad(leaf[j.rows], shape, j.cfg.model.hidden, H),
-            host,
+            final,
             j.shapes,
         )
-        e = addition.Evaluation(
+        e = host.Evaluation(
             evaluation.per_width[j.rows],
             evaluation.params_finite[j.rows],
             None if evaluation.chains is None else [c[j.rows] for c in evaluation.chains],
             evaluation.compile_seconds / len(jobs),
             evaluation.chain_seconds / len(jobs),
         )
-        fields = addition.summary_fields(j.cfg.task, j.seeds, j.tally, e)
+        fields = host.summary_fields(j.cfg.task, j.seeds, j.tally, e)
         share = {
             "compile_seconds": (compile_seconds + evaluation.compile_seconds) / len(jobs),
             "train_seconds": train_seconds / len(jobs),
@@ -227,7 +229,7 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
 def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, jobs: int, H: int, t_start) -> dict:
     """The job's checkpoint (unless it diverged) and summary, as the driver writes them alone."""
     header = {"task": "addition", **device_record, "code": code_version(), "config": dataclasses.asdict(j.cfg)}
-    diverged = addition.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
+    diverged = host.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
     history = [{"from_step": 0}]
     if not diverged:
         meta = {
