@@ -1,4 +1,6 @@
-"""The task protocol's pieces, each alone on hand-made inputs, and the device program under vmap."""
+"""The task protocol's pieces, each alone on hand-made inputs. (That runs of one shape stacked along
+the addition program's replica axis train each as alone is tested with the fused launcher,
+tests/test_fused_launcher.py.)"""
 
 import math
 
@@ -8,9 +10,7 @@ import numpy as np
 import pytest
 
 from rnn_jax.build import MODEL_CONFIGS, model_config
-from rnn_jax.driver.backend import one_device
-from rnn_jax.driver.config import Config, TrainConfig
-from rnn_jax.driver.optim import make_optimizer
+from rnn_jax.driver.config import Config
 from rnn_jax.tasks.addition import report as addition_report
 from rnn_jax.tasks.addition import task as addition
 from rnn_jax.tasks.base import DIVERGED, SOLVED, TRAINING, parameter_count, restore_tally, values_kept_per_step
@@ -80,30 +80,6 @@ def test_a_tally_restored_from_a_checkpoint_keeps_its_type_and_defaults():
     assert isinstance(restored, addition_report.AdditionTally)
     assert restored.finite == [True, False] and restored.steps_to_solve == [None, None]
     assert restore_tally(lstm2014.LSTM2014Tally(), {}) == lstm2014.LSTM2014Tally()  # a checkpoint of old runs
-
-
-def test_addition_runs_of_one_shape_train_as_one_program(x64):
-    """The addition program's leading axis is its replicas (it vmaps over them inside, drawing
-    each one's batches with `lax.map`: the rbg PRNG draws other numbers under vmap). Two runs of
-    one shape (other seeds, other initial weights) stacked along it train as one program, each
-    exactly as alone."""
-    cfgs = [
-        Config(
-            seed=seed,
-            task=addition.AdditionTask(bits=4, eval_samples=16, seeds=2, batch_size=3),
-            model=model_config("gru", hidden=3),
-            train=TrainConfig(dtype="float64"),
-        )
-        for seed in (0, 5)
-    ]
-    programs = [addition.make(c, make_optimizer(c.optim, 100), one_device()).program for c in cfgs]
-    states = [p.init() for p in programs]
-    chunk = jax.jit(programs[0].chunk, static_argnums=3)
-    alone = [chunk(s, programs[0].consts, jnp.int32(4), 5) for s in states]
-    together = chunk(jax.tree.map(lambda *xs: jnp.concatenate(xs), *states), programs[0].consts, jnp.int32(4), 5)
-    for j, one in enumerate(alone):
-        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(together)):
-            np.testing.assert_allclose(np.asarray(b)[2 * j : 2 * j + 2], np.asarray(a), rtol=1e-12, atol=1e-12)
 
 
 def test_memory_estimates_take_shapes_from_the_model_for_every_cell():
