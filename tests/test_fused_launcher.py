@@ -20,7 +20,7 @@ from rnn_jax.driver.loop import train_and_evaluate
 
 SWEEP = [
     "task.bits=3",
-    "model.hidden=2,8,32",
+    "model.hidden=2,8,32,0",
     "task.seeds=2",
     "train.steps=240",
     "train.log_every=40",
@@ -60,7 +60,8 @@ def test_a_family_is_split_where_padding_would_exceed_max_padding():
 @pytest.fixture(scope="module")
 def fused_sweep(tmp_path_factory):
     """The sweep trained with hydra/launcher=fused: hidden 2 and 8 one family, 32 (more than 4 times
-    either) a group of one, trained as the basic launcher trains it."""
+    either) a group of one, trained as the basic launcher trains it, and 0 refused: it fails alone
+    and the sweep ends with exit 1, as under the basic launcher."""
     from rnn_jax.apps.train import main
 
     sweep = tmp_path_factory.mktemp("fused")
@@ -68,14 +69,16 @@ def fused_sweep(tmp_path_factory):
     launcher = ["hydra/launcher=fused", "hydra.launcher.max_padding=4"]
     sys.argv = ["rnn_jax.train", "-m", *SWEEP, *launcher, f"hydra.sweep.dir={sweep}"]
     try:
-        main()
+        with pytest.raises(SystemExit) as exit_:
+            main()
     finally:
         sys.argv = argv
+    assert exit_.value.code == 1
     return sweep
 
 
 def test_each_fused_job_equals_the_job_trained_alone(fused_sweep, tmp_path, x64):
-    jobs = sorted((p for p in fused_sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    jobs = sorted((p for p in fused_sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))[:3]
     summaries = [json.loads((j / "summary.json").read_text()) for j in jobs]
     assert "fused" not in summaries[2] and summaries[2]["status"] == "ok"  # hidden 32: alone
     assert min(s["steps"] for s in summaries[:2]) < 240, "a job should stop early while its family trains on"
@@ -106,7 +109,8 @@ def test_the_report_reads_a_fused_sweep_as_a_basic_one(fused_sweep):
 
     main([str(fused_sweep)])
     rows = (fused_sweep / "report.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3  # (bits, hidden) x 1 cell
-    outcomes = [json.loads(p.read_text())["status"] for p in (fused_sweep / "job_outcomes").glob("*.json")]
-    assert outcomes == ["ok"] * 3
-    assert all((Path(fused_sweep) / str(i) / ".hydra" / "overrides.yaml").exists() for i in range(3))
+    assert len(rows) == 1 + 4 and "model.hidden=0 is not allowed" in rows[-1]  # one row per job, failed too
+    outcomes = {int(p.stem): json.loads(p.read_text()) for p in (fused_sweep / "job_outcomes").glob("*.json")}
+    assert [outcomes[i]["status"] for i in range(4)] == ["ok", "ok", "ok", "failed"]
+    assert "model.hidden=0" in outcomes[3]["error"]
+    assert all((Path(fused_sweep) / str(i) / ".hydra" / "overrides.yaml").exists() for i in range(4))

@@ -22,14 +22,24 @@ from omegaconf import DictConfig, open_dict
 log = logging.getLogger(__name__)
 
 
-def _prepare(dcfg: DictConfig) -> tuple:
-    """A job's config, checked, and its directory (in the job's Hydra context)."""
+def _prepare(dcfg: DictConfig):
+    """A job's config, checked, and its directory (in the job's Hydra context); a refused job's
+    failure is recorded in its own directory as the basic launcher's job records it (NaN)."""
+    from rnn_jax.apps.errors import job_failed
     from rnn_jax.apps.schema import to_config
     from rnn_jax.driver.config import validate
 
-    cfg = to_config(dcfg)
-    validate(cfg)
-    return cfg, Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        cfg = to_config(dcfg)
+        validate(cfg)
+    except Exception as e:  # noqa: BLE001 - the job fails alone, the sweep goes on
+        return job_failed(e, dcfg, run_dir, sweeping=True)
+    return cfg, run_dir
+
+
+def _prepared(ret) -> bool:
+    return ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, tuple)
 
 
 def split_by_padding(members: list[int], hidden: dict, max_padding: float) -> list[list[int]]:
@@ -78,15 +88,13 @@ def launch(
         )
     families: dict[str, list[int]] = {}
     for i, ret in enumerate(prepared):
-        if ret.status == JobStatus.COMPLETED:
+        if _prepared(ret):
             cfg, run_dir = ret.return_value
             fresh = not (run_dir / "checkpoints" / "last").exists()
             key = family(cfg) if fresh else None
             families.setdefault(key if key is not None else f"alone {i}", []).append(i)
     hidden = {
-        i: ret.return_value[0].model.hidden
-        for i, ret in enumerate(prepared)
-        if ret.return_value is not None and ret.status == JobStatus.COMPLETED and ret.return_value[0].model is not None
+        i: r.return_value[0].model.hidden for i, r in enumerate(prepared) if _prepared(r) and r.return_value[0].model
     }
     groups = [g for members in families.values() for g in split_by_padding(members, hidden, max_padding)]
     results: dict[int, Any] = {}
@@ -103,7 +111,7 @@ def launch(
             results.update((i, e) for i in members)
     runs = []
     for i, sweep_config in enumerate(sweep_configs):
-        if prepared[i].status != JobStatus.COMPLETED:
+        if not _prepared(prepared[i]):
             runs.append(prepared[i])  # refused: its failure is already recorded
             continue
         if i in results:
