@@ -8,7 +8,8 @@ runs out of time is a row of the table (status, seconds, the tail of its output)
 the check. The steps: (a) the device tests (cells, fused backward, softmax, unroll) on the default
 JAX backend, (b) the LSTM/GRU training step of `python -m rnn_jax.bench` (fused against autodiff
 backward over unroll 1, 2, 4, 8, `preset=unroll`) at three shapes, (c) two capacity-sweep jobs with
-`backend=gpu`, under the basic and the fused launcher (`hydra/launcher=fused`, one family), (d) `python -m rnn_jax.bench_scaling` on one device. Writes `check.md` and
+`backend=gpu`, under the basic and the fused launcher (`hydra/launcher=fused`, one family),
+(d) `python -m rnn_jax.bench_scaling` on one device. Writes `check.md` and
 `check.json` under `--out`, the step outputs beside them, and prints the table and, from the bench
 rows, the entry that would replace `rnn_jax.fused.BACKEND_DEFAULTS["gpu"]`.
 
