@@ -51,6 +51,28 @@ def test_pad_puts_each_gate_block_beside_zero_units_and_unpad_inverts_it():
         pad(np.zeros((1, 5)), (1, 9), h, H)
 
 
+def test_a_family_is_the_jobs_alike_but_in_hidden_size_and_seed():
+    from rnn_jax.build import model_config
+    from rnn_jax.driver.config import Config
+    from rnn_jax.driver.loggers import LoggerConfig
+    from rnn_jax.driver.loggers.tensorboard import TensorBoardConfig
+    from rnn_jax.driver.optim import AdamConfig
+    from rnn_jax.tasks.addition.task import AdditionTask
+    from rnn_jax.tasks.charlm.task import CharLMTask
+
+    def job(**kw):
+        base = {"task": AdditionTask(bits=4), "model": model_config("gru", hidden=4), "seed": 0}
+        return Config(**{**base, **kw})
+
+    assert family(job()) == family(job(model=model_config("gru", hidden=16), seed=3))
+    assert family(job()) != family(job(optim=AdamConfig(lr=0.05)))
+    assert family(job()) != family(job(model=model_config("lstm", hidden=4)))
+    assert family(job()) != family(job(task=AdditionTask(bits=8)))
+    assert family(job(task=AdditionTask(data="numpy2015"))) is None  # the 2015 replay runs alone
+    assert family(job(task=CharLMTask())) is None
+    assert family(job(logger=LoggerConfig(tensorboard=TensorBoardConfig()))) is None  # a tracker: alone
+
+
 def test_a_family_is_split_where_padding_would_exceed_max_padding():
     hidden = {0: 16, 1: 1, 2: 2, 3: 3, 4: 8, 5: 4}
     assert split_by_padding(list(hidden), hidden, 2) == [[1, 2], [3, 5], [4, 0]]

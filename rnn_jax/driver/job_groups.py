@@ -15,8 +15,8 @@ gets its own run directory as the driver writes it alone (`metrics.jsonl`, `summ
 `checkpoints/last` at its own size, so `report`, resume and `verify` work unchanged).
 
 Not grouped (each runs alone through `rnn_jax.driver.loop.run`): other tasks, the 2015 replay
-(`task.data=numpy2015`), jobs whose directory already holds a checkpoint (a resume), and a
-family of one.
+(`task.data=numpy2015`), jobs that feed a tracker (`logger=`), jobs whose directory already holds
+a checkpoint (a resume), and a family of one.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from rnn_jax.tasks.addition import report as host
 from rnn_jax.tasks.addition import task as addition
 from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every, place, to_host
 
-FREE = ("model.hidden", "seed", "logger.", "train.progress")  # what may differ within a family
+FREE = ("model.hidden", "seed", "train.progress")  # what may differ within a family
 
 
 def _flat(tree: Any, prefix: str = "") -> dict:
@@ -55,8 +55,11 @@ def _flat(tree: Any, prefix: str = "") -> dict:
 
 def family(cfg: Config) -> Optional[str]:
     """The key shared by the jobs that can train as one program: every setting but `FREE`;
-    None for a job that trains alone (not addition, or the 2015 replay)."""
+    None for a job that trains alone (not addition, the 2015 replay, or one that feeds a tracker:
+    a family writes no tracker runs)."""
     if cfg.task.name != "addition" or cfg.task.data != "jax" or cfg.model is None:
+        return None
+    if any(section is not None for section in vars(cfg.logger).values()):
         return None
     settings = {k: v for k, v in _flat(dataclasses.asdict(cfg)).items() if not k.startswith(FREE)}
     return json.dumps(settings, sort_keys=True, default=str)
