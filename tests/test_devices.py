@@ -19,8 +19,8 @@ from rnn_jax.driver.loop import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ["task.bits=4", "model.hidden=4", "task.seeds=8", "train.steps=60", "train.log_every=20", "task.batch_size=8",
-         "task.stop_when_solved=false", "train.progress=false", "task.generalization_bits=[6]", "task.generalization_samples=16",
-         "task.carry_chain_lengths=[10]", "task.long_random_bits=[]"]  # fmt: skip
+         "task.stop_when_solved=false", "train.progress=false", "task.generalization_bits=[6]",
+         "task.generalization_samples=16", "task.carry_chain_lengths=[10]", "task.long_random_bits=[]"]  # fmt: skip
 
 
 config = compose
@@ -50,8 +50,9 @@ def corpus(tmp_path_factory):
 
 
 def charlm(corpus, *more):
-    return ["experiment=charlm_tiny", f"task.corpus={corpus}", "task.seq_len=8", "task.embedding=8", "model.hidden=16", "task.batch_size=8",
-            "train.steps=50", "train.log_every=10", "task.eval_every=50", "task.eval_batches=2", "task.sample_length=0", "train.progress=false", *more]  # fmt: skip
+    return ["experiment=charlm_tiny", f"task.corpus={corpus}", "task.seq_len=8", "task.embedding=8", "model.hidden=16",
+            "task.batch_size=8", "train.steps=50", "train.log_every=10", "task.eval_every=50", "task.eval_batches=2",
+            "task.sample_length=0", "train.progress=false", *more]  # fmt: skip
 
 
 @pytest.mark.slow

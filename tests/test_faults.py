@@ -61,8 +61,8 @@ def test_sigterm_in_a_long_chunk_is_acted_on_within_seconds(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
     run_dir = tmp_path / "run"
-    proc = app("experiment=charlm_tiny", f"task.corpus={corpus}", "train.steps=100000", "train.log_every=100000", "task.eval_every=100000",
-               "train.progress=false", f"hydra.run.dir={run_dir}", wait=False)  # fmt: skip
+    proc = app("experiment=charlm_tiny", f"task.corpus={corpus}", "train.steps=100000", "train.log_every=100000",
+               "task.eval_every=100000", "train.progress=false", f"hydra.run.dir={run_dir}", wait=False)  # fmt: skip
     deadline = time.time() + 90
     while (
         time.time() < deadline
@@ -85,7 +85,8 @@ def test_a_run_too_large_for_memory_is_refused_at_once():
     t0 = time.perf_counter()
     with pytest.raises(
         ConfigError,
-        match=r"task\.eval_samples=65536 is not allowed; this run would need about [\d.]+ GB \(the evaluation set: [\d.]+ GB\)",
+        match=r"task\.eval_samples=65536 is not allowed; this run would need about [\d.]+ GB "
+        r"\(the evaluation set: [\d.]+ GB\)",
     ) as info:
         run(cfg, "/nonexistent/never-made")
     assert time.perf_counter() - t0 < 10 and "lower task.eval_samples" in str(info.value)

@@ -21,8 +21,9 @@ from rnn_jax.tasks.registry import TASKS
 CONFIG_CLASSES = {*MODEL_CONFIGS.values(), *OPTIM_CONFIGS.values(), *(s.config for s in TASKS.values())}
 # Reads that are not the run using a setting: checking it, or copying the whole config into a record.
 NOT_USE = {
-    ("driver/config.py", "validate"), ("driver/config.py", "_check_schema"), ("task.py", "check"), ("tasks/base.py", "check_has_model"),
-    ("dataclasses.py", "asdict"), ("dataclasses.py", "_asdict_inner"), ("driver/resume.py", "config_changes"),
+    ("driver/config.py", "validate"), ("driver/config.py", "_check_schema"), ("task.py", "check"),
+    ("tasks/base.py", "check_has_model"), ("dataclasses.py", "asdict"), ("dataclasses.py", "_asdict_inner"),
+    ("driver/resume.py", "config_changes"),
 }  # fmt: skip
 
 
@@ -67,8 +68,9 @@ def corpus(tmp_path_factory):
     return path
 
 
-CHARLM = ["task.seq_len=8", "task.embedding=4", "model.hidden=4", "task.batch_size=2", "train.steps=4", "train.log_every=2",
-          "task.eval_every=4", "task.eval_batches=1", "task.sample_length=2", "train.progress=false"]  # fmt: skip
+CHARLM = ["task.seq_len=8", "task.embedding=4", "model.hidden=4", "task.batch_size=2", "train.steps=4",
+          "train.log_every=2", "task.eval_every=4", "task.eval_batches=1", "task.sample_length=2",
+          "train.progress=false"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -128,7 +130,8 @@ def test_schedule_keys_exist_only_for_the_schedules_that_read_them():
 
     with pytest.raises(
         ConfigError,
-        match=r"optim\.decay_rate=0\.5 is not allowed; optim\.schedule=constant does not read it \(only exponential does\)",
+        match=r"optim\.decay_rate=0\.5 is not allowed; optim\.schedule=constant does not read it "
+        r"\(only exponential does\)",
     ):
         compose("optim.decay_rate=0.5")
     with pytest.raises(ConfigError, match=r"optim\.schedule=warmup_cosine needs it: set optim\.warmup_steps"):
@@ -169,7 +172,8 @@ def test_a_resume_with_another_learning_rate_is_refused_and_changes_nothing(firs
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(
         CheckpointError,
-        match=r"would change settings the run was trained with: optim\.lr=0\.01 \(now 0\.05\); .*train\.resume_changes=allow",
+        match=r"would change settings the run was trained with: optim\.lr=0\.01 \(now 0\.05\); "
+        r".*train\.resume_changes=allow",
     ):
         run(compose(*TINY, "optim.lr=0.05", "train.steps=60"), tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"} == {
@@ -198,7 +202,8 @@ def test_an_allowed_change_is_recorded_by_step_and_carried_by_later_resumes(firs
         ),
         (
             ["task.corpus=~/x.txt"],
-            "error: cannot parse the override 'task.corpus=~/x.txt'; quote a value with special characters, e.g. 'task.corpus=\"~/x.txt\"'",
+            "error: cannot parse the override 'task.corpus=~/x.txt'; quote a value with special characters, "
+            "e.g. 'task.corpus=\"~/x.txt\"'",
         ),
         (
             ["model.cell=lstm"],
