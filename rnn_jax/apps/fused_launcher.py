@@ -11,6 +11,7 @@ checkpoint, runs exactly as under the basic launcher.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,9 +66,11 @@ def launch(
 ):
     """Hydra's `Launcher.launch`: the jobs' `JobReturn`s in the order of `job_overrides`."""
     from rnn_jax.apps.train import conclude
+    from rnn_jax.driver.failures import interrupt_exit_code, stop_on_sigterm
     from rnn_jax.driver.job_groups import family, train_family
 
     setup_globals()
+    stop_on_sigterm()  # SIGTERM (a scheduler's) ends a family as Ctrl-C does
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     sweep_configs, prepared = [], []
@@ -107,6 +110,12 @@ def launch(
                 [prepared[i].return_value[0] for i in members], [prepared[i].return_value[1] for i in members]
             )
             results.update(zip(members, summaries))
+        except KeyboardInterrupt:  # each job of the family saved its last logged step; a rerun resumes them
+            print(f"interrupted; what was written is in {config.hydra.sweep.dir}", file=sys.stderr)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(interrupt_exit_code())  # as the app's own job ends on an interrupt
         except Exception as e:  # noqa: BLE001 - the family's jobs fail, the sweep goes on
             results.update((i, e) for i in members)
     runs = []

@@ -38,7 +38,7 @@ from rnn_jax.driver.checkpoint import Checkpoints
 from rnn_jax.driver.config import Config
 from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.driver.provenance import code_version
-from rnn_jax.driver.rundir import MetricsLog, run_lock, write_summary
+from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, run_lock, write_summary
 from rnn_jax.tasks.addition import program as addition_program
 from rnn_jax.tasks.addition import report as host
 from rnn_jax.tasks.addition import task as addition
@@ -177,42 +177,39 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
 
     compiled, train_seconds, step, every = {}, 0.0, 0, log_every(first.train)
     steps = first.train.steps
-    while step < steps and any(j.active for j in jobs):
-        end = min(steps, (step // every + 1) * every)
-        k = end - step
-        active = np.zeros(replicas, bool)
-        for j in jobs:
-            active[j.rows] = j.active
-        args = (state, consts, jnp.asarray(active), jnp.int32(step))
-        if k not in compiled:
+    try:
+        while step < steps and any(j.active for j in jobs):
+            end = min(steps, (step // every + 1) * every)
+            k = end - step
+            active = np.zeros(replicas, bool)
+            for j in jobs:
+                active[j.rows] = j.active
+            args = (state, consts, jnp.asarray(active), jnp.int32(step))
+            if k not in compiled:
+                t0 = time.perf_counter()
+                jitted = jax.jit(step_family, static_argnums=4)
+                compiled[k] = jitted.lower(*args, k).compile(compiler_options=program.compile_options)
+                compile_seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
-            jitted = jax.jit(step_family, static_argnums=4)
-            compiled[k] = jitted.lower(*args, k).compile(compiler_options=program.compile_options)
-            compile_seconds += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        state, outputs = compiled[k](*args)
-        losses, accuracy = to_host(outputs)
-        train_seconds += time.perf_counter() - t0
-        step = end
-        for j in (j for j in jobs if j.active):
-            j.tally, fields = host.observe(j.tally, (losses[j.rows], accuracy[j.rows]), end)
-            j.step = end
-            record = {"step": end, **fields, "elapsed": round(time.perf_counter() - t_start, 4)}
-            status = host.status(j.cfg.task.stop_when_solved, j.tally)
-            if status != DIVERGED:
-                j.last_finite = record
-            j.metrics.write(record)
-            j.active = status not in (SOLVED, DIVERGED)
+            new_state, outputs = compiled[k](*args)
+            losses, accuracy = to_host(outputs)
+            train_seconds += time.perf_counter() - t0
+            with interrupts_deferred():  # the state, each job's step and its log line move together
+                state, step = new_state, end
+                for j in (j for j in jobs if j.active):
+                    _advance(j, losses[j.rows], accuracy[j.rows], end, t_start)
+    except KeyboardInterrupt:  # each job keeps its last logged step, as the driver keeps it alone
+        with interrupts_deferred():
+            final = to_host(state)
+            for j in jobs:
+                _interrupted(j, _own(final, j, H), device_record, len(jobs), H, t_start)
+        raise
 
     evaluation = host.evaluate(setup, big.task, platform, state.train.params)
     final = to_host(state)
     summaries = []
     for j in jobs:
-        own_state = jax.tree.map(
-            lambda leaf, shape: unpad(leaf[j.rows], shape, j.cfg.model.hidden, H),
-            final,
-            j.shapes,
-        )
+        own_state = _own(final, j, H)
         e = host.Evaluation(
             evaluation.per_width[j.rows],
             evaluation.params_finite[j.rows],
@@ -229,27 +226,59 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
     return summaries
 
 
+def _advance(j: Job, losses, accuracy, end: int, t_start: float) -> None:
+    """Folds a chunk into job `j`'s tally, logs its line, and stops it by its own rule."""
+    j.tally, fields = host.observe(j.tally, (losses, accuracy), end)
+    j.step = end
+    record = {"step": end, **fields, "elapsed": round(time.perf_counter() - t_start, 4)}
+    status = host.status(j.cfg.task.stop_when_solved, j.tally)
+    if status != DIVERGED:
+        j.last_finite = record
+    j.metrics.write(record)
+    j.active = status not in (SOLVED, DIVERGED)
+
+
+def _own(final, j: Job, H: int):
+    """Job `j`'s replicas of the family state (on the host), at the job's own size."""
+    return jax.tree.map(lambda leaf, shape: unpad(leaf[j.rows], shape, j.cfg.model.hidden, H), final, j.shapes)
+
+
+def _interrupted(j: Job, own_state, device_record: dict, jobs: int, H: int, t_start: float) -> None:
+    """An interrupted family: job `j`'s checkpoint at its last logged step (unless it diverged or
+    logged none) and a summary that says so; a rerun resumes it alone."""
+    header = {"task": "addition", **device_record, "code": code_version(), "config": dataclasses.asdict(j.cfg)}
+    diverged = host.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
+    if j.step and not diverged:
+        _save(j, own_state, header["config"], t_start)
+    status = "failed" if diverged else "interrupted"
+    write_summary(j.run_dir, {"status": status, "steps": j.step, "fused": {"jobs": jobs, "hidden": H}, **header})
+
+
+def _save(j: Job, own_state, config: dict, t_start: float) -> None:
+    meta = {
+        "task": "addition",
+        "step": j.step,
+        "tally": j.tally._asdict(),
+        "best": None,
+        "elapsed": time.perf_counter() - t_start,
+        "identity": {},
+        "config": config,
+        "config_history": [{"from_step": 0}],
+    }
+    checkpoints = Checkpoints(j.run_dir)
+    try:
+        checkpoints.save("last", j.step, jax.device_put(own_state), meta)
+    finally:
+        checkpoints.close()
+
+
 def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, jobs: int, H: int, t_start) -> dict:
     """The job's checkpoint (unless it diverged) and summary, as the driver writes them alone."""
     header = {"task": "addition", **device_record, "code": code_version(), "config": dataclasses.asdict(j.cfg)}
     diverged = host.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
     history = [{"from_step": 0}]
     if not diverged:
-        meta = {
-            "task": "addition",
-            "step": j.step,
-            "tally": j.tally._asdict(),
-            "best": None,
-            "elapsed": time.perf_counter() - t_start,
-            "identity": {},
-            "config": header["config"],
-            "config_history": history,
-        }
-        checkpoints = Checkpoints(j.run_dir)
-        try:
-            checkpoints.save("last", j.step, jax.device_put(own_state), meta)
-        finally:
-            checkpoints.close()
+        _save(j, own_state, header["config"], t_start)
     fields.pop("compile_seconds", None)
     summary = {"status": "ok", "task": "addition", **fields}
     if diverged:
