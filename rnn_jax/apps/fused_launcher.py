@@ -11,7 +11,6 @@ checkpoint, runs exactly as under the basic launcher.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,9 +64,18 @@ def launch(
     max_padding: float = float("inf"),
 ):
     """Hydra's `Launcher.launch`: the jobs' `JobReturn`s in the order of `job_overrides`."""
-    from rnn_jax.apps.train import conclude
-    from rnn_jax.driver.failures import interrupt_exit_code, stop_on_sigterm
+    from rnn_jax.apps.train import conclude, exit_interrupted
+    from rnn_jax.driver.failures import stop_on_sigterm
     from rnn_jax.driver.job_groups import family, train_family
+
+    def run_in_job_dir(task, sweep_config):  # `task` in the job's own Hydra context, as the basic launcher runs it
+        return run_job(
+            hydra_context=hydra_context,
+            task_function=task,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
 
     setup_globals()
     stop_on_sigterm()  # SIGTERM (a scheduler's) ends a family as Ctrl-C does
@@ -80,25 +88,17 @@ def launch(
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = sweep_config.hydra.job.num = idx
         sweep_configs.append(sweep_config)
-        prepared.append(
-            run_job(
-                hydra_context=hydra_context,
-                task_function=_prepare,
-                config=sweep_config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-        )
+        prepared.append(run_in_job_dir(_prepare, sweep_config))
     families: dict[str, list[int]] = {}
+    hidden: dict[int, int] = {}  # of the jobs that belong to a family
     for i, ret in enumerate(prepared):
         if _prepared(ret):
             cfg, run_dir = ret.return_value
             fresh = not (run_dir / "checkpoints" / "last").exists()
             key = family(cfg) if fresh else None
             families.setdefault(key if key is not None else f"alone {i}", []).append(i)
-    hidden = {
-        i: r.return_value[0].model.hidden for i, r in enumerate(prepared) if _prepared(r) and r.return_value[0].model
-    }
+            if key is not None:
+                hidden[i] = cfg.model.hidden
     groups = [g for members in families.values() for g in split_by_padding(members, hidden, max_padding)]
     results: dict[int, Any] = {}
     for members in groups:
@@ -111,11 +111,7 @@ def launch(
             )
             results.update(zip(members, summaries))
         except KeyboardInterrupt:  # each job of the family saved its last logged step; a rerun resumes them
-            print(f"interrupted; what was written is in {config.hydra.sweep.dir}", file=sys.stderr)
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(interrupt_exit_code())  # as the app's own job ends on an interrupt
+            exit_interrupted(config.hydra.sweep.dir)
         except Exception as e:  # noqa: BLE001 - the family's jobs fail, the sweep goes on
             results.update((i, e) for i in members)
     runs = []
@@ -128,14 +124,6 @@ def launch(
             task = lambda dcfg, outcome=outcome: conclude(outcome, dcfg)
         else:
             task = task_function  # alone, as the basic launcher runs it
-        runs.append(
-            run_job(
-                hydra_context=hydra_context,
-                task_function=task,
-                config=sweep_config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-        )
+        runs.append(run_in_job_dir(task, sweep_config))
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return runs

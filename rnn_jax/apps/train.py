@@ -27,7 +27,7 @@ from rnn_jax.driver.loggers import job_name
 from rnn_jax.driver.loop import NothingToTrain, run
 from rnn_jax.tasks.registry import TASKS
 
-__all__ = ["conclude", "job", "main", "to_config"]
+__all__ = ["conclude", "exit_interrupted", "job", "main", "to_config"]
 
 
 def main() -> None:
@@ -61,14 +61,20 @@ def job(dcfg: DictConfig) -> float:
         print(f"{done}", file=sys.stderr)
         summary = done.summary
     except KeyboardInterrupt:
-        print(f"interrupted; what was written is in {run_dir}", file=sys.stderr)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(interrupt_exit_code())  # at once: a chunk still running would otherwise hold the exit
+        exit_interrupted(run_dir)
     except Exception as e:  # noqa: BLE001 - every failure is recorded in the job's own directory
         return job_failed(e, dcfg, run_dir, sweeping)
     return conclude(summary, dcfg)
+
+
+def exit_interrupted(written) -> None:
+    """Ends the process after an interrupt, saying where what was written is (exit 130 after
+    Ctrl-C, 143 after SIGTERM); at once: a chunk still running would otherwise hold the exit."""
+    print(f"interrupted; what was written is in {written}", file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(interrupt_exit_code())
 
 
 def conclude(outcome, dcfg: DictConfig) -> float:

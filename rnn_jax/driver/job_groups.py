@@ -24,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +37,9 @@ import numpy as np
 from rnn_jax.driver.backend import select_backend
 from rnn_jax.driver.checkpoint import Checkpoints
 from rnn_jax.driver.config import Config
+from rnn_jax.driver.loop import run_header
 from rnn_jax.driver.optim import make_optimizer
-from rnn_jax.driver.provenance import code_version
+from rnn_jax.driver.resume import checkpoint_meta, flat_settings
 from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, run_lock, write_summary
 from rnn_jax.tasks.addition import program as addition_program
 from rnn_jax.tasks.addition import report as host
@@ -45,12 +47,6 @@ from rnn_jax.tasks.addition import task as addition
 from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every, place, to_host
 
 FREE = ("model.hidden", "seed", "train.progress")  # what may differ within a family
-
-
-def _flat(tree: Any, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
 
 
 def family(cfg: Config) -> Optional[str]:
@@ -61,7 +57,7 @@ def family(cfg: Config) -> Optional[str]:
         return None
     if any(section is not None for section in vars(cfg.logger).values()):
         return None
-    settings = {k: v for k, v in _flat(dataclasses.asdict(cfg)).items() if not k.startswith(FREE)}
+    settings = {k: v for k, v in flat_settings(dataclasses.asdict(cfg)).items() if not k.startswith(FREE)}
     return json.dumps(settings, sort_keys=True, default=str)
 
 
@@ -210,13 +206,7 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
     summaries = []
     for j in jobs:
         own_state = _own(final, j, H)
-        e = host.Evaluation(
-            evaluation.per_width[j.rows],
-            evaluation.params_finite[j.rows],
-            None if evaluation.chains is None else [c[j.rows] for c in evaluation.chains],
-            evaluation.compile_seconds / len(jobs),
-            evaluation.chain_seconds / len(jobs),
-        )
+        e = evaluation.rows(j.rows)._replace(chain_seconds=evaluation.chain_seconds / len(jobs))
         fields = host.summary_fields(j.cfg.task, j.seeds, j.tally, e)
         share = {
             "compile_seconds": (compile_seconds + evaluation.compile_seconds) / len(jobs),
@@ -246,25 +236,18 @@ def _own(final, j: Job, H: int):
 def _interrupted(j: Job, own_state, device_record: dict, jobs: int, H: int, t_start: float) -> None:
     """An interrupted family: job `j`'s checkpoint at its last logged step (unless it diverged or
     logged none) and a summary that says so; a rerun resumes it alone."""
-    header = {"task": "addition", **device_record, "code": code_version(), "config": dataclasses.asdict(j.cfg)}
+    header = run_header(j.cfg, device_record)
     diverged = host.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
     if j.step and not diverged:
-        _save(j, own_state, header["config"], t_start)
+        _save(j, own_state, t_start)
     status = "failed" if diverged else "interrupted"
     write_summary(j.run_dir, {"status": status, "steps": j.step, "fused": {"jobs": jobs, "hidden": H}, **header})
 
 
-def _save(j: Job, own_state, config: dict, t_start: float) -> None:
-    meta = {
-        "task": "addition",
-        "step": j.step,
-        "tally": j.tally._asdict(),
-        "best": None,
-        "elapsed": time.perf_counter() - t_start,
-        "identity": {},
-        "config": config,
-        "config_history": [{"from_step": 0}],
-    }
+def _save(j: Job, own_state, t_start: float) -> None:
+    """Job `j`'s `checkpoints/last` at its step, at its own size, as the driver saves it alone."""
+    elapsed = time.perf_counter() - t_start
+    meta = checkpoint_meta(j.cfg, j.step, j.tally, math.inf, elapsed, {}, [{"from_step": 0}])
     checkpoints = Checkpoints(j.run_dir)
     try:
         checkpoints.save("last", j.step, jax.device_put(own_state), meta)
@@ -274,11 +257,11 @@ def _save(j: Job, own_state, config: dict, t_start: float) -> None:
 
 def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, jobs: int, H: int, t_start) -> dict:
     """The job's checkpoint (unless it diverged) and summary, as the driver writes them alone."""
-    header = {"task": "addition", **device_record, "code": code_version(), "config": dataclasses.asdict(j.cfg)}
+    header = run_header(j.cfg, device_record)
     diverged = host.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
     history = [{"from_step": 0}]
     if not diverged:
-        _save(j, own_state, header["config"], t_start)
+        _save(j, own_state, t_start)
     fields.pop("compile_seconds", None)
     summary = {"status": "ok", "task": "addition", **fields}
     if diverged:

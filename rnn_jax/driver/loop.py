@@ -40,7 +40,7 @@ from rnn_jax.driver.loggers import make_loggers
 from rnn_jax.driver.memory import check_memory
 from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.driver.provenance import code_version
-from rnn_jax.driver.resume import Resumed, continue_metrics, resume
+from rnn_jax.driver.resume import Resumed, checkpoint_meta, continue_metrics, resume
 from rnn_jax.driver.rundir import (
     MetricsLog,
     atomic_write_bytes,
@@ -88,6 +88,12 @@ def run(
     return train_and_evaluate(cfg, Path(run_dir), devices, device_record, loggers)
 
 
+def run_header(cfg: Config, device_record: dict) -> dict:
+    """What every summary of a run holds besides its figures: the task, the devices, the code and
+    the whole config."""
+    return {"task": cfg.task.name, **device_record, "code": code_version(), "config": dataclasses.asdict(cfg)}
+
+
 def train_and_evaluate(
     cfg: Config, run_dir: Path, devices: Devices, device_record: dict, loggers: Sequence = ()
 ) -> dict[str, Any]:
@@ -111,7 +117,7 @@ def _train_and_evaluate(
     task = TASKS[name].make(cfg, make_optimizer(cfg.optim, cfg.train.steps), devices)
     state_spec, consts_spec = task.program.partition or (None, None)
     task = task._replace(program=task.program._replace(consts=place(task.program.consts, devices.mesh, consts_spec)))
-    header = {"task": name, **device_record, "code": code_version(), "config": dataclasses.asdict(cfg)}
+    header = run_header(cfg, device_record)
     timing = Timing()
     try:
         with timing.compiling():
@@ -328,17 +334,9 @@ class Loop:
         return fields
 
     def meta(self, **extra) -> dict:
-        return {
-            "task": self.cfg.task.name,
-            "step": self.step,
-            "tally": self.tally._asdict(),
-            "best": finite_or_null(self.best),
-            "elapsed": self.elapsed0 + time.perf_counter() - self.t0,
-            "identity": self.task.identity or {},
-            "config": dataclasses.asdict(self.cfg),
-            "config_history": self.config_history,
-            **extra,
-        }
+        elapsed = self.elapsed0 + time.perf_counter() - self.t0
+        identity, history = self.task.identity, self.config_history
+        return checkpoint_meta(self.cfg, self.step, self.tally, self.best, elapsed, identity, history, **extra)
 
     def save_last(self, **extra) -> None:
         self.checkpoints.save("last", self.step, self.state, self.meta(**(self.last_fields or {}), **extra))

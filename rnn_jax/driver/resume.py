@@ -17,7 +17,7 @@ from typing import Any, Optional
 from rnn_jax.driver.checkpoint import CheckpointError, Checkpoints
 from rnn_jax.driver.config import Config
 from rnn_jax.driver.optim import SCHEDULES_OVER_TRAINING
-from rnn_jax.driver.rundir import atomic_write_bytes, read_jsonl
+from rnn_jax.driver.rundir import atomic_write_bytes, finite_or_null, read_jsonl
 from rnn_jax.tasks.base import DIVERGED, SOLVED, Task, restore_tally
 
 
@@ -94,11 +94,12 @@ def resume(cfg: Config, run_dir: Path, task: Task, state) -> Resumed:
 RESUME_FREE = ("train.progress", "train.log_every", "train.resume", "train.resume_changes", "logger.", "backend.")
 
 
-def _flat(tree: Any, prefix: str = "") -> dict:
+def flat_settings(tree: Any, prefix: str = "") -> dict:
+    """A nested config dict as `{"section.key": value}` (an empty section is one value, `{}`)."""
     if not isinstance(tree, dict):
         return {prefix.rstrip("."): tree}
     return (
-        {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+        {k: v for key, sub in tree.items() for k, v in flat_settings(sub, f"{prefix}{key}.").items()}
         if tree
         else {prefix.rstrip("."): tree}
     )
@@ -108,7 +109,7 @@ def config_changes(saved: dict, cfg: Config) -> dict[str, tuple]:
     """`{key: (saved, now)}` for every setting that differs from the checkpoint's and that changes
     the run's trajectory: all but `RESUME_FREE`, and `train.steps` where the learning-rate schedule
     does not stretch over it (a cosine schedule over `train.steps` does)."""
-    old, new = _flat(saved), _flat(dataclasses.asdict(cfg))
+    old, new = flat_settings(saved), flat_settings(dataclasses.asdict(cfg))
     changes = {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
@@ -130,3 +131,22 @@ def continue_metrics(source: Path, run_dir: Path, step: int) -> list[dict]:
     records = [r for r in read_jsonl(old) if r.get("step", math.inf) <= step] if old.exists() else []
     atomic_write_bytes(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
     return records
+
+
+def checkpoint_meta(
+    cfg: Config, step: int, tally, best, elapsed: float, identity: dict, config_history: list, **fields
+) -> dict:
+    """What a checkpoint records beside its arrays, and what `resume` reads back: the task, the
+    step, the tally (`tally._asdict()`), the best value, the seconds so far, the data identity, the
+    whole config and its history, and any further `fields` (the latest validation's)."""
+    return {
+        "task": cfg.task.name,
+        "step": step,
+        "tally": tally._asdict(),
+        "best": finite_or_null(best),
+        "elapsed": elapsed,
+        "identity": identity or {},
+        "config": dataclasses.asdict(cfg),
+        "config_history": config_history,
+        **fields,
+    }

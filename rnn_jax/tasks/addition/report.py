@@ -88,11 +88,17 @@ def seed_figures(tally: AdditionTally, seeds: list[int], params_finite, widths: 
 class Evaluation(NamedTuple):
     """The end-of-training evaluation of replicas (leading axis R), on the host."""
 
+    widths: list  # the generalisation widths, in the order of per_width's columns
     per_width: np.ndarray  # [R, widths]: exact fraction of random sums per generalisation width
     params_finite: np.ndarray  # [R]: every final weight finite
     chains: Optional[list]  # per carry-chain group, [R, pairs] exact sums; None: none configured
     compile_seconds: float
     chain_seconds: float
+
+    def rows(self, rows: slice) -> "Evaluation":
+        """The evaluation of replicas `rows` alone (the seconds stay those of the whole)."""
+        chains = None if self.chains is None else [c[rows] for c in self.chains]
+        return self._replace(per_width=self.per_width[rows], params_finite=self.params_finite[rows], chains=chains)
 
 
 def evaluate(setup: Setup, task: AdditionTask, platform: str, params) -> Evaluation:
@@ -121,7 +127,9 @@ def evaluate(setup: Setup, task: AdditionTask, platform: str, params) -> Evaluat
         # On the host first: the chain program is compiled for one device, the state may be split.
         on_host = jax.device_put(to_host(params))
         chains = carry_chain.exact(setup.model, on_host, chains, task.chain_piece_steps, compile_options(platform))
-    return Evaluation(per_width, np.asarray(params_finite), chains or None, compile_seconds, time.perf_counter() - t0)
+    return Evaluation(
+        widths, per_width, np.asarray(params_finite), chains or None, compile_seconds, time.perf_counter() - t0
+    )
 
 
 def chain_groups(task: AdditionTask) -> list:
@@ -132,8 +140,7 @@ def chain_groups(task: AdditionTask) -> list:
 
 def summary_fields(task: AdditionTask, seeds: list[int], tally: AdditionTally, e: Evaluation) -> dict:
     """The task's part of `summary.json` from the tally and the evaluation of these seeds."""
-    widths = sorted(set(task.generalization_bits))
-    fields = seed_figures(tally, seeds, e.params_finite, widths, e.per_width)
+    fields = seed_figures(tally, seeds, e.params_finite, e.widths, e.per_width)
     fields["eval_pairs"] = min(addition.operand_count(task.bits, task.full_range), task.eval_samples)
     fields["compile_seconds"] = e.compile_seconds
     if e.chains is not None:
