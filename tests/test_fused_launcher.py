@@ -1,6 +1,6 @@
-"""`hydra/launcher=fused`: jobs of one shape family trained as one program equal the jobs trained
-alone (float64, parameters to 1e-9, the same verdicts and stopping steps), and every job's
-directory is what the basic launcher writes."""
+"""`hydra/launcher=fused`: jobs of one shape family (hidden sizes and bit widths padded) trained
+as one program equal the jobs trained alone (float64, parameters to 1e-9, the same verdicts and
+stopping steps), and every job's directory is what the basic launcher writes."""
 
 import json
 import sys
@@ -19,8 +19,8 @@ from rnn_jax.driver.job_groups import family, pad, unpad
 from rnn_jax.driver.loop import train_and_evaluate
 
 SWEEP = [
-    "task.bits=3",
-    "model.hidden=2,8,32,0",
+    "task.bits=3,4",
+    "model.hidden=2,8,0",
     "task.seeds=2",
     "train.steps=240",
     "train.log_every=40",
@@ -51,7 +51,7 @@ def test_pad_puts_each_gate_block_beside_zero_units_and_unpad_inverts_it():
         pad(np.zeros((1, 5)), (1, 9), h, H)
 
 
-def test_a_family_is_the_jobs_alike_but_in_hidden_size_and_seed():
+def test_a_family_is_the_jobs_alike_but_in_hidden_size_bit_width_and_seed():
     from rnn_jax.build import model_config
     from rnn_jax.driver.config import Config
     from rnn_jax.driver.loggers import LoggerConfig
@@ -64,10 +64,10 @@ def test_a_family_is_the_jobs_alike_but_in_hidden_size_and_seed():
         base = {"task": AdditionTask(bits=4), "model": model_config("gru", hidden=4), "seed": 0}
         return Config(**{**base, **kw})
 
-    assert family(job()) == family(job(model=model_config("gru", hidden=16), seed=3))
+    assert family(job()) == family(job(model=model_config("gru", hidden=16), seed=3, task=AdditionTask(bits=8)))
     assert family(job()) != family(job(optim=AdamConfig(lr=0.05)))
     assert family(job()) != family(job(model=model_config("lstm", hidden=4)))
-    assert family(job()) != family(job(task=AdditionTask(bits=8)))
+    assert family(job()) != family(job(task=AdditionTask(bits=4, full_range=True)))
     assert family(job(task=AdditionTask(data="numpy2015"))) is None  # the 2015 replay runs alone
     assert family(job(task=CharLMTask())) is None
     assert family(job(logger=LoggerConfig(tensorboard=TensorBoardConfig()))) is None  # a tracker: alone
@@ -77,18 +77,20 @@ def test_a_family_is_split_where_padding_would_exceed_max_padding():
     hidden = {0: 16, 1: 1, 2: 2, 3: 3, 4: 8, 5: 4}
     assert split_by_padding(list(hidden), hidden, 2) == [[1, 2], [3, 5], [4, 0]]
     assert split_by_padding(list(hidden), hidden, float("inf")) == [[1, 2, 3, 5, 4, 0]]
+    steps = {0: 33, 1: 5, 2: 9, 3: 17}  # sequence lengths of 32, 4, 8 and 16 bits with full_range
+    assert split_by_padding(list(steps), steps, 2) == [[1, 2], [3, 0]]
 
 
 @pytest.fixture(scope="module")
 def fused_sweep(tmp_path_factory):
-    """The sweep trained with hydra/launcher=fused: hidden 2 and 8 one family, 32 (more than 4 times
-    either) a group of one, trained as the basic launcher trains it, and 0 refused: it fails alone
-    and the sweep ends with exit 1, as under the basic launcher."""
+    """The sweep trained with hydra/launcher=fused: hidden 2 and 8 at 3 and 4 bits one family
+    (padded to 8 units and 4 bits), and hidden 0 refused: those jobs fail alone and the sweep ends
+    with exit 1, as under the basic launcher."""
     from rnn_jax.apps.train import main
 
     sweep = tmp_path_factory.mktemp("fused")
     argv = sys.argv
-    launcher = ["hydra/launcher=fused", "hydra.launcher.max_padding=4"]
+    launcher = ["hydra/launcher=fused", "hydra.launcher.max_padding=4", "hydra.launcher.max_length_padding=2"]
     sys.argv = ["rnn_jax.train", "-m", *SWEEP, *launcher, f"hydra.sweep.dir={sweep}"]
     try:
         with pytest.raises(SystemExit) as exit_:
@@ -100,17 +102,15 @@ def fused_sweep(tmp_path_factory):
 
 
 def test_each_fused_job_equals_the_job_trained_alone(fused_sweep, tmp_path, x64):
-    jobs = sorted((p for p in fused_sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))[:3]
-    summaries = [json.loads((j / "summary.json").read_text()) for j in jobs]
-    assert "fused" not in summaries[2] and summaries[2]["status"] == "ok"  # hidden 32: alone
-    assert min(s["steps"] for s in summaries[:2]) < 240, "a job should stop early while its family trains on"
-    for job in jobs[:2]:
+    summaries = {i: json.loads((fused_sweep / str(i) / "summary.json").read_text()) for i in (0, 1, 3, 4)}
+    assert min(s["steps"] for s in summaries.values()) < 240, "a job should stop early while its family trains on"
+    for job in (fused_sweep / "0", fused_sweep / "3"):  # 3 bits, 2 units; 4 bits, 2 units
         cfg = compose(*yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
         assert family(cfg) is not None
         devices, record = select_backend("cpu", None, "1")
         alone = train_and_evaluate(cfg, tmp_path / job.name, devices, record)
         fused = json.loads((job / "summary.json").read_text())
-        assert fused["fused"]["jobs"] == 2 and fused["fused"]["hidden"] == 8
+        assert {k: fused["fused"][k] for k in ("jobs", "hidden", "bits")} == {"jobs": 4, "hidden": 8, "bits": 4}
         for key in ("status", "steps", "steps_to_solve", "per_seed_accuracy", "generalization_per_seed"):
             assert fused[key] == alone[key], (job.name, key)
         assert fused["longest_exact_carry_chain"] == alone["longest_exact_carry_chain"]
@@ -131,8 +131,8 @@ def test_the_report_reads_a_fused_sweep_as_a_basic_one(fused_sweep):
 
     main([str(fused_sweep)])
     rows = (fused_sweep / "report.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 and "model.hidden=0 is not allowed" in rows[-1]  # one row per job, failed too
+    assert len(rows) == 1 + 6 and "model.hidden=0 is not allowed" in rows[-1]  # one row per job, failed too
     outcomes = {int(p.stem): json.loads(p.read_text()) for p in (fused_sweep / "job_outcomes").glob("*.json")}
-    assert [outcomes[i]["status"] for i in range(4)] == ["ok", "ok", "ok", "failed"]
-    assert "model.hidden=0" in outcomes[3]["error"]
-    assert all((Path(fused_sweep) / str(i) / ".hydra" / "overrides.yaml").exists() for i in range(4))
+    assert [outcomes[i]["status"] for i in range(6)] == ["ok", "ok", "failed"] * 2
+    assert "model.hidden=0" in outcomes[2]["error"] and "model.hidden=0" in outcomes[5]["error"]
+    assert all((Path(fused_sweep) / str(i) / ".hydra" / "overrides.yaml").exists() for i in range(6))

@@ -11,9 +11,9 @@ from hydra.plugins.launcher import Launcher
 class FusedLauncher(Launcher):
     """Trains a sweep's addition jobs of one shape family as one program; the rest one by one."""
 
-    def __init__(self, max_padding: float = float("inf")) -> None:
+    def __init__(self, max_padding: float = float("inf"), max_length_padding: float = float("inf")) -> None:
         super().__init__()
-        self.max_padding = float(max_padding)
+        self.max_padding, self.max_length_padding = float(max_padding), float(max_length_padding)
         self.config: Optional[Any] = None
         self.task_function: Optional[Any] = None
         self.hydra_context: Optional[Any] = None
@@ -25,5 +25,11 @@ class FusedLauncher(Launcher):
         from rnn_jax.apps.fused_launcher import launch
 
         return launch(
-            self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx, self.max_padding
+            self.hydra_context,
+            self.task_function,
+            self.config,
+            job_overrides,
+            initial_job_idx,
+            self.max_padding,
+            self.max_length_padding,
         )

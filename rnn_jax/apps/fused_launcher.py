@@ -42,13 +42,13 @@ def _prepared(ret) -> bool:
     return ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, tuple)
 
 
-def split_by_padding(members: list[int], hidden: dict, max_padding: float) -> list[list[int]]:
-    """`members` (jobs of one family) in groups that train as one program: by hidden size, a
-    group's largest at most `max_padding` times its smallest (on a CPU, padded units cost as
-    much as real ones; on an accelerator the extra width is nearly free)."""
+def split_by_padding(members: list[int], size: dict, max_padding: float) -> list[list[int]]:
+    """`members` (jobs of one family) in groups that train as one program: by `size` (a hidden
+    size, a sequence length), a group's largest at most `max_padding` times its smallest (on a
+    CPU, padded units and steps cost as much as real ones; on an accelerator they are nearly free)."""
     groups: list[list[int]] = []
-    for i in sorted(members, key=lambda i: hidden.get(i, 0)):
-        if groups and hidden.get(i, 0) <= max_padding * hidden.get(groups[-1][0], 0):
+    for i in sorted(members, key=lambda i: size.get(i, 0)):
+        if groups and size.get(i, 0) <= max_padding * size.get(groups[-1][0], 0):
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -62,11 +62,13 @@ def launch(
     job_overrides: Sequence[Sequence[str]],
     first: int,
     max_padding: float = float("inf"),
+    max_length_padding: float = float("inf"),
 ):
     """Hydra's `Launcher.launch`: the jobs' `JobReturn`s in the order of `job_overrides`."""
     from rnn_jax.apps.train import conclude, exit_interrupted
     from rnn_jax.driver.failures import stop_on_sigterm
     from rnn_jax.driver.job_groups import family, train_family
+    from rnn_jax.tasks.addition.data import sequence_length
 
     def run_in_job_dir(task, sweep_config):  # `task` in the job's own Hydra context, as the basic launcher runs it
         return run_job(
@@ -91,6 +93,7 @@ def launch(
         prepared.append(run_in_job_dir(_prepare, sweep_config))
     families: dict[str, list[int]] = {}
     hidden: dict[int, int] = {}  # of the jobs that belong to a family
+    length: dict[int, int] = {}
     for i, ret in enumerate(prepared):
         if _prepared(ret):
             cfg, run_dir = ret.return_value
@@ -99,7 +102,13 @@ def launch(
             families.setdefault(key if key is not None else f"alone {i}", []).append(i)
             if key is not None:
                 hidden[i] = cfg.model.hidden
-    groups = [g for members in families.values() for g in split_by_padding(members, hidden, max_padding)]
+                length[i] = sequence_length(cfg.task.bits, cfg.task.full_range)
+    groups = [
+        group
+        for members in families.values()
+        for by_hidden in split_by_padding(members, hidden, max_padding)
+        for group in split_by_padding(by_hidden, length, max_length_padding)
+    ]
     results: dict[int, Any] = {}
     for members in groups:
         if len(members) == 1:

@@ -1,10 +1,13 @@
 """Several addition jobs of one shape family trained as one compiled program (`hydra/launcher=fused`).
 
-Jobs that differ only in `model.hidden` and `seed` form a family (`family`). The family trains
-at its largest hidden size H: each job's replicas are initialised at the job's own size, exactly
-as the job alone draws them, then padded to H with zero weights into and out of the padded units
-(`pad`). In real arithmetic a padded unit then stays 0, its gradients are 0, and so are its
-updates (for every optimizer here: the moments of a zero gradient stay 0), so each job trains
+Jobs that differ only in `model.hidden`, `task.bits` and `seed` form a family (`family`). The
+family trains at its largest hidden size H: each job's replicas are initialised at the job's own
+size, exactly as the job alone draws them, then padded to H with zero weights into and out of the
+padded units (`pad`). In real arithmetic a padded unit then stays 0, its gradients are 0, and so
+are its updates (for every optimizer here: the moments of a zero gradient stay 0). Sums of fewer
+bits are padded to the family's longest with time steps of zero inputs after the job's own, which
+count in neither its loss nor its accuracy (`program.Widths`); each step's operand bits are drawn
+from the job's key folded with the step, so its sums are those it draws alone. So each job trains
 exactly as alone; in floating point only the order of some sums may differ. All jobs' replicas
 are stacked along the addition program's replica axis and trained by one program
 (`rnn_jax.tasks.addition.program.chunk`) compiled once per chunk length, split over the devices
@@ -44,9 +47,11 @@ from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, run_lock, wri
 from rnn_jax.tasks.addition import program as addition_program
 from rnn_jax.tasks.addition import report as host
 from rnn_jax.tasks.addition import task as addition
+from rnn_jax.tasks.addition.evaluate import stacked_eval_sets
+from rnn_jax.tasks.addition.program import AdditionConsts, Widths
 from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every, place, to_host
 
-FREE = ("model.hidden", "seed", "train.progress")  # what may differ within a family
+FREE = ("model.hidden", "task.bits", "seed", "train.progress")  # what may differ within a family
 
 
 def family(cfg: Config) -> Optional[str]:
@@ -111,8 +116,9 @@ class Job:
         self.metrics = MetricsLog(run_dir)
 
 
-def _padded(cfg: Config, hidden: int) -> Config:
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden=hidden))
+def _padded(cfg: Config, hidden: int, bits: int) -> Config:
+    model = dataclasses.replace(cfg.model, hidden=hidden)
+    return dataclasses.replace(cfg, model=model, task=dataclasses.replace(cfg.task, bits=bits))
 
 
 def _select(active: jax.Array, new, old):
@@ -141,10 +147,17 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
     devices, device_record = select_backend(b.name, b.compilation_cache, str(b.devices), None, ("seeds", replicas))
     platform, H = devices.platform, max(c.model.hidden for c in cfgs)
     optimizer = make_optimizer(first.optim, first.train.steps)
-    big = _padded(first, H)
+    big = _padded(first, H, max(c.task.bits for c in cfgs))
     family_cfg = dataclasses.replace(big, task=dataclasses.replace(big.task, seeds=replicas))
     program = addition.make(family_cfg, optimizer, devices).program
     setup = addition.make_setup(big, optimizer, platform)
+    consts, (state_spec, consts_spec) = program.consts, program.partition
+    widths = sorted({c.task.bits for c in cfgs})
+    if len(widths) > 1:  # each job at its own width: its own length and evaluation set
+        own = [(c.task.bits, widths.index(c.task.bits)) for c in cfgs for _ in range(c.task.seeds)]
+        eval_sets = stacked_eval_sets(widths, first.task.full_range, first.task.eval_samples, replicas * H)
+        consts = AdditionConsts(eval_sets, None, Widths(*np.asarray(own, np.int32).T))
+        state_spec, consts_spec = addition_program.partition(False, widths=True)
     compile_seconds = 0.0
 
     # Each job's replicas at its own size, as the job alone starts them (one program for all),
@@ -163,14 +176,14 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
         own_shapes = jax.tree.map(lambda x: x.shape, own)
         jobs.append(Job(cfg, run_dir, slice(row, row + S), host.fresh_tally(S), own_shapes))
         row += S
-    state_spec, consts_spec = program.partition
     state = place(jax.tree.map(lambda *xs: np.concatenate(xs), *parts), devices.mesh, state_spec)
-    consts = place(program.consts, devices.mesh, consts_spec)
+    consts = place(consts, devices.mesh, consts_spec)
 
     def step_family(state, consts, active, start, k: int):
         new, outputs = program.chunk(state, consts, start, k)
         return _select(active, new, state), outputs
 
+    shape = {"jobs": len(jobs), "hidden": H, "bits": big.task.bits}  # what the family trained at
     compiled, train_seconds, step, every = {}, 0.0, 0, log_every(first.train)
     steps = first.train.steps
     try:
@@ -198,7 +211,7 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
         with interrupts_deferred():
             final = to_host(state)
             for j in jobs:
-                _interrupted(j, _own(final, j, H), device_record, len(jobs), H, t_start)
+                _interrupted(j, _own(final, j, H), device_record, shape, t_start)
         raise
 
     evaluation = host.evaluate(setup, big.task, platform, state.train.params)
@@ -212,7 +225,7 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
             "compile_seconds": (compile_seconds + evaluation.compile_seconds) / len(jobs),
             "train_seconds": train_seconds / len(jobs),
         }
-        summaries.append(_finish(j, fields, own_state, share, device_record, len(jobs), H, t_start))
+        summaries.append(_finish(j, fields, own_state, share, device_record, shape, t_start))
     return summaries
 
 
@@ -233,7 +246,7 @@ def _own(final, j: Job, H: int):
     return jax.tree.map(lambda leaf, shape: unpad(leaf[j.rows], shape, j.cfg.model.hidden, H), final, j.shapes)
 
 
-def _interrupted(j: Job, own_state, device_record: dict, jobs: int, H: int, t_start: float) -> None:
+def _interrupted(j: Job, own_state, device_record: dict, shape: dict, t_start: float) -> None:
     """An interrupted family: job `j`'s checkpoint at its last logged step (unless it diverged or
     logged none) and a summary that says so; a rerun resumes it alone."""
     header = run_header(j.cfg, device_record)
@@ -241,7 +254,7 @@ def _interrupted(j: Job, own_state, device_record: dict, jobs: int, H: int, t_st
     if j.step and not diverged:
         _save(j, own_state, t_start)
     status = "failed" if diverged else "interrupted"
-    write_summary(j.run_dir, {"status": status, "steps": j.step, "fused": {"jobs": jobs, "hidden": H}, **header})
+    write_summary(j.run_dir, {"status": status, "steps": j.step, "fused": shape, **header})
 
 
 def _save(j: Job, own_state, t_start: float) -> None:
@@ -255,7 +268,7 @@ def _save(j: Job, own_state, t_start: float) -> None:
         checkpoints.close()
 
 
-def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, jobs: int, H: int, t_start) -> dict:
+def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, shape: dict, t_start) -> dict:
     """The job's checkpoint (unless it diverged) and summary, as the driver writes them alone."""
     header = run_header(j.cfg, device_record)
     diverged = host.status(j.cfg.task.stop_when_solved, j.tally) == DIVERGED
@@ -276,10 +289,9 @@ def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, j
         us_per_step=round(1e6 * share["train_seconds"] / j.step, 3) if j.step else None,
         elapsed_seconds=round(time.perf_counter() - t_start, 4),
         fused={
-            "jobs": jobs,
-            "hidden": H,
-            "family_compile_seconds": round(jobs * share["compile_seconds"], 4),
-            "family_train_seconds": round(jobs * share["train_seconds"], 4),
+            **shape,
+            "family_compile_seconds": round(shape["jobs"] * share["compile_seconds"], 4),
+            "family_train_seconds": round(shape["jobs"] * share["train_seconds"], 4),
             "note": "compile_seconds and train_seconds are this job's share of its family's",
         },
         **header,

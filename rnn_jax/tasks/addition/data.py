@@ -56,12 +56,21 @@ def from_operand_bits(a_bits: jax.Array, b_bits: jax.Array, full_range: bool, dt
     return Batch(inputs, s[..., None].astype(dtype))
 
 
-def sample(key: jax.Array, batch_size: int, bits: int, full_range: bool = False, dtype=jnp.float32) -> Batch:
-    """`batch_size` examples with operands uniform over their range (uniform iid bits)."""
-    ab = jax.random.bernoulli(key, 0.5, (2, bits, batch_size)).astype(jnp.int32)
-    if not full_range:
-        ab = ab.at[:, bits - 1].set(0)  # operands < 2^(n-1)
-    return from_operand_bits(ab[0], ab[1], full_range, dtype)
+def sample(
+    key: jax.Array, batch_size: int, bits: int, full_range: bool = False, dtype=jnp.float32, own_bits=None
+) -> Batch:
+    """`batch_size` examples with operands uniform over their range (uniform iid bits).
+
+    Step t's bits are drawn from `key` folded with t, so the draws of a narrower width are the
+    first steps of a wider one's: with `own_bits` (traced, at most `bits`), the examples are those
+    `sample(key, batch_size, own_bits, ...)` draws, followed by steps of zero inputs and zero targets
+    up to the length of `bits` (the fused launcher's padded time steps, masked out of the loss)."""
+    steps = jnp.arange(bits)
+    draws = jax.lax.map(lambda t: jax.random.bernoulli(jax.random.fold_in(key, t), 0.5, (2, batch_size)), steps)
+    n = bits if own_bits is None else own_bits
+    kept = steps < (n if full_range else n - 1)  # not full_range: operands < 2^(n-1)
+    ab = draws.astype(jnp.int32) * kept[:, None, None]  # [bits, 2, B]
+    return from_operand_bits(ab[:, 0], ab[:, 1], full_range, dtype)
 
 
 def int_bits(values, bits: int) -> np.ndarray:

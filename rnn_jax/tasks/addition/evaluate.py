@@ -117,13 +117,46 @@ def packed_exact(model: SequenceModel, params: ModelParams, pieces: PackedPairs,
     return 1.0 - wrong_pairs[:pairs].astype(jnp.float32)
 
 
-def exact_fraction(model: SequenceModel, params: ModelParams, pieces: EvalSet, unroll=None) -> jax.Array:
+def exact_fraction(model: SequenceModel, params: ModelParams, pieces: EvalSet, unroll=None, steps=None) -> jax.Array:
     """The fraction of the set's pairs whose every sum bit `model` gets right (full-length
-    sequences: no masks needed), piece after piece."""
+    sequences: no masks needed), piece after piece. With `steps` (traced), only the first `steps`
+    steps are read: the rest pad a narrower width's pairs (`stacked_eval_sets`)."""
     dtype = jax.tree.leaves(params.cell)[0].dtype
 
     def exact_in(piece: EvalSet):
         _, logits = model.logits(params, piece.inputs.astype(dtype), unroll=unroll)  # bits come as uint8
-        return jnp.sum(addition.exact_pairs(logits, piece.targets) & piece.valid)
+        right = (logits > 0) == (piece.targets > 0.5)  # [T, rows, 1]
+        if steps is not None:
+            right |= (jnp.arange(logits.shape[0]) >= steps)[:, None, None]  # padded steps count as right
+        return jnp.sum(jnp.all(right, axis=(0, 2)) & piece.valid)
 
     return jnp.sum(jax.lax.map(exact_in, pieces)) / jnp.sum(pieces.valid)
+
+
+def stacked_eval_sets(widths: list[int], full_range: bool, samples: int, width: int) -> EvalSet:
+    """`eval_set` of each of `widths`, stacked `[G, n, T, rows, ...]` at the longest one's length
+    and piece count: steps past a width's own are zeros (read with `exact_fraction(steps=)`),
+    pieces past its own are not `valid`."""
+    T = addition.sequence_length(max(widths), full_range)
+    sets = []
+    for n in widths:
+        batch = addition.eval_batch(n, full_range, samples, GENERALIZATION_SEED, np.uint8)
+        batch = jax.tree.map(lambda a: np.pad(a, [(0, T - a.shape[0])] + [(0, 0)] * (a.ndim - 1)), batch)
+        whole = EvalSet(batch.inputs, batch.targets, np.ones((1, batch.targets.shape[1]), bool))
+        pieces = in_pieces(whole, rows_per_piece(T, width), EvalSet(0, 0, False))
+        sets.append(pieces._replace(valid=pieces.valid[:, 0]))
+    rows = max(s.inputs.shape[2] for s in sets)  # a set smaller than a piece is one piece of its size
+    count = max(s.inputs.shape[0] for s in sets)
+
+    def fill(a):  # [n, T, r, ...] -> [count, T, rows, ...], zeros (not valid) after
+        return np.pad(a, [(0, count - a.shape[0]), (0, 0), (0, rows - a.shape[2])] + [(0, 0)] * (a.ndim - 3))
+
+    stacked = [
+        EvalSet(
+            fill(s.inputs),
+            fill(s.targets),
+            np.pad(s.valid, [(0, count - s.valid.shape[0]), (0, rows - s.valid.shape[1])]),
+        )
+        for s in sets
+    ]
+    return jax.tree.map(lambda *xs: np.stack(xs), *stacked)

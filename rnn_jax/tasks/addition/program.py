@@ -37,14 +37,19 @@ def compile_options(platform: str, one_shot: bool = False) -> dict:
     return options
 
 
-def addition_loss(name: str, logits, targets):
+def addition_loss(name: str, logits, targets, steps=None):
     """ "bce": mean binary cross-entropy on logits. "mse": the 2015 loss, 0.5 * sum over bits of
-    (target - sigmoid(logit))^2, averaged over the batch (its gradient is the 2015 update)."""
-    if name == "bce":
-        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
-    err = targets - jax.nn.sigmoid(logits)
+    (target - sigmoid(logit))^2, averaged over the batch (its gradient is the 2015 update).
+    With `steps` (traced), only the first `steps` time steps count, as if the rest were not there."""
     examples = math.prod(targets.shape[1:-1])  # 1 for a single unbatched example [T, 1]
-    return 0.5 * jnp.sum(err**2) / examples
+    if name == "bce":
+        losses = optax.sigmoid_binary_cross_entropy(logits, targets)
+    else:
+        losses = 0.5 * (targets - jax.nn.sigmoid(logits)) ** 2
+    if steps is None:
+        return jnp.mean(losses) if name == "bce" else jnp.sum(losses) / examples
+    kept = jnp.where((jnp.arange(targets.shape[0]) < steps).reshape((-1,) + (1,) * (targets.ndim - 1)), losses, 0.0)
+    return jnp.sum(kept) / (steps * examples * targets.shape[-1] if name == "bce" else examples)
 
 
 class AdditionState(NamedTuple):
@@ -52,9 +57,17 @@ class AdditionState(NamedTuple):
     data_key: Any  # [S, ...] raw "rbg" key data for task.data=jax; None when replaying numpy2015
 
 
+class Widths(NamedTuple):
+    """Per replica, when replicas of several bit widths train at `Setup.bits` (a fused family)."""
+
+    bits: jax.Array  # [S] int32: the replica's own task.bits
+    eval_set: jax.Array  # [S] int32: its evaluation set among the stacked ones (`stacked_eval_sets`)
+
+
 class AdditionConsts(NamedTuple):
     eval: Optional[EvalSet]  # the fixed evaluation set, in pieces; None: train only (the benchmark)
     replay: Optional[addition.Batch]  # numpy2015: every training example, [S, steps, T, 2]; else None
+    widths: Optional[Widths] = None  # replicas of several widths: `eval` is stacked, one set per width
 
 
 class Setup(NamedTuple):
@@ -109,20 +122,25 @@ def initial_state_2015(setup: Setup, seeds: list[int], hidden: int) -> AdditionS
     return AdditionState(jax.tree.map(lambda *xs: jnp.stack(xs), *states), None)
 
 
-def draw(setup: Setup, data_key, start, k: int) -> addition.Batch:
+def draw(setup: Setup, data_key, start, k: int, own_bits=None) -> addition.Batch:
     """One replica's batches of steps `start .. start + k - 1`, `[k, T, B, ...]`: one draw of
-    `k * B` pairs from the key folded with `start`."""
+    `k * B` pairs from the key folded with `start` (at `own_bits`, padded to `setup.bits`)."""
     key = jax.random.fold_in(jax.random.wrap_key_data(data_key, impl="rbg"), start)
-    batch = addition.sample(key, k * setup.batch_size, setup.bits, setup.full_range, setup.dtype)  # [T, k*B, ...]
+    batch = addition.sample(key, k * setup.batch_size, setup.bits, setup.full_range, setup.dtype, own_bits)
     return jax.tree.map(lambda a: jnp.moveaxis(a.reshape(a.shape[0], k, setup.batch_size, a.shape[-1]), 1, 0), batch)
 
 
-def train_replica(setup: Setup, train: TrainState, batches: addition.Batch, eval_pieces: Optional[EvalSet]):
-    """One replica over `batches` (`[k, ...]`): its state, losses `[k]` and exact accuracy after."""
+def train_replica(
+    setup: Setup, train: TrainState, batches: addition.Batch, eval_pieces: Optional[EvalSet], own_bits=None
+):
+    """One replica over `batches` (`[k, ...]`): its state, losses `[k]` and exact accuracy after.
+    With `own_bits`, the replica's width (traced) when it trains among wider ones: the steps past
+    its own sequence length count in neither the loss nor the accuracy."""
+    steps = None if own_bits is None else own_bits + int(setup.full_range)
 
     def loss_fn(params, batch: addition.Batch):
         _, logits = setup.model.logits(params, batch.inputs, unroll=setup.unroll)
-        return addition_loss(setup.loss, logits, batch.targets), None
+        return addition_loss(setup.loss, logits, batch.targets, steps), None
 
     step = make_step(loss_fn, setup.optimizer)
 
@@ -131,8 +149,9 @@ def train_replica(setup: Setup, train: TrainState, batches: addition.Batch, eval
         return state, loss
 
     train, losses = make_chunk(step_loss, setup.unroll_steps)(train, batches)
-    accuracy = None if eval_pieces is None else exact_fraction(setup.model, train.params, eval_pieces, setup.unroll)
-    return train, losses, accuracy
+    if eval_pieces is None:
+        return train, losses, None
+    return train, losses, exact_fraction(setup.model, train.params, eval_pieces, setup.unroll, steps)
 
 
 def chunk(setup: Setup, state: AdditionState, consts: AdditionConsts, start, k: int):
@@ -140,6 +159,15 @@ def chunk(setup: Setup, state: AdditionState, consts: AdditionConsts, start, k: 
     outputs `(losses [S, k], accuracy [S])`. Batches are drawn by `lax.map` over replicas, not
     vmap (see `initial_state`); one replica runs without `vmap`, whose batched matmuls cost more
     than plain ones when there is nothing to batch."""
+    if consts.widths is not None:  # replicas of several widths: each its own data, length and evaluation set
+        xs = jax.lax.map(lambda a: draw(setup, a[0], start, k, a[1]), (state.data_key, consts.widths.bits))
+
+        def own(train, batches, eval_sets, widths: Widths):
+            eval_pieces = jax.tree.map(lambda a: a[widths.eval_set], eval_sets)
+            return train_replica(setup, train, batches, eval_pieces, widths.bits)
+
+        train, losses, acc = jax.vmap(own, in_axes=(0, 0, None, 0))(state.train, xs, consts.eval, consts.widths)
+        return AdditionState(train, state.data_key), (losses, acc)
     if consts.replay is not None:
         xs = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, k, axis=1), consts.replay)  # [S, k, ...]
     else:
@@ -153,14 +181,17 @@ def chunk(setup: Setup, state: AdditionState, consts: AdditionConsts, start, k: 
     return AdditionState(train, state.data_key), (losses, acc)
 
 
-def partition(replay: bool) -> tuple:
-    """Replicas (and their replayed examples) over the devices' data axis; the evaluation set whole."""
-    return P("data"), AdditionConsts(P(), P("data") if replay else None)
+def partition(replay: bool, widths: bool = False) -> tuple:
+    """Replicas (their replayed examples, their widths) over the devices' data axis; the
+    evaluation sets whole."""
+    return P("data"), AdditionConsts(
+        P(), P("data") if replay else None, Widths(P("data"), P("data")) if widths else None
+    )
 
 
 def sharded_chunk(setup: Setup, mesh, replay: bool, state, consts, start, k: int):
     """`chunk` with each device running the replicas it holds, exactly as one device runs them all."""
-    state_spec, consts_spec = partition(replay)
+    state_spec, consts_spec = partition(replay, consts.widths is not None)
     run = jax.shard_map(
         lambda s, c, i: chunk(setup, s, c, i, k),
         mesh=mesh,
