@@ -1,6 +1,6 @@
 """Proves or refutes each seed of trained addition networks at every length.
 
-    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=256] [seed=0]
+    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=4096] [seed=0]
 
 For every run directory (the one given, or each numbered job of a sweep) and every seed in its
 `checkpoints/last`, the verdict is one of:
@@ -36,7 +36,7 @@ from rnn_jax.verification.search import Budget
 class VerifyConfig:
     run: str | None = None  # an addition run directory, or a sweep directory of them
     seconds: float = 1.5  # certificate search budget per seed
-    max_bits: int = 256  # widest operands of the counterexample search
+    max_bits: int = 4096  # widest operands of the counterexample search
     seed: int = 0  # of the simulated sums that place the sets and of the random operands
 
 

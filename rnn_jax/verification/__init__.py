@@ -41,7 +41,7 @@ class Verdict(NamedTuple):
     detail: dict  # a short description of the certificate (nodes, history, depth, runs, margin)
 
 
-def verify(net: Network, budget: Optional[Budget] = None, max_bits: int = 256, seed: int = 0) -> Verdict:
+def verify(net: Network, budget: Optional[Budget] = None, max_bits: int = 4096, seed: int = 0) -> Verdict:
     """Refutes `net` (float64 counterexamples, to be confirmed by the caller on the real model),
     else proves it within `budget` (None: `Budget()`), else "unknown"."""
     budget = Budget() if budget is None else budget

@@ -137,15 +137,18 @@ def initial_state(net: Network, batch: int = 1) -> np.ndarray:
     return np.zeros((batch, net.state_size))
 
 
-def run(net: Network, pairs: np.ndarray, state: np.ndarray | None = None):
+def run(net: Network, pairs: np.ndarray, state: np.ndarray | None = None, keep_states: bool = True):
     """Runs `[T, B]` input pairs (0..3, `a + 2 b`) in float64: `(states [T, B, n], logits [T, B])`,
-    the state after each step."""
+    the state after each step (`keep_states=False`: None for the states, which thousands of steps
+    of a batch would spend most of the time storing)."""
     T, B = pairs.shape
     state = initial_state(net, B) if state is None else state
-    states, logits = np.empty((T, B, net.state_size)), np.empty((T, B))
+    states, logits = np.empty((T, B, net.state_size)) if keep_states else None, np.empty((T, B))
     for t in range(T):
         state, logit = step(NUMPY, net, state, PAIRS[pairs[t]])
-        states[t], logits[t] = state, logit[:, 0]
+        logits[t] = logit[:, 0]
+        if keep_states:
+            states[t] = state
     return states, logits
 
 

@@ -41,20 +41,26 @@ def operand_pairs(bits: int, rng: np.random.Generator, count: int) -> list:
     return out
 
 
+def _bit_array(value: int, steps: int) -> np.ndarray:
+    """The low `steps` bits of `value`, least significant first."""
+    raw = np.frombuffer(value.to_bytes((steps + 7) // 8, "little"), np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:steps].astype(np.int64)
+
+
 def pairs_of(a: int, b: int, bits: int) -> np.ndarray:
     """The input pairs (a + 2 b per step, LSB first) of `a + b` over `bits + 1` steps."""
-    return np.array([((a >> t) & 1) + 2 * ((b >> t) & 1) for t in range(bits + 1)], dtype=np.int64)
+    return _bit_array(a, bits + 1) + 2 * _bit_array(b, bits + 1)
 
 
 def network_sum(net: Network, a: list, b: list, bits: int) -> list:
     """What the network outputs for each `a[i] + b[i]` (operands < 2^bits), as integers."""
     pairs = np.stack([pairs_of(x, y, bits) for x, y in zip(a, b)], axis=1)  # [bits + 1, B]
-    _, logits = run(net, pairs)
-    out = (logits > 0).astype(np.int64)
-    return [sum(int(bit) << t for t, bit in enumerate(column)) for column in out.T]
+    _, logits = run(net, pairs, keep_states=False)
+    out = (logits > 0).astype(np.uint8)
+    return [int.from_bytes(np.packbits(column, bitorder="little").tobytes(), "little") for column in out.T]
 
 
-def search(net: Network, max_bits: int = 256, count: int = 32, seed: int = 0) -> list:
+def search(net: Network, max_bits: int = 4096, count: int = 32, seed: int = 0) -> list:
     """Counterexamples, shortest width first (one per family and width that fails)."""
     rng = np.random.default_rng(seed)
     found = []
