@@ -48,6 +48,10 @@ def test_every_step_is_a_row_with_its_status_in_the_table_and_the_json(tmp_path,
     assert "| fails | failed |" in table and "| sleeps | timeout |" in table
     assert "No replacement for BACKEND_DEFAULTS" in table and record["defaults"] is None
     assert table in capsys.readouterr().out
+    monkeypatch.setattr(check, "steps", lambda out, quick, torch=False: cheap_steps(out, quick)[:2])
+    with pytest.raises(SystemExit) as exit_:  # CI's --strict: a step that is not ok fails the check
+        check.main(["--quick", "--strict", "--out", str(tmp_path / "strict")])
+    assert exit_.value.code == 1
 
 
 def bench_row(implementation, unroll, cell, batch, ms):

@@ -155,7 +155,9 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
     widths = sorted({c.task.bits for c in cfgs})
     if len(widths) > 1:  # each job at its own width: its own length and evaluation set
         own = [(c.task.bits, widths.index(c.task.bits)) for c in cfgs for _ in range(c.task.seeds)]
-        eval_sets = stacked_eval_sets(widths, first.task.full_range, first.task.eval_samples, replicas * H)
+        eval_sets = stacked_eval_sets(
+            widths, first.task.full_range, first.task.eval_samples, setup.state_size * replicas
+        )
         consts = AdditionConsts(eval_sets, None, Widths(*np.asarray(own, np.int32).T))
         state_spec, consts_spec = addition_program.partition(False, widths=True)
     compile_seconds = 0.0
