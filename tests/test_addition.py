@@ -46,19 +46,26 @@ def test_sampled_sums_are_the_sums_of_the_operands(bits, full_range):
 
 
 def test_a_narrower_width_padded_is_its_own_draw_and_loss_then_zeros():
-    key = jax.random.key(3, impl="rbg")
     logits = jax.random.normal(jax.random.key(4), (10, 16, 1))
-    for full_range in (False, True):
-        narrow = addition.sample(key, 16, 5, full_range)
-        wide = addition.sample(key, 16, 9, full_range, own_bits=jnp.int32(5))  # the fused launcher's padding
-        T = addition.sequence_length(5, full_range)
+
+    @jax.jit  # one program for every case
+    def cases(key):
+        out = []
+        for full_range in (False, True):
+            narrow = addition.sample(key, 16, 5, full_range)
+            wide = addition.sample(key, 16, 9, full_range, own_bits=jnp.int32(5))  # the fused launcher's padding
+            T = addition.sequence_length(5, full_range)
+            own = [addition_loss(loss, logits[:T], narrow.targets) for loss in ("bce", "mse")]
+            padded = [addition_loss(loss, logits[: T + 4], wide.targets, jnp.int32(T)) for loss in ("bce", "mse")]
+            out.append((T, narrow, wide, own, padded))
+        return out
+
+    for T, narrow, wide, own, padded in cases(jax.random.key(3, impl="rbg")):
         np.testing.assert_array_equal(wide.inputs[:T], narrow.inputs)
         np.testing.assert_array_equal(wide.targets[:T], narrow.targets)
-        assert not np.asarray(wide.inputs[T:]).any() and not np.asarray(wide.targets[T:]).any()
-        for loss in ("bce", "mse"):
-            own = addition_loss(loss, logits[:T], narrow.targets)
-            padded = addition_loss(loss, logits[: wide.targets.shape[0]], wide.targets, jnp.int32(T))
-            np.testing.assert_allclose(padded, own, rtol=1e-6)
+        assert wide.targets.shape[0] == T + 4 and not np.asarray(wide.inputs[T:]).any()
+        assert not np.asarray(wide.targets[T:]).any()
+        np.testing.assert_allclose(padded, own, rtol=1e-6)
 
 
 def test_encoding_is_lsb_first_with_carries():

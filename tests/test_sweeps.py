@@ -133,7 +133,7 @@ def test_launcher_and_optuna_presets_compose():
 
 
 @pytest.mark.slow
-def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cache_dir):
+def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cache_dir, capsys):
     sweep = tmp_path / "sweep"
     out = multirun(sweep, "task.bits=3,4", "model.hidden=2,4", cache=cache_dir)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -151,11 +151,12 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
         (4, 4),
     }
 
-    rep = subprocess.run(
-        [sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120
-    )
-    assert rep.returncode == 0, rep.stderr
-    assert "4 jobs" in rep.stdout and "4 ok" in rep.stdout
+    from rnn_jax.apps.report import main as report  # in process: the sweep above is the real CLI run
+
+    capsys.readouterr()
+    assert report([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 jobs" in printed and "4 ok" in printed
     with (sweep / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
