@@ -83,6 +83,15 @@ def test_a_family_is_split_where_padding_would_exceed_max_padding():
     assert split_by_padding(list(steps), steps, 2) == [[1, 2], [3, 0]]
 
 
+@pytest.mark.parametrize("setting", ["max_padding=0.5", "max_length_padding=abc"])
+def test_a_padding_limit_below_1_or_not_a_number_is_one_line(setting, tmp_path, app_in_process):
+    done = app_in_process("-m", "task.bits=3,4", "hydra/launcher=fused", f"hydra.launcher.{setting}",
+                          f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    assert done.returncode == 1 and not list(tmp_path.glob("*/summary.json"))
+    expected = f"error: hydra.launcher.{setting} is not allowed; must be a number >= 1 (inf: no limit)"
+    assert done.stderr.strip().splitlines()[-1] == expected
+
+
 @pytest.fixture(scope="module")
 def fused_sweep(tmp_path_factory):
     """The sweep trained with hydra/launcher=fused: hidden 2 and 8 at 3 and 4 bits one family

@@ -10,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from hydra.errors import OverrideParseException
+from hydra.errors import InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from rnn_jax.apps.hydra_callbacks import record_job_outcome, restore_earlier_run_config
@@ -81,6 +81,8 @@ def composition_error(error: BaseException) -> str:
         if key and "not in struct" in str(e) and schema is dict:
             section = key.rpartition(".")[0]
             return f"{key}: this run has no {section} settings (its preset sets {section}=null); remove {key}"
+    if isinstance(chain[0], InstantiationException) and len(chain) > 1:  # e.g. a launcher's setting refused
+        return str(chain[-1]).replace("\n", " ")
     messages = list(dict.fromkeys(str(e) for e in chain if str(e)))
     return " / ".join(m.replace("\n", " ") for m in messages)
 
