@@ -74,17 +74,18 @@ def sample(
 
 
 def int_bits(values, bits: int) -> np.ndarray:
-    """Python/NumPy integers -> `[bits, len(values)]` 0/1, least significant first."""
-    values = np.asarray(values, dtype=object).ravel()
-    return np.array([[(int(v) >> k) & 1 for v in values] for k in range(bits)], dtype=np.int32).reshape(
-        bits, len(values)
-    )
+    """Python/NumPy integers -> `[bits, len(values)]` 0/1, least significant first (two's
+    complement low bits for a negative one)."""
+    values = [int(v) & ((1 << bits) - 1) for v in np.asarray(values, dtype=object).ravel()]
+    width = (bits + 7) // 8
+    raw = np.frombuffer(b"".join(v.to_bytes(width, "little") for v in values), np.uint8).reshape(len(values), width)
+    return np.unpackbits(raw, axis=1, count=bits, bitorder="little").T.astype(np.int32)
 
 
 def bits_int(bits_array) -> list[int]:
     """`[T, B]` 0/1 (LSB first) -> B Python integers (exact at any width)."""
-    arr = np.asarray(bits_array).astype(np.int64)
-    return [sum(int(bit) << k for k, bit in enumerate(column)) for column in arr.T]
+    columns = np.packbits(np.asarray(bits_array).astype(bool).T, axis=1, bitorder="little")  # [B, ceil(T / 8)]
+    return [int.from_bytes(row.tobytes(), "little") for row in columns]
 
 
 def from_operand_bits_np(a_bits: np.ndarray, b_bits: np.ndarray, full_range: bool, dtype=np.float32) -> Batch:
