@@ -31,7 +31,7 @@ import math
 import time
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,7 @@ from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, run_lock, wri
 from rnn_jax.tasks.addition import program as addition_program
 from rnn_jax.tasks.addition import report as host
 from rnn_jax.tasks.addition import task as addition
+from rnn_jax.tasks.addition.data import sequence_length
 from rnn_jax.tasks.addition.evaluate import stacked_eval_sets
 from rnn_jax.tasks.addition.program import AdditionConsts, Widths
 from rnn_jax.tasks.base import DIVERGED, SOLVED, log_every, place, to_host
@@ -107,12 +108,14 @@ def unpad(leaf: np.ndarray, shape: tuple, h: int, H: int) -> np.ndarray:
 
 
 class Job:
-    """One job of a family: its config, directory, replicas' rows in the family state, tally."""
+    """One job of a family: its config, directory, replicas' rows in the stacked state, tally."""
 
-    def __init__(self, cfg: Config, run_dir: Path, rows: slice, tally, shapes):
-        self.cfg, self.run_dir, self.rows, self.tally, self.shapes = cfg, Path(run_dir), rows, tally, shapes
+    def __init__(self, cfg: Config, run_dir: Path, tally, shapes):
+        self.cfg, self.run_dir, self.tally, self.shapes = cfg, Path(run_dir), tally, shapes
+        self.rows = slice(0)  # set by `_stack`
         self.seeds = [cfg.seed + i for i in range(cfg.task.seeds)]
         self.step, self.active, self.last_finite = 0, True, None
+        self.final = None  # its own state, once it no longer trains with the others (host arrays)
         self.metrics = MetricsLog(run_dir)
 
 
@@ -138,19 +141,26 @@ def train_family(cfgs: Sequence[Config], run_dirs: Sequence[Path]) -> list[dict]
         return _train_family(list(cfgs), [Path(d) for d in run_dirs])
 
 
-def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
-    t_start = time.perf_counter()
-    first = cfgs[0]
-    jax.config.update("jax_enable_x64", first.train.dtype == "float64")
-    replicas = sum(c.task.seeds for c in cfgs)
-    b = first.backend
-    devices, device_record = select_backend(b.name, b.compilation_cache, str(b.devices), None, ("seeds", replicas))
-    platform, H = devices.platform, max(c.model.hidden for c in cfgs)
-    optimizer = make_optimizer(first.optim, first.train.steps)
-    big = _padded(first, H, max(c.task.bits for c in cfgs))
+class Stacked(NamedTuple):
+    """Jobs' replicas stacked at one shape: the program that trains them and its inputs' layout."""
+
+    hidden: int
+    bits: int
+    program: Any  # rnn_jax.tasks.base.Program of the stacked replicas
+    setup: Any  # rnn_jax.tasks.addition.program.Setup at this shape
+    consts: Any  # the program's constants, placed on the devices
+    state_spec: Any
+    shapes: Any  # the stacked state's shapes (`jax.eval_shape`)
+
+
+def _stacked_program(cfgs: list[Config], hidden: int, bits: int, devices, optimizer) -> Stacked:
+    """The program for `cfgs`' replicas stacked at `hidden` units and `bits`-bit sums: each job
+    of fewer bits reads its own sums and evaluation set (`program.Widths`)."""
+    first, replicas = cfgs[0], sum(c.task.seeds for c in cfgs)
+    big = _padded(first, hidden, bits)
     family_cfg = dataclasses.replace(big, task=dataclasses.replace(big.task, seeds=replicas))
     program = addition.make(family_cfg, optimizer, devices).program
-    setup = addition.make_setup(big, optimizer, platform)
+    setup = addition.make_setup(big, optimizer, devices.platform)
     consts, (state_spec, consts_spec) = program.consts, program.partition
     widths = sorted({c.task.bits for c in cfgs})
     if len(widths) > 1:  # each job at its own width: its own length and evaluation set
@@ -160,74 +170,139 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
         )
         consts = AdditionConsts(eval_sets, None, Widths(*np.asarray(own, np.int32).T))
         state_spec, consts_spec = addition_program.partition(False, widths=True)
+    shapes = jax.eval_shape(partial(addition_program.replicas, setup), jax.ShapeDtypeStruct((replicas,), jnp.int32))
+    consts = place(consts, devices.mesh, consts_spec)
+    return Stacked(hidden, bits, program, setup, consts, state_spec, shapes)
+
+
+def _stack(owns: list, jobs: list, stacked: Stacked, mesh):
+    """The jobs' own states (on the host, at their own sizes) padded to `stacked`'s hidden size and
+    stacked in order; each job's `rows` are set to its replicas' rows."""
+    parts, row = [], 0
+    for j, own in zip(jobs, owns):
+        S, h = j.cfg.task.seeds, j.cfg.model.hidden
+        parts.append(jax.tree.map(lambda leaf, s: pad(leaf, (S, *s.shape[1:]), h, stacked.hidden), own, stacked.shapes))
+        j.rows, row = slice(row, row + S), row + S
+    return place(jax.tree.map(lambda *xs: np.concatenate(xs), *parts), mesh, stacked.state_spec)
+
+
+def _cost(hidden: int, steps: int, replicas: int) -> int:
+    """A training step's arithmetic, in proportion: replicas x time steps x a hidden x hidden product."""
+    return replicas * steps * hidden * (hidden + 1)
+
+
+def regroup_pays(old: int, new: int, step_seconds: float, steps_left: int, compile_seconds: float) -> bool:
+    """Whether to train the jobs left at their own smaller shape (`new` arithmetic per step, against
+    `old`): when the time it saves, counting half the steps left (a job may stop before), is more
+    than twice the time to compile the smaller program (measured: the current one's)."""
+    saved = (1 - new / old) * step_seconds * steps_left / 2
+    return saved > 2 * compile_seconds
+
+
+def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
+    t_start = time.perf_counter()
+    first = cfgs[0]
+    jax.config.update("jax_enable_x64", first.train.dtype == "float64")
+    replicas = sum(c.task.seeds for c in cfgs)
+    b = first.backend
+    devices, device_record = select_backend(b.name, b.compilation_cache, str(b.devices), None, ("seeds", replicas))
+    platform, H = devices.platform, max(c.model.hidden for c in cfgs)
+    optimizer = make_optimizer(first.optim, first.train.steps)
+    family = _stacked_program(cfgs, H, max(c.task.bits for c in cfgs), devices, optimizer)
     compile_seconds = 0.0
 
     # Each job's replicas at its own size, as the job alone starts them (one program for all),
     # padded to H and stacked.
-    shapes = jax.eval_shape(partial(addition_program.replicas, setup), jax.ShapeDtypeStruct((replicas,), jnp.int32))
     own_setups = [addition.make_setup(cfg, optimizer, platform) for cfg in cfgs]
     seeds = [jnp.asarray([cfg.seed + i for i in range(cfg.task.seeds)]) for cfg in cfgs]
     t0 = time.perf_counter()
     init = jax.jit(lambda seeds: [addition_program.replicas(s, x) for s, x in zip(own_setups, seeds)])
     init = init.lower(seeds).compile(compiler_options=addition_program.compile_options(platform, one_shot=True))
     compile_seconds += time.perf_counter() - t0
-    parts, jobs, row = [], [], 0
-    for cfg, run_dir, own in zip(cfgs, run_dirs, jax.device_get(init(seeds))):
-        S = cfg.task.seeds
-        parts.append(jax.tree.map(lambda leaf, s: pad(leaf, (S, *s.shape[1:]), cfg.model.hidden, H), own, shapes))
-        own_shapes = jax.tree.map(lambda x: x.shape, own)
-        jobs.append(Job(cfg, run_dir, slice(row, row + S), host.fresh_tally(S), own_shapes))
-        row += S
-    state = place(jax.tree.map(lambda *xs: np.concatenate(xs), *parts), devices.mesh, state_spec)
-    consts = place(consts, devices.mesh, consts_spec)
+    owns = jax.device_get(init(seeds))
+    jobs = [
+        Job(cfg, run_dir, host.fresh_tally(cfg.task.seeds), jax.tree.map(lambda x: x.shape, own))
+        for cfg, run_dir, own in zip(cfgs, run_dirs, owns)
+    ]
+    stacked, stacked_jobs = family, list(jobs)  # what trains now: after a regroup, the jobs left
+    state = _stack(owns, jobs, stacked, devices.mesh)
 
-    def step_family(state, consts, active, start, k: int):
+    def step_stacked(program, state, consts, active, start, k: int):
         new, outputs = program.chunk(state, consts, start, k)
         return _select(active, new, state), outputs
 
-    shape = {"jobs": len(jobs), "hidden": H, "bits": big.task.bits}  # what the family trained at
+    shape = {"jobs": len(jobs), "hidden": H, "bits": family.bits, "regroups": []}  # what the family trained at
     compiled, train_seconds, step, every = {}, 0.0, 0, log_every(first.train)
+    stacked_seconds, stacked_steps, chunk_compile = 0.0, 0, 0.0
     steps = first.train.steps
     try:
         while step < steps and any(j.active for j in jobs):
             end = min(steps, (step // every + 1) * every)
             k = end - step
-            active = np.zeros(replicas, bool)
-            for j in jobs:
+            active = np.zeros(sum(j.cfg.task.seeds for j in stacked_jobs), bool)
+            for j in stacked_jobs:
                 active[j.rows] = j.active
-            args = (state, consts, jnp.asarray(active), jnp.int32(step))
+            args = (state, stacked.consts, jnp.asarray(active), jnp.int32(step))
             if k not in compiled:
                 t0 = time.perf_counter()
-                jitted = jax.jit(step_family, static_argnums=4)
-                compiled[k] = jitted.lower(*args, k).compile(compiler_options=program.compile_options)
-                compile_seconds += time.perf_counter() - t0
+                jitted = jax.jit(partial(step_stacked, stacked.program), static_argnums=4)
+                compiled[k] = jitted.lower(*args, k).compile(compiler_options=stacked.program.compile_options)
+                chunk_compile = time.perf_counter() - t0
+                compile_seconds += chunk_compile
             t0 = time.perf_counter()
             new_state, outputs = compiled[k](*args)
             losses, accuracy = to_host(outputs)
-            train_seconds += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            train_seconds, stacked_seconds, stacked_steps = (
+                train_seconds + seconds,
+                stacked_seconds + seconds,
+                stacked_steps + k,
+            )
             with interrupts_deferred():  # the state, each job's step and its log line move together
                 state, step = new_state, end
-                for j in (j for j in jobs if j.active):
+                for j in (j for j in stacked_jobs if j.active):
                     _advance(j, losses[j.rows], accuracy[j.rows], end, t_start)
+            left = [j for j in stacked_jobs if j.active]
+            if not left or len(left) == len(stacked_jobs) or step >= steps:
+                continue
+            H2, bits2 = max(j.cfg.model.hidden for j in left), max(j.cfg.task.bits for j in left)
+            T = partial(sequence_length, full_range=first.task.full_range)
+            old = _cost(stacked.hidden, T(stacked.bits), len(active))
+            new = _cost(H2, T(bits2), sum(j.cfg.task.seeds for j in left))
+            if regroup_pays(old, new, stacked_seconds / stacked_steps, steps - step, chunk_compile):
+                # The jobs still training, at their own largest shape; the stopped ones keep their state.
+                with interrupts_deferred():
+                    host_state = to_host(state)
+                    for j in stacked_jobs:
+                        j.final = _own(host_state, j, stacked.hidden)
+                    stacked = _stacked_program([j.cfg for j in left], H2, bits2, devices, optimizer)
+                    state = _stack([j.final for j in left], left, stacked, devices.mesh)
+                    for j in left:
+                        j.final = None
+                    stacked_jobs, compiled, stacked_seconds, stacked_steps = left, {}, 0.0, 0
+                    shape["regroups"].append({"step": step, "jobs": len(left), "hidden": H2, "bits": bits2})
     except KeyboardInterrupt:  # each job keeps its last logged step, as the driver keeps it alone
         with interrupts_deferred():
-            final = to_host(state)
+            host_state = to_host(state)
             for j in jobs:
-                _interrupted(j, _own(final, j, H), device_record, shape, t_start)
+                own = j.final if j.final is not None else _own(host_state, j, stacked.hidden)
+                _interrupted(j, own, device_record, shape, t_start)
         raise
 
-    evaluation = host.evaluate(setup, big.task, platform, state.train.params)
-    final = to_host(state)
+    host_state = to_host(state)
+    for j in stacked_jobs:
+        j.final = _own(host_state, j, stacked.hidden)
+    everyone = _stack([j.final for j in jobs], jobs, family, devices.mesh)  # every job at H again, in order
+    evaluation = host.evaluate(family.setup, first.task, platform, everyone.train.params)
     summaries = []
     for j in jobs:
-        own_state = _own(final, j, H)
         e = evaluation.rows(j.rows)._replace(chain_seconds=evaluation.chain_seconds / len(jobs))
         fields = host.summary_fields(j.cfg.task, j.seeds, j.tally, e)
         share = {
             "compile_seconds": (compile_seconds + evaluation.compile_seconds) / len(jobs),
             "train_seconds": train_seconds / len(jobs),
         }
-        summaries.append(_finish(j, fields, own_state, share, device_record, shape, t_start))
+        summaries.append(_finish(j, fields, j.final, share, device_record, shape, t_start))
     return summaries
 
 
