@@ -154,18 +154,23 @@ def test_the_report_reads_a_fused_sweep_as_a_basic_one(fused_sweep):
 
 @pytest.mark.slow
 def test_a_family_split_over_2_devices_equals_it_on_one(fused_sweep, tmp_path):
-    """The same family (mixed widths and hidden sizes) with its replicas split over 2 CPU devices,
-    in a process of its own: each job as on one device (the fixture's run)."""
+    """The same family (mixed widths and hidden sizes, regrouped as a job stops, as in the fixture)
+    with its replicas split over 2 CPU devices, in a process of its own: each job as on one device."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     sweep = [a if a != "model.hidden=2,8,0" else "model.hidden=2,8" for a in SWEEP]
     launcher = ["hydra/launcher=fused", "hydra.launcher.max_padding=4", "hydra.launcher.max_length_padding=2"]
-    cmd = [sys.executable, "-m", "rnn_jax.train", "-m", *sweep, *launcher, "backend.devices=2"]
+    regrouping = (
+        "import sys; from rnn_jax.driver import job_groups; job_groups.regroup_pays = lambda *_: True; "
+        "from rnn_jax.apps.train import main; sys.argv[0] = 'rnn_jax.train'; main()"
+    )
+    cmd = [sys.executable, "-c", regrouping, "-m", *sweep, *launcher, "backend.devices=2"]
     done = subprocess.run([*cmd, f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     for split, one in [(0, 0), (1, 1), (2, 3), (3, 4)]:  # jobs by (bits, hidden): the fixture's also has hidden 0
         two = json.loads((tmp_path / str(split) / "summary.json").read_text())
         alone = json.loads((fused_sweep / str(one) / "summary.json").read_text())
         assert two["devices"] == 2 and two["fused"]["jobs"] == 4 and alone["devices"] == 1
+        assert two["fused"]["regroups"] == alone["fused"]["regroups"] != []
         for key in ("steps", "steps_to_solve", "per_seed_accuracy", "generalization_per_seed"):
             assert two[key] == alone[key], (split, key)
         a, _ = checkpoint.load(tmp_path / str(split) / "checkpoints" / "last")

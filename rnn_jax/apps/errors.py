@@ -58,7 +58,7 @@ def composition_error(error: BaseException) -> str:
     """Hydra's start-up error as one line: an unparsable override with how to quote it, a key
     the chosen section does not have with the keys it has, else Hydra's messages joined."""
     chain = []
-    while error is not None and len(chain) < 5:
+    while error is not None and len(chain) < 8:
         chain.append(error)
         error = error.__cause__
     for e in chain:
@@ -81,8 +81,9 @@ def composition_error(error: BaseException) -> str:
         if key and "not in struct" in str(e) and schema is dict:
             section = key.rpartition(".")[0]
             return f"{key}: this run has no {section} settings (its preset sets {section}=null); remove {key}"
-    if isinstance(chain[0], InstantiationException) and len(chain) > 1:  # e.g. a launcher's setting refused
-        return str(chain[-1]).replace("\n", " ")
+    innermost = next((str(e) for e in reversed(chain[1:]) if str(e)), None)
+    if isinstance(chain[0], InstantiationException) and innermost:  # e.g. a launcher's setting refused
+        return innermost.replace("\n", " ")
     messages = list(dict.fromkeys(str(e) for e in chain if str(e)))
     return " / ".join(m.replace("\n", " ") for m in messages)
 

@@ -263,7 +263,8 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
                 for j in (j for j in stacked_jobs if j.active):
                     _advance(j, losses[j.rows], accuracy[j.rows], end, t_start)
             left = [j for j in stacked_jobs if j.active]
-            if not left or len(left) == len(stacked_jobs) or step >= steps:
+            split = sum(j.cfg.task.seeds for j in left) % devices.count  # each device holds as many replicas
+            if not left or len(left) == len(stacked_jobs) or step >= steps or split:
                 continue
             H2, bits2 = max(j.cfg.model.hidden for j in left), max(j.cfg.task.bits for j in left)
             T = partial(sequence_length, full_range=first.task.full_range)

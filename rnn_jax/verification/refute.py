@@ -43,7 +43,7 @@ def operand_pairs(bits: int, rng: np.random.Generator, count: int) -> list:
 
 def _bit_array(value: int, steps: int) -> np.ndarray:
     """The low `steps` bits of `value`, least significant first."""
-    raw = np.frombuffer(value.to_bytes((steps + 7) // 8, "little"), np.uint8)
+    raw = np.frombuffer((value & ((1 << steps) - 1)).to_bytes((steps + 7) // 8, "little"), np.uint8)
     return np.unpackbits(raw, bitorder="little")[:steps].astype(np.int64)
 
 

@@ -117,10 +117,14 @@ def packed_exact(model: SequenceModel, params: ModelParams, pieces: PackedPairs,
     return 1.0 - wrong_pairs[:pairs].astype(jnp.float32)
 
 
-def exact_fraction(model: SequenceModel, params: ModelParams, pieces: EvalSet, unroll=None, steps=None) -> jax.Array:
+def exact_fraction(
+    model: SequenceModel, params: ModelParams, pieces: EvalSet, unroll=None, steps=None, group=None
+) -> jax.Array:
     """The fraction of the set's pairs whose every sum bit `model` gets right (full-length
     sequences: no masks needed), piece after piece. With `steps` (traced), only the first `steps`
-    steps are read: the rest pad a narrower width's pairs (`stacked_eval_sets`)."""
+    steps are read: the rest pad a narrower width's pairs; with `group` (traced), the set is
+    `pieces[group]` of stacked sets (`stacked_eval_sets`), taken a piece at a time, so that
+    replicas under `vmap` never copy a whole set each."""
     dtype = jax.tree.leaves(params.cell)[0].dtype
 
     def exact_in(piece: EvalSet):
@@ -130,6 +134,10 @@ def exact_fraction(model: SequenceModel, params: ModelParams, pieces: EvalSet, u
             right |= (jnp.arange(logits.shape[0]) >= steps)[:, None, None]  # padded steps count as right
         return jnp.sum(jnp.all(right, axis=(0, 2)) & piece.valid)
 
+    if group is not None:
+        valid = pieces.valid[group]
+        exact = jax.lax.map(lambda i: exact_in(jax.tree.map(lambda a: a[group, i], pieces)), jnp.arange(valid.shape[0]))
+        return jnp.sum(exact) / jnp.sum(valid)
     return jnp.sum(jax.lax.map(exact_in, pieces)) / jnp.sum(pieces.valid)
 
 

@@ -131,11 +131,17 @@ def draw(setup: Setup, data_key, start, k: int, own_bits=None) -> addition.Batch
 
 
 def train_replica(
-    setup: Setup, train: TrainState, batches: addition.Batch, eval_pieces: Optional[EvalSet], own_bits=None
+    setup: Setup,
+    train: TrainState,
+    batches: addition.Batch,
+    eval_pieces: Optional[EvalSet],
+    own_bits=None,
+    eval_set=None,
 ):
     """One replica over `batches` (`[k, ...]`): its state, losses `[k]` and exact accuracy after.
     With `own_bits`, the replica's width (traced) when it trains among wider ones: the steps past
-    its own sequence length count in neither the loss nor the accuracy."""
+    its own sequence length count in neither the loss nor the accuracy, which is measured on
+    `eval_pieces[eval_set]` (stacked evaluation sets, `stacked_eval_sets`)."""
     steps = None if own_bits is None else own_bits + int(setup.full_range)
 
     def loss_fn(params, batch: addition.Batch):
@@ -151,7 +157,7 @@ def train_replica(
     train, losses = make_chunk(step_loss, setup.unroll_steps)(train, batches)
     if eval_pieces is None:
         return train, losses, None
-    return train, losses, exact_fraction(setup.model, train.params, eval_pieces, setup.unroll, steps)
+    return train, losses, exact_fraction(setup.model, train.params, eval_pieces, setup.unroll, steps, eval_set)
 
 
 def chunk(setup: Setup, state: AdditionState, consts: AdditionConsts, start, k: int):
@@ -163,8 +169,7 @@ def chunk(setup: Setup, state: AdditionState, consts: AdditionConsts, start, k: 
         xs = jax.lax.map(lambda a: draw(setup, a[0], start, k, a[1]), (state.data_key, consts.widths.bits))
 
         def own(train, batches, eval_sets, widths: Widths):
-            eval_pieces = jax.tree.map(lambda a: a[widths.eval_set], eval_sets)
-            return train_replica(setup, train, batches, eval_pieces, widths.bits)
+            return train_replica(setup, train, batches, eval_sets, widths.bits, widths.eval_set)
 
         train, losses, acc = jax.vmap(own, in_axes=(0, 0, None, 0))(state.train, xs, consts.eval, consts.widths)
         return AdditionState(train, state.data_key), (losses, acc)
