@@ -13,7 +13,8 @@ are stacked along the addition program's replica axis and trained by one program
 (`rnn_jax.tasks.addition.program.chunk`) compiled once per chunk length, split over the devices
 `backend.devices` names as a single run splits its seeds. A job stops by its own
 rule (`Report.status`): from then on its replicas are frozen (the program computes them, the
-state keeps the old values). At the end every replica is evaluated by one program, and each job
+state keeps the old values), until the jobs left are restacked at their own smaller shape, when
+that pays for compiling it (`regroup_pays`). At the end every replica is evaluated by one program, and each job
 gets its own run directory as the driver writes it alone (`metrics.jsonl`, `summary.json`,
 `checkpoints/last` at its own size, so `report`, resume and `verify` work unchanged).
 
@@ -186,9 +187,11 @@ def _stack(owns: list, jobs: list, stacked: Stacked, mesh):
     return place(jax.tree.map(lambda *xs: np.concatenate(xs), *parts), mesh, stacked.state_spec)
 
 
-def _cost(hidden: int, steps: int, replicas: int) -> int:
-    """A training step's arithmetic, in proportion: replicas x time steps x a hidden x hidden product."""
-    return replicas * steps * hidden * (hidden + 1)
+def _arithmetic(jobs: list, hidden: int, bits: int) -> int:
+    """A training step's arithmetic for `jobs` stacked at `hidden` units and `bits` bits, in
+    proportion: replicas x time steps x a hidden x hidden product."""
+    replicas = sum(j.cfg.task.seeds for j in jobs)
+    return replicas * sequence_length(bits, jobs[0].cfg.task.full_range) * hidden * (hidden + 1)
 
 
 def regroup_pays(old: int, new: int, step_seconds: float, steps_left: int, compile_seconds: float) -> bool:
@@ -253,35 +256,24 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
             new_state, outputs = compiled[k](*args)
             losses, accuracy = to_host(outputs)
             seconds = time.perf_counter() - t0
-            train_seconds, stacked_seconds, stacked_steps = (
-                train_seconds + seconds,
-                stacked_seconds + seconds,
-                stacked_steps + k,
-            )
+            train_seconds += seconds
+            stacked_seconds += seconds
+            stacked_steps += k
             with interrupts_deferred():  # the state, each job's step and its log line move together
                 state, step = new_state, end
                 for j in (j for j in stacked_jobs if j.active):
                     _advance(j, losses[j.rows], accuracy[j.rows], end, t_start)
-            left = [j for j in stacked_jobs if j.active]
-            split = sum(j.cfg.task.seeds for j in left) % devices.count  # each device holds as many replicas
-            if not left or len(left) == len(stacked_jobs) or step >= steps or split:
+            smaller = _smaller_shape(stacked_jobs, devices.count) if step < steps else None
+            if smaller is None:
                 continue
-            H2, bits2 = max(j.cfg.model.hidden for j in left), max(j.cfg.task.bits for j in left)
-            T = partial(sequence_length, full_range=first.task.full_range)
-            old = _cost(stacked.hidden, T(stacked.bits), len(active))
-            new = _cost(H2, T(bits2), sum(j.cfg.task.seeds for j in left))
+            old = _arithmetic(stacked_jobs, stacked.hidden, stacked.bits)
+            new = _arithmetic([j for j in stacked_jobs if j.active], *smaller)
             if regroup_pays(old, new, stacked_seconds / stacked_steps, steps - step, chunk_compile):
-                # The jobs still training, at their own largest shape; the stopped ones keep their state.
                 with interrupts_deferred():
-                    host_state = to_host(state)
-                    for j in stacked_jobs:
-                        j.final = _own(host_state, j, stacked.hidden)
-                    stacked = _stacked_program([j.cfg for j in left], H2, bits2, devices, optimizer)
-                    state = _stack([j.final for j in left], left, stacked, devices.mesh)
-                    for j in left:
-                        j.final = None
-                    stacked_jobs, compiled, stacked_seconds, stacked_steps = left, {}, 0.0, 0
-                    shape["regroups"].append({"step": step, "jobs": len(left), "hidden": H2, "bits": bits2})
+                    stacked_jobs, stacked, state = _regroup(stacked_jobs, stacked, state, *smaller, devices, optimizer)
+                    compiled, stacked_seconds, stacked_steps = {}, 0.0, 0
+                    hidden, bits = smaller
+                    shape["regroups"].append({"step": step, "jobs": len(stacked_jobs), "hidden": hidden, "bits": bits})
     except KeyboardInterrupt:  # each job keeps its last logged step, as the driver keeps it alone
         with interrupts_deferred():
             host_state = to_host(state)
@@ -305,6 +297,32 @@ def _train_family(cfgs: list[Config], run_dirs: list[Path]) -> list[dict]:
         }
         summaries.append(_finish(j, fields, j.final, share, device_record, shape, t_start))
     return summaries
+
+
+def _smaller_shape(jobs: list, device_count: int) -> Optional[tuple[int, int]]:
+    """After some of `jobs` stopped: the `(hidden, bits)` the jobs left would be restacked at
+    (their own largest); None when none stopped or all did, or when the replicas left would not
+    split evenly over the devices."""
+    left = [j for j in jobs if j.active]
+    if not left or len(left) == len(jobs) or sum(j.cfg.task.seeds for j in left) % device_count:
+        return None
+    return max(j.cfg.model.hidden for j in left), max(j.cfg.task.bits for j in left)
+
+
+def _regroup(jobs: list, stacked: Stacked, state, hidden: int, bits: int, devices, optimizer):
+    """The jobs still training restacked at `hidden` units and `bits` bits, with their program;
+    each stopped one keeps its own state (`Job.final`). Returns `(jobs left, Stacked, state)`."""
+    host_state = to_host(state)
+    left, owns = [], []
+    for j in jobs:
+        own = _own(host_state, j, stacked.hidden)
+        if j.active:
+            left.append(j)
+            owns.append(own)
+        else:
+            j.final = own
+    smaller = _stacked_program([j.cfg for j in left], hidden, bits, devices, optimizer)
+    return left, smaller, _stack(owns, left, smaller, devices.mesh)
 
 
 def _advance(j: Job, losses, accuracy, end: int, t_start: float) -> None:

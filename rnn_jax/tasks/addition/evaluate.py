@@ -3,7 +3,7 @@ generalisation pairs of several widths packed end to end so one scan evaluates t
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +48,13 @@ class EvalSet(NamedTuple):
     valid: np.ndarray  # [n, rows] bool: False on the padding of the last piece
 
 
-def eval_set(bits: int, full_range: bool, samples: int, width: int) -> EvalSet:
-    """All operand pairs when there are at most `samples`, else that many fixed ones."""
+def eval_set(bits: int, full_range: bool, samples: int, width: int, steps: Optional[int] = None) -> EvalSet:
+    """All operand pairs when there are at most `samples`, else that many fixed ones; with
+    `steps`, each pair followed by steps of zeros up to that length (`stacked_eval_sets`)."""
     batch = addition.eval_batch(bits, full_range, samples, GENERALIZATION_SEED, np.uint8)
     T, N = batch.targets.shape[:2]
+    if steps is not None:
+        batch, T = jax.tree.map(lambda a: np.pad(a, [(0, steps - T)] + [(0, 0)] * (a.ndim - 1)), batch), steps
     whole = EvalSet(batch.inputs, batch.targets, np.ones((1, N), bool))  # valid: [1, N], split like the rest
     pieces = in_pieces(whole, rows_per_piece(T, width), EvalSet(0, 0, False))
     return pieces._replace(valid=pieces.valid[:, 0])
@@ -146,13 +149,7 @@ def stacked_eval_sets(widths: list[int], full_range: bool, samples: int, width: 
     and piece count: steps past a width's own are zeros (read with `exact_fraction(steps=)`),
     pieces past its own are not `valid`."""
     T = addition.sequence_length(max(widths), full_range)
-    sets = []
-    for n in widths:
-        batch = addition.eval_batch(n, full_range, samples, GENERALIZATION_SEED, np.uint8)
-        batch = jax.tree.map(lambda a: np.pad(a, [(0, T - a.shape[0])] + [(0, 0)] * (a.ndim - 1)), batch)
-        whole = EvalSet(batch.inputs, batch.targets, np.ones((1, batch.targets.shape[1]), bool))
-        pieces = in_pieces(whole, rows_per_piece(T, width), EvalSet(0, 0, False))
-        sets.append(pieces._replace(valid=pieces.valid[:, 0]))
+    sets = [eval_set(n, full_range, samples, width, steps=T) for n in widths]
     rows = max(s.inputs.shape[2] for s in sets)  # a set smaller than a piece is one piece of its size
     count = max(s.inputs.shape[0] for s in sets)
 
