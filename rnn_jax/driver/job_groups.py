@@ -41,7 +41,7 @@ import numpy as np
 from rnn_jax.driver.backend import select_backend
 from rnn_jax.driver.checkpoint import Checkpoints
 from rnn_jax.driver.config import Config
-from rnn_jax.driver.loop import run_header
+from rnn_jax.driver.loop import diverged_fields, run_figures, run_header
 from rnn_jax.driver.optim import make_optimizer
 from rnn_jax.driver.resume import checkpoint_meta, flat_settings
 from rnn_jax.driver.rundir import MetricsLog, interrupts_deferred, run_lock, write_summary
@@ -374,16 +374,10 @@ def _finish(j: Job, fields: dict, own_state, share: dict, device_record: dict, s
     fields.pop("compile_seconds", None)
     summary = {"status": "ok", "task": "addition", **fields}
     if diverged:
-        summary.update(status="failed", error=f"loss became NaN or Inf at step {j.step}", last_finite=j.last_finite)
+        summary.update(diverged_fields(j.step, j.last_finite))
+    seconds = share["compile_seconds"], share["train_seconds"], time.perf_counter() - t_start
     summary.update(
-        steps=j.step,
-        steps_this_run=j.step,
-        resumed_from=None,
-        config_history=history,
-        compile_seconds=round(share["compile_seconds"], 4),
-        train_seconds=round(share["train_seconds"], 4),
-        us_per_step=round(1e6 * share["train_seconds"] / j.step, 3) if j.step else None,
-        elapsed_seconds=round(time.perf_counter() - t_start, 4),
+        **run_figures(j.step, j.step, None, history, *seconds),
         fused={
             **shape,
             "family_compile_seconds": round(shape["jobs"] * share["compile_seconds"], 4),

@@ -158,23 +158,23 @@ def train_and_summarize(
             loop.save_last()
         summary = {"status": "ok", "task": name, **fields}
         if loop.diverged:
-            summary.update(
-                status="failed", error=f"loss became NaN or Inf at step {loop.step}", last_finite=loop.last_finite
-            )
+            summary.update(diverged_fields(loop.step, loop.last_finite))
         if interrupted:
             summary["status"] = "interrupted"
         trained = loop.step - resumed.step
+        elapsed = resumed.elapsed + time.perf_counter() - t_start
         summary.update(
-            steps=loop.step,
-            steps_this_run=trained,
-            resumed_from=resumed.path,
-            config_history=loop.config_history,
             **{f"final_{k}": v for k, v in (loop.last_fields or {}).items()},
             **({f"best_{loop.best_field}": finite_or_null(loop.best)} if loop.best_field else {}),
-            compile_seconds=round(timing.compile_seconds, 4),
-            train_seconds=round(timing.train_seconds, 4),
-            us_per_step=round(1e6 * timing.train_seconds / trained, 3) if trained else None,
-            elapsed_seconds=round(resumed.elapsed + time.perf_counter() - t_start, 4),
+            **run_figures(
+                loop.step,
+                trained,
+                resumed.path,
+                loop.config_history,
+                timing.compile_seconds,
+                timing.train_seconds,
+                elapsed,
+            ),
         )
         if task.display.throughput:
             unit, per_step = task.display.throughput
@@ -187,6 +187,28 @@ def train_and_summarize(
     if interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def diverged_fields(step: int, last_finite: Optional[dict]) -> dict:
+    """A summary's fields for a run whose loss turned NaN or Inf at `step`."""
+    return {"status": "failed", "error": f"loss became NaN or Inf at step {step}", "last_finite": last_finite}
+
+
+def run_figures(
+    step: int, trained: int, resumed_from, config_history: list, compile_seconds: float, train_seconds: float, elapsed
+) -> dict:
+    """A summary's figures of the run itself: its steps (`trained` of them in this process), the
+    checkpoint it resumed from, its settings by step range, and its seconds."""
+    return {
+        "steps": step,
+        "steps_this_run": trained,
+        "resumed_from": resumed_from,
+        "config_history": config_history,
+        "compile_seconds": round(compile_seconds, 4),
+        "train_seconds": round(train_seconds, 4),
+        "us_per_step": round(1e6 * train_seconds / trained, 3) if trained else None,
+        "elapsed_seconds": round(elapsed, 4),
+    }
 
 
 class Timing:
