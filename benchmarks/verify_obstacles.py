@@ -12,13 +12,14 @@ unknown) one line with two kinds of figures. They are measurements in float64, n
 - One round of the certificate search's own sets (`search.initial_nodes` for `history`, `runs`, from
   the states of `search.simulate`), pushed through every word of `depth` pairs with the rigorous
   affine arithmetic (`certificate.node_images`). Each image, in its target node's coordinates
-  (principal directions, widest first), is split into the part from the source set's extent
-  carried linearly ("linear"), the relaxation errors of the nonlinear units ("nonlinear"), and the
-  offset of its center; each is divided by the target's own radius in that direction and the
-  median over images is reported for the widest and the thinnest direction. "gain" is the growth
-  per word of the radii of the node graph under the linear parts alone (power iteration of
-  r_t = max over edges of |W_t J_w B_s| r_s): below 1 the boxes can close if nothing else adds
-  up; the nonlinear ratio in the thin directions is what the sets must grow by every word.
+  (the principal directions of the label's states), is split into the offset of its center from
+  the target box's middle, the part from the source set's extent carried linearly ("linear"), and
+  the relaxation errors of the nonlinear units ("nonlinear"); the three add up to what
+  `certificate.coordinates` bounds. Each is divided by the target box's radius in that direction
+  and the median over images is printed for each box's widest and thinnest direction, with the
+  thinnest radius and the relaxation error there. "gain" is the growth per word of the boxes'
+  radii under the linear parts alone (`max_growth` over the node graph), measured at these first
+  boxes with their slopes fixed: at or above 1, such boxes grown with those slopes cannot close.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def contraction(net: Network, steps: int = 300, windows=(2, 4, 8), seed: int = 1
     out = {"lyapunov": float(np.exp(log_growth.max() / len(js)))}
     for d in windows:
         worst = 0.0
-        for t in range(len(js) - d):
+        for t in range(len(js) - d + 1):
             product = np.eye(net.state_size)
             for j in js[t : t + d]:
                 product = j @ product
@@ -84,7 +85,7 @@ def image_parts(net: Network, nodes: list, history: int, depth: int, runs: int =
     return {
         "offset": np.abs(np.einsum("rij,rj->ri", W, c - center) - middle[tgt]),
         "linear": np.einsum("rij,rj->ri", linear_map, radius[source]),
-        "nonlinear": np.einsum("rij,rj->ri", np.abs(W), np.abs(G[:, :, n:]).sum(-1) + e),
+        "nonlinear": np.abs(np.einsum("rij,rjk->rik", W, G[:, :, n:])).sum(-1) + np.einsum("rij,rj->ri", np.abs(W), e),
         "source": source,
         "target": tgt,
         "radius": radius,
@@ -101,21 +102,38 @@ def set_losses(net: Network, history: int, depth: int, runs: int = 0, seed: int 
     p = image_parts(net, nodes, history, depth, runs)
     radius, source, tgt = p["radius"], p["source"], p["target"]
     out = {"nodes": len(nodes), "unlabelled": p["unlabelled"]}
+    if not len(tgt):
+        keys = [f"{a}_{b}" for a in ("offset", "linear", "nonlinear") for b in ("wide", "thin")]
+        return out | dict.fromkeys(keys + ["gain", "thin", "error_thin"], np.nan)
+    rows = np.arange(len(tgt))
+    thinnest, widest = radius[tgt].argmin(axis=1), radius[tgt].argmax(axis=1)
     for name in ("offset", "linear", "nonlinear"):
         ratio = p[name] / np.maximum(radius[tgt], 1e-300)
-        out[f"{name}_wide"], out[f"{name}_thin"] = float(np.median(ratio[:, 0])), float(np.median(ratio[:, -1]))
-    r, gain = np.ones_like(radius), 0.0  # growth rate of r_t = max over edges of linear_map r_s
-    for _ in range(200):
-        new = np.zeros_like(r)
-        np.maximum.at(new, tgt, np.einsum("rij,rj->ri", p["linear_map"], r[source]))
-        gain = float(new.max() / r.max())
-        r = new / new.max()
+        out[f"{name}_wide"] = float(np.median(ratio[rows, widest]))
+        out[f"{name}_thin"] = float(np.median(ratio[rows, thinnest]))
+    out["thin"] = float(np.median(radius[tgt][rows, thinnest]))  # the target boxes' thinnest radius
+    out["error_thin"] = float(np.median(p["nonlinear"][rows, thinnest]))  # the relaxation error there
+    gain = max_growth(p["linear_map"], source, tgt, len(radius))
     out["gain"] = gain
     return out
 
 
+def max_growth(linear_map: np.ndarray, source: np.ndarray, target: np.ndarray, nodes: int, rounds: int = 200) -> float:
+    """Growth rate per word of r_t = max over edges (s -> t, matrix A) of A r_s (r `[nodes, n]` >= 0,
+    `linear_map` `[E, n, n]` >= 0): power iteration, the last quarter of the rounds averaged
+    (geometrically) so that a periodic graph gives its mean rate."""
+    r, growth = np.ones((nodes, linear_map.shape[-1])), []
+    for _ in range(rounds):
+        new = np.zeros_like(r)
+        np.maximum.at(new, target, np.einsum("rij,rj->ri", linear_map, r[source]))
+        growth.append(float(new.max() / r.max()))
+        r = new / new.max()
+    return float(np.exp(np.mean(np.log(growth[-rounds // 4 :]))))
+
+
 def seeds_of(path, wanted) -> list:
-    """`(run_dir, seed index)` pairs: `wanted` "JOB/SEED" strings, else the proved and unknown ones."""
+    """`(run_dir, seed index, verdict)` for the `wanted` "JOB/SEED" strings, else for the proved and
+    unknown seeds; a wanted seed that is not there is an error."""
     found = []
     for run_dir in app.run_dirs(path):
         verdicts = run_dir / "verification.json"
@@ -125,6 +143,9 @@ def seeds_of(path, wanted) -> list:
             label = f"{run_dir.name}/{i}"
             if (label in wanted) if wanted else r["verdict"] in ("proved", "unknown"):
                 found.append((run_dir, i, r["verdict"]))
+    missing = wanted - {f"{d.name}/{i}" for d, i, _ in found}
+    if missing:
+        raise SystemExit(f"error: seeds={','.join(sorted(missing))}: no such job/seed with a verification.json")
     return found
 
 
@@ -135,7 +156,11 @@ def main(argv) -> int:
     options = dict(a.split("=", 1) for a in argv[1:])
     wanted = set(options["seeds"].split(",")) if "seeds" in options else set()
     history, depth, runs = (int(options.get(k, v)) for k, v in (("history", 2), ("depth", 3), ("runs", 0)))
-    print("job/seed verdict cell hidden | lyapunov ||J_2|| ||J_4|| ||J_8|| | gain | nonlinear/radius wide thin")
+    print(
+        "job/seed verdict cell hidden | lyapunov ||J_2|| ||J_4|| ||J_8|| | gain"
+        " | over the radius, widest direction: offset linear nonlinear; thinnest: offset linear nonlinear"
+        " | thinnest radius, relaxation error there"
+    )
     loaded = {}
     for run_dir, i, verdict in seeds_of(argv[0], wanted):
         if run_dir not in loaded:
@@ -148,7 +173,11 @@ def main(argv) -> int:
         k, s = contraction(net), set_losses(net, history, depth, runs)
         print(
             f"{run_dir.name}/{i} {verdict} {model['cell']} {model['hidden']} | {k['lyapunov']:.2f} {k['norm2']:.2f} "
-            f"{k['norm4']:.2f} {k['norm8']:.2f} | {s['gain']:.2f} | {s['nonlinear_wide']:.2g} {s['nonlinear_thin']:.2g}",
+            f"{k['norm4']:.2f} {k['norm8']:.2f} | {s['gain']:.2f} | "
+            + " ".join(
+                f"{s[f'{part}_{side}']:.2g}" for side in ("wide", "thin") for part in ("offset", "linear", "nonlinear")
+            )
+            + f" | {s['thin']:.2g} {s['error_thin']:.2g}",
             flush=True,
         )
     return 0

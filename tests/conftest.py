@@ -1,7 +1,8 @@
 """Tests run on the CPU, with strict rank promotion so silent broadcasting bugs fail loudly, and
 with XLA's cheapest compilation: the tests check what programs compute, not how fast they run,
 and compiling is most of their time (these flags cut the suite's CPU time by about a third).
-Subprocesses the tests start (the real command lines) inherit both."""
+Subprocesses the tests start (the real command lines) inherit both, and Ctrl-C's default handling
+even when the suite was started with SIGINT ignored."""
 
 import os
 
@@ -20,6 +21,12 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
+
+# A shell that starts the suite in the background (`pytest &` without job control) has SIGINT
+# ignored, and every process it starts inherits that; the interrupt tests need Ctrl-C's own
+# behaviour, here and in the runs they start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

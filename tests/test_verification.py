@@ -2,6 +2,7 @@
 adder, its counterexamples on a network trained on 4-bit sums (checked against Python integers),
 and the app and the report end to end."""
 
+import itertools
 import json
 
 import jax
@@ -94,6 +95,33 @@ def test_interval_step_encloses_ten_thousand_points_of_a_random_set(case):
         assert np.all((lo <= state) & (state <= hi))
         l_lo, l_hi = affine.interval(out)
         assert np.all((l_lo[0, 0] <= logit) & (logit <= l_hi[0, 0]))
+
+
+def test_coordinates_with_a_node_per_row_are_the_exact_hull_of_each_set():
+    # Zonotopes (4 generators and an independent error per entry, in 3-D) each in its own node's
+    # basis: a linear map's extremes over a zonotope lie at its corners, so the rigorous bounds
+    # must hold every corner and be within rounding of the outermost.
+    rng = np.random.default_rng(0)
+    R, n, m = 6, 3, 4
+    form = affine.Form(rng.standard_normal((R, n)), rng.standard_normal((R, n, m)), 0.1 * rng.random((R, n)))
+    nodes = [
+        certificate.Node(0, (), rng.standard_normal(n), rng.standard_normal((n, n)), -np.ones(n), np.ones(n))
+        for _ in range(3)
+    ]
+    which = np.array([0, 1, 2, 2, 1, 0])
+    inverses = [certificate.inverse_bound(nodes[k].basis) for k in which]
+    lo, hi = certificate.coordinates_rows(
+        form,
+        np.stack([nodes[k].center for k in which]),
+        np.stack([w for w, _ in inverses]),
+        np.array([r for _, r in inverses]),
+    )
+    corners = np.array(list(itertools.product([-1.0, 1.0], repeat=m + n)))  # (eps, delta)
+    for r, k in enumerate(which):
+        z = form.c[r] + corners[:, :m] @ form.G[r].T + corners[:, m:] * form.e[r]
+        u = np.linalg.solve(nodes[k].basis, (z - nodes[k].center).T).T
+        assert (lo[r] <= u.min(axis=0)).all() and (u.max(axis=0) <= hi[r]).all()
+        np.testing.assert_allclose([lo[r], hi[r]], [u.min(axis=0), u.max(axis=0)], atol=1e-9 * (1 + np.abs(u).max()))
 
 
 def test_transcendental_margin_covers_libm_against_mpmath():

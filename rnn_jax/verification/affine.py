@@ -122,17 +122,23 @@ def _common(x: Form, y: Form):
 
 
 def linear(x: Form, w: np.ndarray, b) -> Form:
-    """`x @ w + b` (`w` `[d, d']`, `b` `[d']` or None: exact float64 constants)."""
-    d = w.shape[0]
+    """`x @ w + b` (`w` `[d, d']`, or `[B, d, d']`: a matrix per row; `b` `[d']` or None: exact
+    float64 constants)."""
+    d = w.shape[-2]
     aw = np.abs(w)
-    c = x.c @ w
-    magnitude = np.abs(x.c) @ aw
+    if w.ndim == 2:
+        times = np.matmul
+        G = np.swapaxes(np.swapaxes(x.G, -1, -2) @ w, -1, -2)  # [B, d', m]
+    else:  # the same sums of d products, one matrix per row
+        times = lambda v, m: np.einsum("bd,bde->be", v, m)
+        G = np.einsum("bdm,bde->bem", x.G, w)
+    c = times(x.c, w)
+    magnitude = times(np.abs(x.c), aw)
     if b is not None:
         c = c + b
         magnitude = magnitude + np.abs(b)
-    G = np.swapaxes(np.swapaxes(x.G, -1, -2) @ w, -1, -2)  # [B, d', m]
     g_abs = _bound(np.abs(x.G).sum(-1), x.G.shape[-1])  # [B, d] >= rowsum |G|
-    e = _plus(_bound(x.e @ aw, d), _err(magnitude, d + 1), _err(g_abs @ aw, d))
+    e = _plus(_bound(times(x.e, aw), d), _err(magnitude, d + 1), _err(times(g_abs, aw), d))
     return Form(c, G, e)
 
 
@@ -250,7 +256,7 @@ def absorb(x: Form) -> Form:
 
 
 def shift(x: Form, v: np.ndarray) -> Form:
-    """`x + v` for exact constants `v` `[d]`."""
+    """`x + v` for exact constants `v` `[d]` (or `[B, d]`, one per row)."""
     c = x.c + v
     return Form(c, x.G, _plus(x.e, _err(np.abs(c), 1)))
 

@@ -119,12 +119,7 @@ def node_form(nodes) -> affine.Form:
     mid = 0.5 * (lo + hi)
     rad = np.maximum(affine._up(hi - mid), affine._up(mid - lo))
     base = affine.Form(mid, rad[:, :, None] * np.eye(lo.shape[1]), np.zeros_like(mid))  # u as a form (exact)
-    form = affine.Form(*(np.empty_like(a) for a in base))
-    for i in range(len(nodes)):  # center + basis @ u, each node with its own basis
-        one = affine.shift(affine.linear(affine.Form(*(a[i : i + 1] for a in base)), basis[i].T, None), center[i])
-        for dst, src in zip(form, one):
-            dst[i : i + 1] = src
-    return form
+    return affine.shift(affine.linear(base, np.swapaxes(basis, -1, -2), None), center)  # center + basis @ u, per node
 
 
 def inverse_bound(basis: np.ndarray):
@@ -140,12 +135,22 @@ def inverse_bound(basis: np.ndarray):
 def coordinates(form: affine.Form, node: Node, inverse=None):
     """Rigorous `(lo, hi)` of basis^-1 (z - center) over the rows of `form`, `[R, n]` each."""
     W, rho = inverse_bound(node.basis) if inverse is None else inverse
-    if not rho < 0.5:
-        return np.full(form.c.shape, -np.inf), np.full(form.c.shape, np.inf)
-    u = affine.linear(affine.shift(form, -node.center), W.T, None)
+    R, n = form.c.shape
+    return coordinates_rows(form, np.broadcast_to(node.center, (R, n)), np.broadcast_to(W, (R, n, n)), np.full(R, rho))
+
+
+def coordinates_rows(form: affine.Form, center: np.ndarray, W: np.ndarray, rho: np.ndarray):
+    """`coordinates` with a node per row: its `center` `[R, n]` and `inverse_bound` `(W [R, n, n],
+    rho [R])`; rows whose rho is not below 1/2 get (-inf, inf)."""
+    u = affine.linear(affine.shift(form, -center), np.swapaxes(W, -1, -2), None)
     lo, hi = affine.interval(u)
-    slack = affine._up(affine._up(rho / (1 - rho)) * np.maximum(np.abs(lo), np.abs(hi)).max(axis=1, keepdims=True))
-    return affine._down(lo - slack), affine._up(hi + slack)
+    rho = np.asarray(rho, np.float64)[:, None]
+    ok = rho < 0.5
+    safe = np.where(ok, rho, 0.0)
+    gain = affine._up(safe / affine._down(1 - safe))
+    slack = affine._up(gain * np.maximum(np.abs(lo), np.abs(hi)).max(axis=1, keepdims=True))
+    lo, hi = affine._down(lo - slack), affine._up(hi + slack)
+    return np.where(ok, lo, -np.inf), np.where(ok, hi, np.inf)
 
 
 class Outcome(NamedTuple):

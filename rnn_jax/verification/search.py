@@ -34,7 +34,7 @@ from rnn_jax.verification.certificate import (
     Node,
     Outcome,
     check,
-    coordinates,
+    coordinates_rows,
     initial_images,
     inverse_bound,
     node_images,
@@ -201,33 +201,53 @@ def _refit(nodes, part, start, grow):
         for f, r in sel:  # each image's own extent: its generators and its independent errors
             spread = spread + np.einsum("rim,rjm->ij", f.G[r], f.G[r]) + np.diag((f.e[r] ** 2).sum(axis=0))
         _, vecs = np.linalg.eigh(spread / len(c))
-        moved = node._replace(center=center, basis=vecs[:, ::-1])
-        inverse = inverse_bound(moved.basis)
-        bounds = [coordinates(affine.Form(*(a[r] for a in f)), moved, inverse) for f, r in sel]
-        lo, hi = np.concatenate([b[0] for b in bounds]), np.concatenate([b[1] for b in bounds])
-        lo, hi = lo.min(axis=0), hi.max(axis=0)
+        new[i] = node._replace(center=center, basis=vecs[:, ::-1])
+    boxes = _hulls([(f, t, np.zeros_like(t)) for f, t in zip(forms, targets)], new)
+    for (_, t), (lo, hi) in boxes.items():
         spare = grow * (hi - lo) + 1e-12
-        new[i] = moved._replace(lo=lo - spare, hi=hi + spare)
+        new[t] = new[t]._replace(lo=lo - spare, hi=hi + spare)
     return new, True
+
+
+def _hulls(parts, nodes, inverses=None) -> dict:
+    """`{(source, target): (lo, hi)}`: the hull, in the target node's coordinates, of the rows of
+    each `(form, target per row, source per row)` in `parts` (rows with target -1 left out); one
+    rigorous change of coordinates for all rows, each in its own target's basis (`inverses`: the
+    nodes' `inverse_bound`s, None: computed here)."""
+    inverses = [inverse_bound(n.basis) for n in nodes] if inverses is None else inverses
+    Ws, rhos = np.stack([w for w, _ in inverses]), np.array([r for _, r in inverses])
+    centers = np.stack([n.center for n in nodes])
+    out = {}
+    for form, targets, starts in parts:
+        rows = np.flatnonzero(targets >= 0)
+        if not rows.size:
+            continue
+        t = targets[rows]
+        lo, hi = coordinates_rows(affine.Form(*(a[rows] for a in form)), centers[t], Ws[t], rhos[t])
+        key = starts[rows] * len(nodes) + t
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        los, his = np.minimum.reduceat(lo[order], first, axis=0), np.maximum.reduceat(hi[order], first, axis=0)
+        for k, l, h in zip(key[first].tolist(), los, his):
+            pair = (k // len(nodes), k % len(nodes))
+            if pair in out:
+                l, h = np.minimum(out[pair][0], l), np.maximum(out[pair][1], h)
+            out[pair] = (l, h)
+    return out
 
 
 def _land(part: Images, sources: int, nodes, inverses) -> list:
     """Per start set of `part`: `(smallest margin, {target node: (lo, hi)})`, its images in their
-    targets' coordinates; the key None marks images whose (carry, history) has no node. One
-    rigorous change of coordinates per target, for the images of every start set together."""
+    targets' coordinates; the key None marks images whose (carry, history) has no node."""
     targets = target_index(nodes, part.carry, part.history, part.run)
     margins = np.full(sources, np.inf)
     np.minimum.at(margins, part.start, part.margin)
     out = [(float(m), {}) for m in margins]
     for s in np.unique(part.start[targets < 0]):
         out[s][1][None] = None
-    for t in np.unique(targets[targets >= 0]):
-        rows = targets == t
-        lo, hi = coordinates(affine.Form(*(a[rows] for a in part.form)), nodes[t], inverses[t])
-        starts = part.start[rows]
-        for s in np.unique(starts):
-            sel = starts == s
-            out[s][1][int(t)] = (lo[sel].min(axis=0), hi[sel].max(axis=0))
+    for (s, t), bounds in _hulls([(part.form, targets, part.start)], nodes, inverses).items():
+        out[s][1][t] = bounds
     return out
 
 
