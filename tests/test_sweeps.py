@@ -183,7 +183,7 @@ def test_multirun_writes_one_run_per_job_and_the_report_reads_them(tmp_path, cac
 
 
 @pytest.mark.slow
-def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, cache_dir):
+def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, cache_dir, capsys):
     # Job 0: a bad combination (hidden 0), caught at validation. Job 1: a learning rate beyond
     # float32's range, so every seed's loss turns NaN: failed seeds, not an average of them.
     sweep = tmp_path / "sweep"
@@ -206,12 +206,13 @@ def test_failing_jobs_write_their_own_failure_and_the_sweep_goes_on(tmp_path, ca
         a == 0.0 for accs in s["generalization_per_seed"].values() for a in accs
     )
 
-    rep = subprocess.run(
-        [sys.executable, "-m", "rnn_jax.report", str(sweep)], capture_output=True, text=True, timeout=120
-    )
-    assert rep.returncode == 0, rep.stderr
-    assert "0 ok, 2 failed" in rep.stdout
-    lines = rep.stdout.splitlines()
+    from rnn_jax.apps.report import main as report  # in process: the sweep above is the real CLI run
+
+    capsys.readouterr()
+    assert report([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "0 ok, 2 failed" in printed
+    lines = printed.splitlines()
     assert any(line.startswith("job 0 ") and "model.hidden=0" in line for line in lines)
     assert any(line.startswith("job 1 ") and "NaN" in line for line in lines)
 
