@@ -43,7 +43,7 @@ from rnn_jax.verification.certificate import (
 from rnn_jax.verification.network import Network, run
 
 # (history, depth, runs) tried in order; each costs about (nodes x 4^depth) forms per round.
-SCHEDULE = ((0, 1, 0), (1, 1, 0), (0, 2, 0), (1, 2, 0), (1, 2, 12), (2, 2, 12), (2, 3, 0), (3, 2, 0))
+SCHEDULE = ((0, 1, 0), (1, 1, 0), (0, 2, 0), (1, 2, 0), (1, 2, 12), (2, 2, 12), (2, 3, 0), (3, 2, 0), (3, 3, 0))
 
 
 class Budget(NamedTuple):
