@@ -145,10 +145,9 @@ def close(net: Network, nodes: list, history: int, depth: int, runs: int, budget
             part = node_images(net, nodes, depth, history, runs)
             if not part.margin.min() > 0:
                 return failed(uncertain, float(part.margin.min()), rnd)
-            nodes, ok = _refit(nodes, part, start_images, budget.grow)
-            if not ok:
+            nodes, inverses = _refit(nodes, part, start_images, budget.grow)
+            if inverses is None:
                 return failed(unseen, np.nan, rnd)
-            inverses = [inverse_bound(n.basis) for n in nodes]
             changed = set(range(len(nodes)))
             continue
         if changed:
@@ -185,11 +184,12 @@ def close(net: Network, nodes: list, history: int, depth: int, runs: int, budget
 
 def _refit(nodes, part, start, grow):
     """Each node re-placed on what lands in it: center and principal axes of the incoming image
-    forms (their generators' spread and their centers'), box spanning them."""
+    forms (their generators' spread and their centers'), box spanning them. Returns the new nodes
+    and their `inverse_bound`s (None when an image reaches a label with no node)."""
     forms = [part.form, start.form]
     targets = [target_index(nodes, p.carry, p.history, p.run) for p in (part, start)]
     if any((t < 0).any() for t in targets):
-        return nodes, False
+        return nodes, None
     new = list(nodes)
     for i, node in enumerate(nodes):
         sel = [(f, t == i) for f, t in zip(forms, targets) if (t == i).any()]
@@ -202,19 +202,19 @@ def _refit(nodes, part, start, grow):
             spread = spread + np.einsum("rim,rjm->ij", f.G[r], f.G[r]) + np.diag((f.e[r] ** 2).sum(axis=0))
         _, vecs = np.linalg.eigh(spread / len(c))
         new[i] = node._replace(center=center, basis=vecs[:, ::-1])
-    boxes = _hulls([(f, t, np.zeros_like(t)) for f, t in zip(forms, targets)], new)
+    inverses = [inverse_bound(n.basis) for n in new]
+    boxes = _hulls([(f, t, np.zeros_like(t)) for f, t in zip(forms, targets)], new, inverses)
     for (_, t), (lo, hi) in boxes.items():
         spare = grow * (hi - lo) + 1e-12
         new[t] = new[t]._replace(lo=lo - spare, hi=hi + spare)
-    return new, True
+    return new, inverses
 
 
-def _hulls(parts, nodes, inverses=None) -> dict:
+def _hulls(parts, nodes, inverses) -> dict:
     """`{(source, target): (lo, hi)}`: the hull, in the target node's coordinates, of the rows of
     each `(form, target per row, source per row)` in `parts` (rows with target -1 left out); one
     rigorous change of coordinates for all rows, each in its own target's basis (`inverses`: the
-    nodes' `inverse_bound`s, None: computed here)."""
-    inverses = [inverse_bound(n.basis) for n in nodes] if inverses is None else inverses
+    nodes' `inverse_bound`s)."""
     Ws, rhos = np.stack([w for w, _ in inverses]), np.array([r for _, r in inverses])
     centers = np.stack([n.center for n in nodes])
     out = {}
