@@ -16,7 +16,7 @@ from rnn_jax.build import build_model, model_config
 from rnn_jax.cells import ElmanParams, elman
 from rnn_jax.model import DenseParams, ModelParams, sequence_model
 from rnn_jax.tasks.addition import data as addition
-from rnn_jax.verification import Budget, affine, certificate, from_params, verify
+from rnn_jax.verification import Budget, affine, certificate, from_params, refute, verify
 from rnn_jax.verification.network import NUMPY, PAIRS, Layer, Network, sigmoid, step
 
 CASES = [
@@ -147,7 +147,7 @@ def hinton_adder(k: float = 20.0) -> Network:
 def as_model(net: Network):
     """The rnn_jax model (float32, as trained) with `net`'s weights."""
     layer = net.layers[0]
-    model = sequence_model(elman(3, "sigmoid"), 1)
+    model = sequence_model(elman(layer.hidden, "sigmoid"), 1)
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     params = ModelParams(
         ElmanParams(f32(layer.w_x), f32(layer.w_h), f32(layer.b)),
@@ -217,6 +217,48 @@ def test_an_adder_with_a_wrong_last_carry_is_refuted_not_proved():
     batch = addition.encode([ce.a], [ce.b], ce.bits, full_range=True)
     _, logits = model.logits(params, jnp.asarray(batch.inputs))
     assert addition.bits_int(np.asarray(logits[..., 0] > 0)) == [ce.got]
+
+
+def alternation_trap(length: int, last: float = 8.0, k: float = 20.0) -> Network:
+    """`hinton_adder` and a chain of `length` sigmoid units: unit j fires after the pairs (1, 0),
+    (0, 1), (1, 0), ... up to the j-th, and lowers the logit by j / 100 (all of them together by
+    less than 1.5), the last by `last`. With `last` = 8 its only wrong bits end `length`
+    alternating pairs read with carry 0 (sum bits 1, logit about 5 - 8); with `last` below 3.5
+    every bit is right. One more unit, read by nothing, keeps a graded trace of every pair read, so
+    that the states of different words differ and a beam must choose among them."""
+    adder = hinton_adder(k).layers[0]
+    n = 3 + length + 1
+    w_x, w_h, b = np.zeros((2, n)), np.zeros((n, n)), np.full(n, -1.5 * k)
+    w_x[:, -1], w_h[-1, -1], b[-1] = [0.7, -0.4], 0.5, 0.1
+    w_x[:, :3], w_h[:3, :3], b[:3] = adder.w_x, adder.w_h, adder.b
+    for j in range(length):
+        sign = 1.0 if j % 2 == 0 else -1.0  # (1, 0) at even positions of the word, (0, 1) at odd
+        w_x[:, 3 + j] = k * sign * np.array([1.0, -1.0])
+        if j == 0:
+            b[3] = -0.5 * k
+        else:
+            w_h[3 + j - 1, 3 + j] = k
+    w_out = np.r_[10.0, -10.0, 10.0, -np.arange(1, length) / 100, -last, 0.0]
+    return Network((Layer("elman", w_x, w_h, b, activation="sigmoid"),), w_out, -5.0)
+
+
+def test_beam_search_finds_the_rare_word_that_random_and_structured_sums_miss():
+    rng = np.random.default_rng(0)
+    for bits in (1, 7, 62):  # operands to input pairs and back
+        a, b = (int(v) for v in rng.integers(0, 2**bits, 2))
+        assert refute.operands_of(refute.pairs_of(a, b, bits)) == (a, b)
+    net = alternation_trap(24)  # the word is 2^-23 of held-carry sums' 24-step stretches, 4^-24 of random ones'
+    assert refute.search(net, max_bits=256, beam_width=0) == []
+    found = refute.search(net, max_bits=256)
+    assert [ce.family for ce in found] == ["smallest margins"]
+    ce = found[0]
+    assert ce.got != ce.a + ce.b
+    word = refute.pairs_of(ce.a, ce.b, ce.bits)[ce.bits - 24 : ce.bits]  # the last 24 pairs read
+    assert word.tolist() == [1, 2] * 12
+    model, params = as_model(net)  # rnn_jax's own cell, float32, gets the same operands wrong
+    _, logits = model.logits(params, jnp.asarray(addition.encode([ce.a], [ce.b], ce.bits, full_range=True).inputs))
+    assert addition.bits_int(np.asarray(logits[..., 0] > 0)) == [ce.got]
+    assert refute.beam(alternation_trap(24, last=3.0)) == []  # a wrong bit is never reported where none is
 
 
 @pytest.fixture(scope="module")

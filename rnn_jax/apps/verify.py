@@ -1,6 +1,6 @@
 """Proves or refutes each seed of trained addition networks at every length.
 
-    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=4096] [seed=0]
+    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=4096] [seed=0] [workers=0]
 
 For every run directory (the one given, or each numbered job of a sweep) and every seed in its
 `checkpoints/last`, the verdict is one of:
@@ -13,16 +13,22 @@ For every run directory (the one given, or each numbered job of a sweep) and eve
 - unknown: neither within `seconds` of certificate search per seed (never counted as proved).
 
 Each run's verdicts go into `verification.json` beside its `summary.json`; the report
-(`python -m rnn_jax.report`) reads them.
+(`python -m rnn_jax.report`) reads them. The seeds are verified by `workers` processes at once
+(0: one per CPU core; 1: in this process), each seed with its own time budget.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +44,7 @@ class VerifyConfig:
     seconds: float = 1.5  # certificate search budget per seed
     max_bits: int = 4096  # widest operands of the counterexample search
     seed: int = 0  # of the simulated sums that place the sets and of the random operands
+    workers: int = 0  # processes verifying seeds at once; 0: one per CPU core, 1: this process
 
 
 class VerifyArgError(ValueError):
@@ -52,6 +59,8 @@ def parse_args(argv) -> VerifyConfig:
         raise VerifyArgError(f"seconds={cfg.seconds}: must be > 0")
     if cfg.max_bits < 4:
         raise VerifyArgError(f"max_bits={cfg.max_bits}: must be >= 4")
+    if cfg.workers < 0:
+        raise VerifyArgError(f"workers={cfg.workers}: must be >= 0 (0: one per CPU core)")
     return cfg
 
 
@@ -125,8 +134,17 @@ def _batched(params: dict) -> bool:
     return np.ndim(params["readout"]["w"]) == 3
 
 
-def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
-    """Verdicts of every seed of one run; written to `verification.json` and returned."""
+class Run(NamedTuple):
+    """One run directory's checkpoint, read for verification."""
+
+    path: Path
+    config: dict
+    params: dict  # state["train"]["params"]
+    seeds: list  # seed values
+    networks: list  # per seed: a `verification.Network`, or the message why the verifier cannot read it
+
+
+def load_run(run_dir: Path) -> Run:
     from rnn_jax.driver import checkpoint
 
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -136,17 +154,24 @@ def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
         raise VerifyArgError(f"{run_dir}: task {task!r}; the verifier checks addition runs")
     state, _ = checkpoint.load(run_dir / "checkpoints" / "last")
     params = state["train"]["params"]
-    budget = Budget(seconds=cfg.seconds)
     seeds = summary.get("seed_values") or list(range(verification.seed_count(params)))
-    results = []
-    for i, seed_value in enumerate(seeds):
-        index = i if _batched(params) else None
+    networks = []
+    for i in range(len(seeds)):
         try:
-            net = verification.from_params(params, config["model"], index)
+            networks.append(verification.from_params(params, config["model"], i if _batched(params) else None))
         except verification.NetworkError as e:
-            results.append({"seed": seed_value, "verdict": "unknown", "reason": f"unsupported: {e}"})
+            networks.append(f"unsupported: {e}")
+    return Run(run_dir, config, params, seeds, networks)
+
+
+def record(run: Run, verdicts: list, cfg: VerifyConfig) -> dict:
+    """The run's `verification.json` from its seeds' verdicts (None for a network the verifier
+    cannot read), refutations confirmed on the trained model; written and returned."""
+    results = []
+    for i, (seed_value, net, verdict) in enumerate(zip(run.seeds, run.networks, verdicts)):
+        if verdict is None:
+            results.append({"seed": seed_value, "verdict": "unknown", "reason": net})
             continue
-        verdict = verification.verify(net, budget, cfg.max_bits, cfg.seed)
         entry = {
             "seed": seed_value,
             "verdict": verdict.status,
@@ -154,7 +179,7 @@ def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
             "parameters": net.parameter_count,
         }
         if verdict.status == "refuted":
-            confirmed = confirm(params, config, i if _batched(params) else 0, verdict.counterexamples)
+            confirmed = confirm(run.params, run.config, i if _batched(run.params) else 0, verdict.counterexamples)
             if confirmed:
                 entry["counterexamples"] = [_counterexample(ce) for ce in confirmed]
             else:
@@ -165,8 +190,8 @@ def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
             entry["reason"] = verdict.reason
         results.append(entry)
     out = {
-        "model": config["model"],
-        "bits": config["task"]["bits"],
+        "model": run.config["model"],
+        "bits": run.config["task"]["bits"],
         "seconds_per_seed": cfg.seconds,
         "max_bits": cfg.max_bits,
         "seed": cfg.seed,
@@ -175,8 +200,34 @@ def verify_run(run_dir: Path, cfg: VerifyConfig) -> dict:
         "unknown": sum(r["verdict"] == "unknown" for r in results),
         "seeds": results,
     }
-    (run_dir / "verification.json").write_text(json.dumps(out, indent=1))
+    tmp = run.path / "verification.json.tmp"  # written whole, then moved over the last one
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, run.path / "verification.json")
     return out
+
+
+class InProcess:
+    """The `submit` of an executor, run at once in this process (`workers=1`)."""
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def _submit(run: Run, cfg: VerifyConfig, executor) -> tuple:
+    budget = Budget(seconds=cfg.seconds)
+    futures = [
+        executor.submit(verification.verify, net, budget, cfg.max_bits, cfg.seed)
+        if isinstance(net, verification.Network)
+        else None
+        for net in run.networks
+    ]
+    return run, futures
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _counterexample(ce: refute.Counterexample) -> dict:
@@ -201,12 +252,28 @@ def verify_runs(argv: list) -> None:
     dirs = run_dirs(cfg.run)
     start = time.perf_counter()
     totals = {"proved": 0, "refuted": 0, "unknown": 0}
-    for d in dirs:
-        out = verify_run(d, cfg)
+    workers = cfg.workers or cpu_cores()
+    # NumPy-only workers, started fresh (not forked from a process that has JAX's threads)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    pending = collections.deque()  # runs submitted, in order; one run per worker queued ahead
+
+    def finish(run, futures):
+        out = record(run, [f and f.result() for f in futures], cfg)
         for k in totals:
             totals[k] += out[k]
         m = out["model"]
-        print(f"{d}: {m['cell']} hidden={m['hidden']} bits={out['bits']}: {_counts(out)}", flush=True)
+        print(f"{run.path}: {m['cell']} hidden={m['hidden']} bits={out['bits']}: {_counts(out)}", flush=True)
+
+    try:
+        for d in dirs:
+            pending.append(_submit(load_run(d), cfg, pool or InProcess()))
+            while len(pending) > (workers if pool else 0):
+                finish(*pending.popleft())
+        while pending:
+            finish(*pending.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     print(f"{len(dirs)} runs, {sum(totals.values())} seeds: {_counts(totals)} in {time.perf_counter() - start:.1f} s")
 
 

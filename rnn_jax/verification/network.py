@@ -79,7 +79,8 @@ class Arith(NamedTuple):
 def sigmoid(z):
     """The logistic function to a few ulp everywhere (no overflow, no cancellation for z << 0)."""
     q = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + q), q / (1.0 + q))
+    r = 1.0 / (1.0 + q)
+    return np.where(z >= 0, r, q * r)
 
 
 NUMPY_ACT = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda z: np.maximum(z, 0.0)}

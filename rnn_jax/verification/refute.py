@@ -7,7 +7,12 @@ reading out the carry):
   steps of (1, 0); + 1 holds carry 1 through them; + itself holds carry 1 through (1, 1);
 - `held carry 0` / `held carry 1`: random a with b = (2^n - 1) - a (every step reads one 1, the
   carry stays 0), or b = 2^n - a (the carry stays 1 after the first 1);
-- `random`: uniform operands.
+- `random`: uniform operands;
+
+and, when none of those fails, `smallest margins`: a beam search over the input pairs themselves
+(`beam`), which keeps the reachable states whose output bit was least certain and extends them.
+It finds the short, rare words that break a network (an LSTM may add every random 4096-bit sum
+and fail on a particular 30-step pattern) which random operands almost never contain.
 
 Candidates are checked against Python integers; the app confirms them by running the trained
 model itself (`rnn_jax.apps.verify`), so a float64 artefact never stands as a counterexample.
@@ -19,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rnn_jax.verification.network import Network, run
+from rnn_jax.verification.network import NUMPY, PAIRS, Network, initial_state, run, step
 
 
 class Counterexample(NamedTuple):
@@ -60,8 +65,57 @@ def network_sum(net: Network, a: list, b: list, bits: int) -> list:
     return [int.from_bytes(np.packbits(column, bitorder="little").tobytes(), "little") for column in out.T]
 
 
-def search(net: Network, max_bits: int = 4096, count: int = 32, seed: int = 0) -> list:
-    """Counterexamples, shortest width first (one per family and width that fails)."""
+def operands_of(pairs) -> tuple[int, int]:
+    """`(a, b)` whose bits, least significant first, are the input pairs `pairs` (0..3, a + 2 b)."""
+    a = sum(1 << i for i, p in enumerate(pairs) if p & 1)
+    b = sum(1 << i for i, p in enumerate(pairs) if p & 2)
+    return a, b
+
+
+def beam(net: Network, width: int = 256, steps: int = 512, explore: float = 0.25, seed: int = 0) -> list:
+    """A counterexample found by a beam search over input pairs, or [].
+
+    Each step extends every kept state by the 4 input pairs, and keeps the `width` extensions
+    whose output bit had the smallest signed logit margin (the distance to a wrong bit), a share
+    `explore` of them drawn at random from the rest so that the beam does not settle on one
+    trajectory; states that coincide (the network forgets, so many words reach one state) count
+    once. The first extension with a wrong bit at step t gives operands of t + 1 bits whose
+    (t + 1)-th sum bit the network gets wrong."""
+    rng = np.random.default_rng(seed)
+    direction = rng.standard_normal(net.state_size)  # states that coincide have one projection
+    state, carry = initial_state(net), np.zeros(1, np.int64)
+    parents, chosen = [], []  # per step: the kept extensions' parent and input pair
+    for t in range(steps):
+        pair, parent = np.tile(np.arange(4), len(carry)), np.repeat(np.arange(len(carry)), 4)
+        new, logit = step(NUMPY, net, state[parent], PAIRS[pair])
+        total = carry[parent] + (pair & 1) + (pair >> 1)
+        margin = np.where(total & 1, logit[:, 0], -logit[:, 0])
+        if not margin.min() > 0:
+            k = int(np.argmin(margin))
+            word = [int(pair[k])]
+            k = int(parent[k])
+            for s in range(t - 1, -1, -1):
+                word.append(int(chosen[s][k]))
+                k = int(parents[s][k])
+            a, b = operands_of(word[::-1])
+            got = network_sum(net, [a], [b], t + 1)[0]
+            return [Counterexample(a, b, t + 1, got, "smallest margins")] if got != a + b else []
+        key = np.round(new @ direction * 1e7) + (total >> 1) * 1e12
+        _, distinct = np.unique(key, return_index=True)
+        if len(distinct) > width:
+            by_margin = distinct[np.argsort(margin[distinct], kind="stable")]
+            drawn = int(width * explore)
+            rest = rng.choice(by_margin[width - drawn :], drawn, replace=False)
+            distinct = np.concatenate([by_margin[: width - drawn], rest])
+        state, carry = new[distinct], total[distinct] >> 1
+        parents.append(parent[distinct])
+        chosen.append(pair[distinct])
+    return []
+
+
+def search(net: Network, max_bits: int = 4096, count: int = 32, seed: int = 0, beam_width: int = 256) -> list:
+    """Counterexamples, shortest width first (one per family and width that fails); when no
+    family fails, `beam`'s (`beam_width` 0: none)."""
     rng = np.random.default_rng(seed)
     found = []
     bits = 4
@@ -76,4 +130,4 @@ def search(net: Network, max_bits: int = 4096, count: int = 32, seed: int = 0) -
         if found:
             return found
         bits *= 2
-    return found
+    return beam(net, beam_width, seed=seed) if beam_width else []
