@@ -5,6 +5,8 @@ reading out the carry):
 
 - `all ones + 0`, `all ones + 1`, `all ones + all ones`: (2^n - 1) + 0 holds carry 0 through n
   steps of (1, 0); + 1 holds carry 1 through them; + itself holds carry 1 through (1, 1);
+  `0 + all ones`, `1 + all ones`: the same with the operands swapped, through (0, 1) (a network
+  need not treat a and b alike);
 - `held carry 0` / `held carry 1`: random a with b = (2^n - 1) - a (every step reads one 1, the
   carry stays 0), or b = 2^n - a (the carry stays 1 after the first 1);
 - `random`: uniform operands;
@@ -12,7 +14,7 @@ reading out the carry):
 and, when none of those fails, `smallest margins`: a beam search over the input pairs themselves
 (`beam`), which keeps the reachable states whose output bit was least certain and extends them.
 It finds the short, rare words that break a network (an LSTM may add every random 4096-bit sum
-and fail on a particular 30-step pattern) which random operands almost never contain.
+and fail on a particular 30-pair word) which random operands almost never contain.
 
 Candidates are checked against Python integers; the app confirms them by running the trained
 model itself (`rnn_jax.apps.verify`), so a float64 artefact never stands as a counterexample.
@@ -38,7 +40,8 @@ class Counterexample(NamedTuple):
 def operand_pairs(bits: int, rng: np.random.Generator, count: int) -> list:
     """`(family, a, b)` for one width: the structured sums and `count` of each random family."""
     top = (1 << bits) - 1
-    out = [("all ones + 0", top, 0), ("all ones + 1", top, 1), ("all ones + all ones", top, top)]
+    out = [("all ones + 0", top, 0), ("0 + all ones", 0, top), ("all ones + 1", top, 1), ("1 + all ones", 1, top)]
+    out.append(("all ones + all ones", top, top))
     for _ in range(count):
         a = int.from_bytes(rng.bytes((bits + 7) // 8), "little") & top
         c = int.from_bytes(rng.bytes((bits + 7) // 8), "little") & top
