@@ -248,8 +248,8 @@ def test_beam_search_finds_the_rare_word_that_random_and_structured_sums_miss():
         a, b = (int(v) for v in rng.integers(0, 2**bits, 2))
         assert refute.operands_of(refute.pairs_of(a, b, bits)) == (a, b)
     net = alternation_trap(24)  # the word is 2^-23 of held-carry sums' 24-step stretches, 4^-24 of random ones'
-    assert refute.search(net, max_bits=256, beam_width=0) == []
-    found = refute.search(net, max_bits=256)
+    assert refute.search(net, max_bits=256) == []
+    found = refute.beam(net)
     assert [ce.family for ce in found] == ["smallest margins"]
     ce = found[0]
     assert ce.got != ce.a + ce.b
@@ -258,7 +258,9 @@ def test_beam_search_finds_the_rare_word_that_random_and_structured_sums_miss():
     model, params = as_model(net)  # rnn_jax's own cell, float32, gets the same operands wrong
     _, logits = model.logits(params, jnp.asarray(addition.encode([ce.a], [ce.b], ce.bits, full_range=True).inputs))
     assert addition.bits_int(np.asarray(logits[..., 0] > 0)) == [ce.got]
-    assert refute.beam(alternation_trap(24, last=3.0)) == []  # a wrong bit is never reported where none is
+    assert refute.beam(alternation_trap(24, last=3.0), steps=64) == []  # no wrong bit reported where none is
+    verdict = verify(net, Budget(seconds=0.2), max_bits=16)  # no certificate: the beam runs
+    assert verdict.status == "refuted" and verdict.counterexamples == found
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +290,7 @@ def test_network_exact_on_4_bits_is_refuted_with_operands_it_really_gets_wrong(t
     from rnn_jax.driver import checkpoint
 
     before = (trained_4bit / "summary.json").read_text()
-    assert app.main([f"run={trained_4bit}", "seconds=1"]) == 0
+    assert app.main([f"run={trained_4bit}", "seconds=1"]) == 0  # one worker process per core
     assert (trained_4bit / "summary.json").read_text() == before  # the summary is not rewritten
     out = json.loads((trained_4bit / "verification.json").read_text())
     assert [r["seed"] for r in out["seeds"]] == [0, 1]

@@ -1,6 +1,6 @@
 """Proves or refutes each seed of trained addition networks at every length.
 
-    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=4096] [seed=0] [workers=0]
+    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=4096] [seed=0] [beam=1024] [workers=0]
 
 For every run directory (the one given, or each numbered job of a sweep) and every seed in its
 `checkpoints/last`, the verdict is one of:
@@ -44,6 +44,7 @@ class VerifyConfig:
     seconds: float = 1.5  # certificate search budget per seed
     max_bits: int = 4096  # widest operands of the counterexample search
     seed: int = 0  # of the simulated sums that place the sets and of the random operands
+    beam: int = 1024  # states of the beam search for a counterexample when no proof is found; 0: none
     workers: int = 0  # processes verifying seeds at once; 0: one per CPU core, 1: this process
 
 
@@ -59,6 +60,8 @@ def parse_args(argv) -> VerifyConfig:
         raise VerifyArgError(f"seconds={cfg.seconds}: must be > 0")
     if cfg.max_bits < 4:
         raise VerifyArgError(f"max_bits={cfg.max_bits}: must be >= 4")
+    if cfg.beam < 0:
+        raise VerifyArgError(f"beam={cfg.beam}: must be >= 0 (0: no beam search)")
     if cfg.workers < 0:
         raise VerifyArgError(f"workers={cfg.workers}: must be >= 0 (0: one per CPU core)")
     return cfg
@@ -195,6 +198,7 @@ def record(run: Run, verdicts: list, cfg: VerifyConfig) -> dict:
         "seconds_per_seed": cfg.seconds,
         "max_bits": cfg.max_bits,
         "seed": cfg.seed,
+        "beam": cfg.beam,
         "proved": sum(r["verdict"] == "proved" for r in results),
         "refuted": sum(r["verdict"] == "refuted" for r in results),
         "unknown": sum(r["verdict"] == "unknown" for r in results),
@@ -218,7 +222,7 @@ class InProcess:
 def _submit(run: Run, cfg: VerifyConfig, executor) -> tuple:
     budget = Budget(seconds=cfg.seconds)
     futures = [
-        executor.submit(verification.verify, net, budget, cfg.max_bits, cfg.seed)
+        executor.submit(verification.verify, net, budget, cfg.max_bits, cfg.seed, cfg.beam)
         if isinstance(net, verification.Network)
         else None
         for net in run.networks

@@ -6,7 +6,8 @@
 
 `verify` first looks for a counterexample (`refute.search`: adversarial sums run in float64),
 then for a certificate (`search.find_certificate`, checked by `certificate.check` with rigorous
-affine arithmetic, `affine`). NumPy only: no JAX, no Hydra.
+affine arithmetic, `affine`), and when there is none, for a counterexample again with a beam
+search over input pairs (`refute.beam`). NumPy only: no JAX, no Hydra.
 """
 
 from __future__ import annotations
@@ -41,18 +42,24 @@ class Verdict(NamedTuple):
     detail: dict  # a short description of the certificate (nodes, history, depth, runs, margin)
 
 
-def verify(net: Network, budget: Optional[Budget] = None, max_bits: int = 4096, seed: int = 0) -> Verdict:
+def verify(
+    net: Network, budget: Optional[Budget] = None, max_bits: int = 4096, seed: int = 0, beam: int = 1024
+) -> Verdict:
     """Refutes `net` (float64 counterexamples, to be confirmed by the caller on the real model),
-    else proves it within `budget` (None: `Budget()`), else "unknown"."""
+    else proves it within `budget` (None: `Budget()`), else refutes it with a beam search of
+    `beam` states (0: none; a proved network needs none), else "unknown"."""
     budget = Budget() if budget is None else budget
     start = time.perf_counter()
     found = refute.search(net, max_bits=max_bits, seed=seed)
     if found:
         return Verdict("refuted", "", None, found, time.perf_counter() - start, {})
     attempt = find_certificate(net, budget, seed)
-    seconds = time.perf_counter() - start
     if attempt.certificate is not None and attempt.outcome.ok:
-        return Verdict("proved", "", attempt.certificate, [], seconds, describe(attempt.certificate, attempt.outcome))
+        detail = describe(attempt.certificate, attempt.outcome)
+        return Verdict("proved", "", attempt.certificate, [], time.perf_counter() - start, detail)
+    found = refute.beam(net, beam, seed=seed) if beam else []
+    if found:
+        return Verdict("refuted", "", None, found, time.perf_counter() - start, {})
     last = f"history {attempt.history}, depth {attempt.depth}, runs {attempt.runs}: {attempt.outcome.reason}"
     why = f"no certificate within the budget (last tried {last})"
-    return Verdict("unknown", why, None, [], seconds, {})
+    return Verdict("unknown", why, None, [], time.perf_counter() - start, {})

@@ -11,10 +11,11 @@ reading out the carry):
   carry stays 0), or b = 2^n - a (the carry stays 1 after the first 1);
 - `random`: uniform operands;
 
-and, when none of those fails, `smallest margins`: a beam search over the input pairs themselves
-(`beam`), which keeps the reachable states whose output bit was least certain and extends them.
-It finds the short, rare words that break a network (an LSTM may add every random 4096-bit sum
-and fail on a particular 30-pair word) which random operands almost never contain.
+and `smallest margins` (`beam`, which `verify` runs when no certificate is found): a beam search
+over the input pairs themselves, which keeps the reachable states whose output bit was least
+certain and extends them. It finds the short, rare words that break a network (an LSTM may add
+every random 4096-bit sum and fail on a particular 30-pair word) which random operands almost
+never contain.
 
 Candidates are checked against Python integers; the app confirms them by running the trained
 model itself (`rnn_jax.apps.verify`), so a float64 artefact never stands as a counterexample.
@@ -75,7 +76,7 @@ def operands_of(pairs) -> tuple[int, int]:
     return a, b
 
 
-def beam(net: Network, width: int = 256, steps: int = 512, explore: float = 0.25, seed: int = 0) -> list:
+def beam(net: Network, width: int = 1024, steps: int = 512, explore: float = 0.25, seed: int = 0) -> list:
     """A counterexample found by a beam search over input pairs, or [].
 
     Each step extends every kept state by the 4 input pairs, and keeps the `width` extensions
@@ -116,9 +117,8 @@ def beam(net: Network, width: int = 256, steps: int = 512, explore: float = 0.25
     return []
 
 
-def search(net: Network, max_bits: int = 4096, count: int = 32, seed: int = 0, beam_width: int = 256) -> list:
-    """Counterexamples, shortest width first (one per family and width that fails); when no
-    family fails, `beam`'s (`beam_width` 0: none)."""
+def search(net: Network, max_bits: int = 4096, count: int = 32, seed: int = 0) -> list:
+    """Counterexamples of the families, shortest width first (one per family and width that fails)."""
     rng = np.random.default_rng(seed)
     found = []
     bits = 4
@@ -133,4 +133,4 @@ def search(net: Network, max_bits: int = 4096, count: int = 32, seed: int = 0, b
         if found:
             return found
         bits *= 2
-    return beam(net, beam_width, seed=seed) if beam_width else []
+    return found
