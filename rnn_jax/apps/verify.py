@@ -199,6 +199,7 @@ def record(run: Run, verdicts: list, cfg: VerifyConfig) -> dict:
         "max_bits": cfg.max_bits,
         "seed": cfg.seed,
         "beam": cfg.beam,
+        "workers": cfg.workers or cpu_cores(),  # processes that shared the machine (the budget is wall clock)
         "proved": sum(r["verdict"] == "proved" for r in results),
         "refuted": sum(r["verdict"] == "refuted" for r in results),
         "unknown": sum(r["verdict"] == "unknown" for r in results),
