@@ -133,6 +133,9 @@ def test_transcendental_margin_covers_libm_against_mpmath():
     exact_sig = np.array([float(1 / (1 + mpmath.exp(-mpmath.mpf(x)))) for x in t])
     for got, exact in ((np.tanh(t), exact_tanh), (sigmoid(t), exact_sig)):
         assert np.all(np.abs(got - exact) <= affine.FUNC_MARGIN * np.abs(got) + affine.TINY)
+    deep = -np.geomspace(30.0, 760.0, 2000)  # the sigmoid's tail down to subnormal results and underflow
+    exact_deep = np.array([float(1 / (1 + mpmath.exp(-mpmath.mpf(x)))) for x in deep])
+    assert np.all(np.abs(sigmoid(deep) - exact_deep) <= affine.FUNC_MARGIN * np.abs(exact_deep) + affine.TINY)
 
 
 def hinton_adder(k: float = 20.0) -> Network:
@@ -261,6 +264,10 @@ def test_beam_search_finds_the_rare_word_that_random_and_structured_sums_miss():
     assert refute.beam(alternation_trap(24, last=3.0), steps=64) == []  # no wrong bit reported where none is
     verdict = verify(net, Budget(seconds=0.2), max_bits=16)  # no certificate: the beam runs
     assert verdict.status == "refuted" and verdict.counterexamples == found
+    # a logit of exactly 0 reads as bit 0 (`logit > 0`): a network that always outputs 0 is wrong
+    # first on 1 + 0, not on a sum whose bit is 0
+    zero = net._replace(w_out=np.zeros_like(net.w_out), b_out=0.0)
+    assert [(ce.a, ce.b, ce.bits, ce.got) for ce in refute.beam(zero, width=8, steps=4)] == [(1, 0, 1, 0)]
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +318,20 @@ def test_network_exact_on_4_bits_is_refuted_with_operands_it_really_gets_wrong(t
             assert adds_exactly(model, params, bits=64, count=10_000)
     assert any(r["verdict"] == "refuted" for r in out["seeds"])
     assert "proved" in capsys.readouterr().out
+
+
+def test_a_run_that_cannot_be_read_ends_the_sweep_after_the_runs_under_way_are_recorded(trained_4bit, tmp_path, capsys):
+    import shutil
+
+    from rnn_jax.apps import verify as app
+
+    shutil.copytree(trained_4bit, tmp_path / "0", ignore=shutil.ignore_patterns("verification.json"))
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "summary.json").write_text(json.dumps({"config": {"task": {"name": "copy"}}}))
+    # two workers: run 0 is still being verified when run 1 turns out not to be an addition run
+    assert app.main([f"run={tmp_path}", "seconds=0.2", "beam=0", "workers=2"]) == 2
+    assert "task 'copy'" in capsys.readouterr().err
+    assert len(json.loads((tmp_path / "0" / "verification.json").read_text())["seeds"]) == 2
 
 
 def test_report_reads_the_fraction_proved_from_verification_json(trained_4bit):

@@ -1,6 +1,7 @@
 """Proves or refutes each seed of trained addition networks at every length.
 
-    python -m rnn_jax.verify run=<addition run dir or sweep dir> [seconds=1.5] [max_bits=4096] [seed=0] [beam=1024] [workers=0]
+    python -m rnn_jax.verify run=<addition run dir or sweep dir>
+        [seconds=1.5] [max_bits=4096] [seed=0] [beam=1024] [workers=0]
 
 For every run directory (the one given, or each numbered job of a sweep) and every seed in its
 `checkpoints/last`, the verdict is one of:
@@ -258,7 +259,8 @@ def verify_runs(argv: list) -> None:
     start = time.perf_counter()
     totals = {"proved": 0, "refuted": 0, "unknown": 0}
     workers = cfg.workers or cpu_cores()
-    # NumPy-only workers, started fresh (not forked from a process that has JAX's threads)
+    # workers that compute with NumPy only, started fresh (spawned, not forked from a process that
+    # has JAX's threads; they import JAX through the package but start no backend)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
     pending = collections.deque()  # runs submitted, in order; one run per worker queued ahead
 
@@ -271,7 +273,13 @@ def verify_runs(argv: list) -> None:
 
     try:
         for d in dirs:
-            pending.append(_submit(load_run(d), cfg, pool or InProcess()))
+            try:
+                run = load_run(d)
+            except Exception:  # a run that cannot be read ends the sweep, after the runs under way are recorded
+                while pending:
+                    finish(*pending.popleft())
+                raise
+            pending.append(_submit(run, cfg, pool or InProcess()))
             while len(pending) > (workers if pool else 0):
                 finish(*pending.popleft())
         while pending:

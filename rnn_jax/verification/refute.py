@@ -77,43 +77,51 @@ def operands_of(pairs) -> tuple[int, int]:
 
 
 def beam(net: Network, width: int = 1024, steps: int = 512, explore: float = 0.25, seed: int = 0) -> list:
-    """A counterexample found by a beam search over input pairs, or [].
+    """A counterexample found by a beam search over input pairs, or [] when none is found within
+    `steps` pairs.
 
     Each step extends every kept state by the 4 input pairs, and keeps the `width` extensions
     whose output bit had the smallest signed logit margin (the distance to a wrong bit), a share
     `explore` of them drawn at random from the rest so that the beam does not settle on one
     trajectory; states that coincide (the network forgets, so many words reach one state) count
-    once. The first extension with a wrong bit at step t gives operands of t + 1 bits whose
-    (t + 1)-th sum bit the network gets wrong."""
+    once, with their smallest margin. The first extension with a wrong bit at step t that a run of
+    the whole word confirms gives operands of t + 1 bits whose (t + 1)-th sum bit the network gets
+    wrong."""
+    if width < 1 or not 0 <= explore <= 1:
+        raise ValueError(f"beam: width={width} must be >= 1 and explore={explore} within [0, 1]")
     rng = np.random.default_rng(seed)
     direction = rng.standard_normal(net.state_size)  # states that coincide have one projection
     state, carry = initial_state(net), np.zeros(1, np.int64)
     parents, chosen = [], []  # per step: the kept extensions' parent and input pair
+
+    def word_of(k: int, t: int) -> list:  # the pairs read up to extension k of step t, oldest first
+        word, k = [int(pair[k])], int(parent[k])
+        for s in range(t - 1, -1, -1):
+            word.append(int(chosen[s][k]))
+            k = int(parents[s][k])
+        return word[::-1]
+
     for t in range(steps):
         pair, parent = np.tile(np.arange(4), len(carry)), np.repeat(np.arange(len(carry)), 4)
         new, logit = step(NUMPY, net, state[parent], PAIRS[pair])
         total = carry[parent] + (pair & 1) + (pair >> 1)
         margin = np.where(total & 1, logit[:, 0], -logit[:, 0])
-        if not margin.min() > 0:
-            k = int(np.argmin(margin))
-            word = [int(pair[k])]
-            k = int(parent[k])
-            for s in range(t - 1, -1, -1):
-                word.append(int(chosen[s][k]))
-                k = int(parents[s][k])
-            a, b = operands_of(word[::-1])
-            got = network_sum(net, [a], [b], t + 1)[0]
-            return [Counterexample(a, b, t + 1, got, "smallest margins")] if got != a + b else []
-        key = np.round(new @ direction * 1e7) + (total >> 1) * 1e12
-        _, distinct = np.unique(key, return_index=True)
-        if len(distinct) > width:
-            by_margin = distinct[np.argsort(margin[distinct], kind="stable")]
+        wrong = np.flatnonzero(np.where(total & 1, logit[:, 0] <= 0, logit[:, 0] > 0))  # as `network_sum` reads it
+        for k in wrong[np.argsort(margin[wrong], kind="stable")][:4]:
+            a, b = operands_of(word_of(int(k), t))
+            got = network_sum(net, [a], [b], t + 1)[0]  # the whole word run again, one sum
+            if got != a + b:
+                return [Counterexample(a, b, t + 1, got, "smallest margins")]
+        order = np.argsort(margin, kind="stable")
+        key = np.clip(np.round(new[order] @ direction * 1e7), -(2.0**60), 2.0**60).astype(np.int64)
+        _, first = np.unique(2 * key + (total[order] >> 1), return_index=True)
+        keep = order[np.sort(first)]  # distinct (state, carry), smallest margin first
+        if len(keep) > width:
             drawn = int(width * explore)
-            rest = rng.choice(by_margin[width - drawn :], drawn, replace=False)
-            distinct = np.concatenate([by_margin[: width - drawn], rest])
-        state, carry = new[distinct], total[distinct] >> 1
-        parents.append(parent[distinct])
-        chosen.append(pair[distinct])
+            keep = np.concatenate([keep[: width - drawn], rng.choice(keep[width - drawn :], drawn, replace=False)])
+        state, carry = new[keep], total[keep] >> 1
+        parents.append(parent[keep])
+        chosen.append(pair[keep])
     return []
 
 
