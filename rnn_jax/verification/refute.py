@@ -50,6 +50,11 @@ def operand_pairs(bits: int, rng: np.random.Generator, count: int) -> list:
     return out
 
 
+def _int_of(bits) -> int:
+    """The integer whose bits, least significant first, are `bits` (0 or 1 each): `_bit_array`'s inverse."""
+    return int.from_bytes(np.packbits(np.asarray(bits, np.uint8), bitorder="little").tobytes(), "little")
+
+
 def _bit_array(value: int, steps: int) -> np.ndarray:
     """The low `steps` bits of `value`, least significant first."""
     raw = np.frombuffer((value & ((1 << steps) - 1)).to_bytes((steps + 7) // 8, "little"), np.uint8)
@@ -65,15 +70,13 @@ def network_sum(net: Network, a: list, b: list, bits: int) -> list:
     """What the network outputs for each `a[i] + b[i]` (operands < 2^bits), as integers."""
     pairs = np.stack([pairs_of(x, y, bits) for x, y in zip(a, b)], axis=1)  # [bits + 1, B]
     _, logits = run(net, pairs, keep_states=False)
-    out = (logits > 0).astype(np.uint8)
-    return [int.from_bytes(np.packbits(column, bitorder="little").tobytes(), "little") for column in out.T]
+    return [_int_of(column) for column in (logits > 0).T]
 
 
 def operands_of(pairs) -> tuple[int, int]:
     """`(a, b)` whose bits, least significant first, are the input pairs `pairs` (0..3, a + 2 b)."""
-    a = sum(1 << i for i, p in enumerate(pairs) if p & 1)
-    b = sum(1 << i for i, p in enumerate(pairs) if p & 2)
-    return a, b
+    pairs = np.asarray(pairs)
+    return _int_of(pairs & 1), _int_of(pairs >> 1)
 
 
 def beam(net: Network, width: int = 1024, steps: int = 512, explore: float = 0.25, seed: int = 0) -> list:
