@@ -21,6 +21,7 @@ Each run's verdicts go into `verification.json` beside its `summary.json`; the r
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -200,7 +201,7 @@ def record(run: Run, verdicts: list, cfg: VerifyConfig) -> dict:
         "max_bits": cfg.max_bits,
         "seed": cfg.seed,
         "beam": cfg.beam,
-        "workers": cfg.workers or cpu_cores(),  # processes that shared the machine (the budget is wall clock)
+        "workers": cfg.workers,  # processes that shared the machine (the budget is wall clock)
         "proved": sum(r["verdict"] == "proved" for r in results),
         "refuted": sum(r["verdict"] == "refuted" for r in results),
         "unknown": sum(r["verdict"] == "unknown" for r in results),
@@ -258,7 +259,8 @@ def verify_runs(argv: list) -> None:
     dirs = run_dirs(cfg.run)
     start = time.perf_counter()
     totals = {"proved": 0, "refuted": 0, "unknown": 0}
-    workers = cfg.workers or cpu_cores()
+    cfg = dataclasses.replace(cfg, workers=cfg.workers or cpu_cores())  # 0 resolved once, recorded as such
+    workers = cfg.workers
     # workers that compute with NumPy only, started fresh (spawned, not forked from a process that
     # has JAX's threads; they import JAX through the package but start no backend)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None

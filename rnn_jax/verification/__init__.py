@@ -51,13 +51,12 @@ def verify(
     budget = Budget() if budget is None else budget
     start = time.perf_counter()
     found = refute.search(net, max_bits=max_bits, seed=seed)
-    if found:
-        return Verdict("refuted", "", None, found, time.perf_counter() - start, {})
-    attempt = find_certificate(net, budget, seed)
-    if attempt.certificate is not None and attempt.outcome.ok:
-        detail = describe(attempt.certificate, attempt.outcome)
-        return Verdict("proved", "", attempt.certificate, [], time.perf_counter() - start, detail)
-    found = refute.beam(net, beam, seed=seed) if beam else []
+    if not found:
+        attempt = find_certificate(net, budget, seed)
+        if attempt.certificate is not None and attempt.outcome.ok:
+            detail = describe(attempt.certificate, attempt.outcome)
+            return Verdict("proved", "", attempt.certificate, [], time.perf_counter() - start, detail)
+        found = refute.beam(net, beam, seed=seed) if beam else []
     if found:
         return Verdict("refuted", "", None, found, time.perf_counter() - start, {})
     last = f"history {attempt.history}, depth {attempt.depth}, runs {attempt.runs}: {attempt.outcome.reason}"
